@@ -1,0 +1,629 @@
+//! The superstep engine: loads a workflow's components once, then runs it
+//! bulk-synchronously. In a superstep every executor with messages handles them in
+//! delivery order (executors in parallel); at the barrier shared-state writes commit in
+//! executor-id order, sends become the next superstep's inboxes, outputs are emitted and
+//! a checkpoint is saved.
+
+use crate::checkpoint::{
+    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, Status,
+};
+use crate::context::{Effects, ExecutorContext, SharedState};
+use crate::error::invalid;
+use crate::events::{Event, EventSink};
+use crate::graph::Graph;
+use crate::manifest::Manifest;
+use crate::message::{Envelope, INPUT_SOURCE, Message, Payload};
+use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// What workflows share: the sandbox (engine and linker) and the worker threads that
+/// run a superstep's executors in parallel.
+pub struct Runtime {
+    sandbox: Sandbox,
+    pool: rayon::ThreadPool,
+}
+
+impl Runtime {
+    /// A runtime whose supersteps use up to `threads` worker threads (0: one per core).
+    pub fn new(threads: usize) -> Result<Arc<Runtime>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("superstep-worker-{i}"))
+            .build()?;
+        Ok(Arc::new(Runtime {
+            sandbox: Sandbox::new()?,
+            pool,
+        }))
+    }
+}
+
+/// A manifest with its components compiled and linked: ready to run any number of times.
+pub struct Workflow {
+    runtime: Arc<Runtime>,
+    manifest: Manifest,
+    graph: Arc<Graph>,
+    /// Per executor index.
+    components: Vec<Arc<CompiledComponent>>,
+    /// Per executor index: the config passed to `init`, as JSON.
+    configs: Vec<Vec<u8>>,
+}
+
+impl Workflow {
+    /// Compiles every component of `manifest` (each distinct file once) and checks that
+    /// it implements the executor world.
+    pub fn load(runtime: Arc<Runtime>, manifest: Manifest) -> Result<Workflow> {
+        let graph = Arc::new(Graph::new(&manifest));
+        let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();
+        let mut components = Vec::with_capacity(manifest.executors.len());
+        for executor in &manifest.executors {
+            let component = match compiled.get(executor.component.as_path()) {
+                Some(component) => component.clone(),
+                None => {
+                    let component = Arc::new(runtime.sandbox.compile(&executor.component, &executor.id)?);
+                    compiled.insert(&executor.component, component.clone());
+                    component
+                }
+            };
+            components.push(component);
+        }
+        let configs = manifest
+            .executors
+            .iter()
+            .map(|e| serde_json::to_vec(&e.config).expect("config is JSON"))
+            .collect();
+        Ok(Workflow {
+            runtime,
+            manifest,
+            graph,
+            components,
+            configs,
+        })
+    }
+
+    /// The manifest the workflow was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The workflow's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Starts a fresh run that delivers `input` to the start executor in superstep 0.
+    pub fn start(
+        &self,
+        input: Message,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Run<'_>> {
+        let mut instances = self.instantiate(&sink)?;
+        let mut states = Vec::with_capacity(instances.len());
+        for (i, instance) in instances.iter_mut().enumerate() {
+            let id = self.graph.id(i);
+            instance
+                .init(&self.configs[i])
+                .and_then(|()| instance.snapshot())
+                .map(|state| states.push(state))
+                .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
+        }
+        let mut queues = vec![Vec::new(); instances.len()];
+        queues[self.graph.start()].push(Envelope {
+            source: INPUT_SOURCE.to_string(),
+            message: input,
+        });
+        let run = Run {
+            workflow: self,
+            store,
+            sink,
+            instances,
+            run_id: uuid::Uuid::now_v7().to_string(),
+            superstep: 0,
+            queues,
+            shared: Arc::default(),
+            states,
+            outputs: Vec::new(),
+            last_checkpoint: None,
+        };
+        run.announce(None);
+        Ok(run)
+    }
+
+    /// Resumes a run from `checkpoint` after checking that it belongs to this
+    /// workflow: same graph and, unless `allow_changed_components`, the same
+    /// components. Every executor is initialised and then restored to its state.
+    pub fn resume(
+        &self,
+        checkpoint: Checkpoint,
+        allow_changed_components: bool,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Run<'_>> {
+        self.check_fits(&checkpoint, allow_changed_components)?;
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        let decode = |payload: &Payload, field: String| {
+            payload
+                .decode()
+                .map_err(|e| invalid(format!("{origin}: {field}: {e}")))
+        };
+
+        let mut queues = vec![Vec::new(); self.graph.ids().len()];
+        for (id, queue) in &checkpoint.queued {
+            let to = self.graph.index_of(id).expect("checked by check_fits");
+            for (n, queued) in queue.iter().enumerate() {
+                queues[to].push(Envelope {
+                    source: queued.source.clone(),
+                    message: Message {
+                        kind: queued.kind.clone(),
+                        body: decode(&queued.body, format!("queued.{id}[{n}].body"))?,
+                    },
+                });
+            }
+        }
+        let mut shared = SharedState::new();
+        for (key, value) in &checkpoint.shared_state {
+            shared.insert(key.clone(), decode(value, format!("shared_state.{key}"))?);
+        }
+        let mut outputs = Vec::with_capacity(checkpoint.outputs.len());
+        for (n, output) in checkpoint.outputs.iter().enumerate() {
+            outputs.push(Output {
+                superstep: output.superstep,
+                source: output.source.clone(),
+                message: Message {
+                    kind: output.kind.clone(),
+                    body: decode(&output.body, format!("outputs[{n}].body"))?,
+                },
+            });
+        }
+        let mut states = Vec::with_capacity(self.graph.ids().len());
+        for id in self.graph.ids() {
+            states.push(decode(&checkpoint.executors[id].state, format!("executors.{id}.state"))?);
+        }
+
+        let mut instances = self.instantiate(&sink)?;
+        for (i, instance) in instances.iter_mut().enumerate() {
+            let id = self.graph.id(i);
+            instance
+                .init(&self.configs[i])
+                .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
+            instance.restore(&states[i]).map_err(|reason| {
+                invalid(format!("{origin}: executor '{id}' did not accept its checkpointed state: {reason}"))
+            })?;
+        }
+
+        let run = Run {
+            workflow: self,
+            store,
+            sink,
+            instances,
+            run_id: checkpoint.run_id,
+            superstep: checkpoint.superstep,
+            queues,
+            shared: Arc::new(shared),
+            states,
+            outputs,
+            last_checkpoint: Some(checkpoint.checkpoint_id),
+        };
+        run.announce(run.last_checkpoint.clone());
+        Ok(run)
+    }
+
+    fn instantiate(&self, sink: &Arc<dyn EventSink>) -> Result<Vec<ExecutorInstance>> {
+        (0..self.components.len())
+            .map(|i| {
+                let ctx = ExecutorContext::new(i, self.graph.clone(), sink.clone());
+                ExecutorInstance::new(&self.components[i], ctx)
+            })
+            .collect()
+    }
+
+    /// Refuses a checkpoint that was not taken with this workflow, saying what differs.
+    fn check_fits(&self, checkpoint: &Checkpoint, allow_changed_components: bool) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        let manifest = self.manifest.path.display();
+        if checkpoint.manifest.digest != self.graph.digest() {
+            let ours: BTreeSet<&str> = self.graph.ids().iter().map(String::as_str).collect();
+            let theirs: BTreeSet<&str> = checkpoint.executors.keys().map(String::as_str).collect();
+            let mut differences = Vec::new();
+            if checkpoint.workflow != self.manifest.name {
+                differences.push(format!(
+                    "workflow '{}' in the checkpoint, '{}' in the manifest",
+                    checkpoint.workflow, self.manifest.name
+                ));
+            }
+            let missing: Vec<&str> = theirs.difference(&ours).copied().collect();
+            if !missing.is_empty() {
+                differences.push(format!("executors not in the manifest: {}", missing.join(", ")));
+            }
+            let added: Vec<&str> = ours.difference(&theirs).copied().collect();
+            if !added.is_empty() {
+                differences.push(format!("executors not in the checkpoint: {}", added.join(", ")));
+            }
+            if differences.is_empty() {
+                differences.push("the edges or the start executor differ".into());
+            }
+            return Err(invalid(format!(
+                "{origin} was taken with a different workflow graph than {manifest} ({}); resume with the manifest the run started with ({})",
+                differences.join("; "),
+                checkpoint.manifest.path
+            )));
+        }
+        for (i, id) in self.graph.ids().iter().enumerate() {
+            let record = &checkpoint.executors[id];
+            let component = &self.components[i];
+            if record.component != component.digest && !allow_changed_components {
+                return Err(invalid(format!(
+                    "{origin}: executor '{id}': its component changed since the checkpoint (checkpoint {}, now {} at {}); pass --allow-changed-components to restore the old state into the new component",
+                    record.component,
+                    component.digest,
+                    component.path.display()
+                )));
+            }
+        }
+        for (id, queue) in &checkpoint.queued {
+            if self.graph.index_of(id).is_none() {
+                return Err(invalid(format!("{origin}: queued: messages for unknown executor '{id}'")));
+            }
+            if let Some(m) = queue
+                .iter()
+                .find(|m| m.source != INPUT_SOURCE && self.graph.index_of(&m.source).is_none())
+            {
+                return Err(invalid(format!(
+                    "{origin}: queued.{id}: a message from unknown executor '{}'",
+                    m.source
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A workflow output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The superstep that emitted it.
+    pub superstep: u64,
+    /// The executor that yielded it.
+    pub source: String,
+    /// What it yielded.
+    pub message: Message,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No message is queued: the run is over.
+    Completed,
+    /// An executor failed or a limit was hit; the last checkpoint stays valid.
+    Failed {
+        /// What went wrong, naming the executor or limit.
+        reason: String,
+    },
+}
+
+/// One run of a workflow, fresh or resumed.
+pub struct Run<'w> {
+    workflow: &'w Workflow,
+    store: Arc<dyn CheckpointStore>,
+    sink: Arc<dyn EventSink>,
+    instances: Vec<ExecutorInstance>,
+    run_id: String,
+    /// Supersteps completed: the next one to run.
+    superstep: u64,
+    /// Per executor index: messages to deliver in the next superstep, in order.
+    queues: Vec<Vec<Envelope>>,
+    shared: Arc<SharedState>,
+    /// Per executor index: the latest snapshot.
+    states: Vec<Bytes>,
+    outputs: Vec<Output>,
+    last_checkpoint: Option<String>,
+}
+
+/// What one executor produced in a superstep.
+struct Step {
+    effects: Effects,
+    state: Bytes,
+}
+
+impl Run<'_> {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Every output since the run began (including before a resume).
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    /// Each executor's latest snapshot, by id.
+    pub fn states(&self) -> BTreeMap<&str, &Bytes> {
+        self.workflow.graph.ids().iter().map(String::as_str).zip(&self.states).collect()
+    }
+
+    /// The committed shared state.
+    pub fn shared_state(&self) -> &SharedState {
+        &self.shared
+    }
+
+    /// The id of the latest checkpoint of this run, if any.
+    pub fn last_checkpoint(&self) -> Option<&str> {
+        self.last_checkpoint.as_deref()
+    }
+
+    /// Runs supersteps until no message is queued, an executor fails or the superstep
+    /// cap is reached. An `Err` is a host-side failure (such as a checkpoint that
+    /// cannot be written); the last saved checkpoint stays valid either way.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let outcome = self.run_supersteps();
+        let reason = match &outcome {
+            Ok(Outcome::Completed) => {
+                self.sink.emit(&Event::RunCompleted {
+                    run_id: self.run_id.clone(),
+                    supersteps: self.superstep,
+                    outputs: self.outputs.len(),
+                });
+                return outcome;
+            }
+            Ok(Outcome::Failed { reason }) => reason.clone(),
+            Err(error) => format!("{error:#}"),
+        };
+        self.sink.emit(&Event::RunFailed {
+            run_id: self.run_id.clone(),
+            reason,
+            last_checkpoint: self.last_checkpoint.clone(),
+        });
+        outcome
+    }
+
+    fn run_supersteps(&mut self) -> Result<Outcome> {
+        let cap = self.workflow.manifest.max_supersteps;
+        while self.queues.iter().any(|q| !q.is_empty()) {
+            if self.superstep >= cap {
+                return Ok(Outcome::Failed {
+                    reason: format!(
+                        "superstep cap reached: {cap} supersteps run and messages are still queued (raise workflow.max_supersteps in {} and resume)",
+                        self.workflow.manifest.path.display()
+                    ),
+                });
+            }
+            if let Some(reason) = self.superstep()? {
+                return Ok(Outcome::Failed { reason });
+            }
+        }
+        Ok(Outcome::Completed)
+    }
+
+    fn announce(&self, resumed_from: Option<String>) {
+        self.sink.emit(&Event::RunStarted {
+            run_id: self.run_id.clone(),
+            workflow: self.workflow.manifest.name.clone(),
+            resumed_from,
+            superstep: self.superstep,
+        });
+    }
+
+    /// Runs one superstep and its barrier; returns the failure reason if an executor
+    /// failed, in which case nothing of the superstep is applied.
+    fn superstep(&mut self) -> Result<Option<String>> {
+        let superstep = self.superstep;
+        let graph = &self.workflow.graph;
+        let active: Vec<String> = (0..self.queues.len())
+            .filter(|&i| !self.queues[i].is_empty())
+            .map(|i| graph.id(i).to_string())
+            .collect();
+        self.sink.emit(&Event::SuperstepStarted {
+            superstep,
+            from_checkpoint: self.last_checkpoint.clone(),
+            executors: active,
+        });
+
+        let work: Vec<(usize, &mut ExecutorInstance, Vec<Envelope>)> = self
+            .instances
+            .iter_mut()
+            .zip(self.queues.iter_mut())
+            .enumerate()
+            .filter(|(_, (_, queue))| !queue.is_empty())
+            .map(|(i, (instance, queue))| (i, instance, std::mem::take(queue)))
+            .collect();
+        let shared = &self.shared;
+        let sink = &self.sink;
+        let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Vec<Envelope>)| {
+            (i, execute_executor(superstep, graph.id(i), instance, &inbox, shared, sink.as_ref()))
+        };
+        let results: Vec<(usize, Result<Step, String>)> = if work.len() == 1 {
+            work.into_iter().map(execute).collect()
+        } else {
+            self.workflow.runtime.pool.install(|| work.into_par_iter().map(execute).collect())
+        };
+
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|(i, result)| result.as_ref().err().map(|reason| format!("executor '{}': {reason}", graph.id(*i))))
+            .collect();
+        if !failures.is_empty() {
+            return Ok(Some(failures.join("; ")));
+        }
+
+        // The barrier: executor-id order throughout, so that delivery is by sender id
+        // and then send order, and shared-state writes commit deterministically.
+        let mut next: Vec<Vec<Envelope>> = vec![Vec::new(); self.queues.len()];
+        for (i, result) in results {
+            let Step { effects, state } = result.expect("failures returned above");
+            let source = graph.id(i);
+            if !effects.writes.is_empty() {
+                let shared = Arc::make_mut(&mut self.shared);
+                for (key, value) in effects.writes {
+                    match value {
+                        Some(value) => shared.insert(key, value),
+                        None => shared.remove(&key),
+                    };
+                }
+            }
+            for (to, message) in effects.sends {
+                next[to].push(Envelope {
+                    source: source.to_string(),
+                    message,
+                });
+            }
+            for message in effects.outputs {
+                self.sink.emit(&Event::Output {
+                    superstep,
+                    executor: source.to_string(),
+                    kind: message.kind.clone(),
+                    body: Payload::encode(&message.body),
+                });
+                self.outputs.push(Output {
+                    superstep,
+                    source: source.to_string(),
+                    message,
+                });
+            }
+            self.states[i] = state;
+        }
+        self.queues = next;
+        self.superstep += 1;
+        self.save_checkpoint()?;
+        self.sink.emit(&Event::SuperstepCompleted {
+            superstep,
+            queued: self.queues.iter().map(Vec::len).sum(),
+        });
+        Ok(None)
+    }
+
+    fn save_checkpoint(&mut self) -> Result<()> {
+        let graph = &self.workflow.graph;
+        let status = if self.queues.iter().all(Vec::is_empty) {
+            Status::Completed
+        } else {
+            Status::Running
+        };
+        let checkpoint = Checkpoint {
+            checkpoint_id: uuid::Uuid::now_v7().to_string(),
+            parent_id: self.last_checkpoint.clone(),
+            run_id: self.run_id.clone(),
+            workflow: self.workflow.manifest.name.clone(),
+            superstep: self.superstep,
+            created_at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            status,
+            manifest: ManifestRef {
+                path: self.workflow.manifest.path.display().to_string(),
+                digest: graph.digest().to_string(),
+            },
+            executors: graph
+                .ids()
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let record = ExecutorRecord {
+                        component: self.workflow.components[i].digest.clone(),
+                        state: Payload::encode(&self.states[i]),
+                    };
+                    (id.clone(), record)
+                })
+                .collect(),
+            shared_state: self
+                .shared
+                .iter()
+                .map(|(key, value)| (key.clone(), Payload::encode(value)))
+                .collect(),
+            queued: self
+                .queues
+                .iter()
+                .enumerate()
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(i, queue)| {
+                    let messages = queue
+                        .iter()
+                        .map(|envelope| QueuedMessage {
+                            source: envelope.source.clone(),
+                            kind: envelope.message.kind.clone(),
+                            body: Payload::encode(&envelope.message.body),
+                        })
+                        .collect();
+                    (graph.id(i).to_string(), messages)
+                })
+                .collect(),
+            outputs: self
+                .outputs
+                .iter()
+                .map(|output| OutputRecord {
+                    superstep: output.superstep,
+                    source: output.source.clone(),
+                    kind: output.message.kind.clone(),
+                    body: Payload::encode(&output.message.body),
+                })
+                .collect(),
+        };
+        let location = self
+            .store
+            .save(&checkpoint)
+            .with_context(|| format!("superstep {}: checkpoint not saved", self.superstep - 1))?;
+        self.sink.emit(&Event::CheckpointSaved {
+            checkpoint_id: checkpoint.checkpoint_id.clone(),
+            parent_id: checkpoint.parent_id,
+            superstep: checkpoint.superstep,
+            status: status.as_str().to_string(),
+            location,
+        });
+        self.last_checkpoint = Some(checkpoint.checkpoint_id);
+        Ok(())
+    }
+}
+
+/// Delivers one executor's inbox in order and takes its snapshot; emits its events.
+fn execute_executor(
+    superstep: u64,
+    id: &str,
+    instance: &mut ExecutorInstance,
+    inbox: &[Envelope],
+    shared: &Arc<SharedState>,
+    sink: &dyn EventSink,
+) -> Result<Step, String> {
+    let started = Instant::now();
+    sink.emit(&Event::ExecutorInvoked {
+        superstep,
+        executor: id.to_string(),
+        messages: inbox.len(),
+    });
+    instance.context().begin(superstep, shared.clone());
+    let handled = inbox
+        .iter()
+        .enumerate()
+        .try_for_each(|(n, envelope)| {
+            instance.handle(envelope).map_err(|reason| {
+                format!(
+                    "message {} of {} (kind '{}' from '{}'): {reason}",
+                    n + 1,
+                    inbox.len(),
+                    envelope.message.kind,
+                    envelope.source
+                )
+            })
+        })
+        .and_then(|()| instance.snapshot());
+    let effects = instance.context().finish();
+    match handled {
+        Ok(state) => {
+            sink.emit(&Event::ExecutorCompleted {
+                superstep,
+                executor: id.to_string(),
+                duration_us: started.elapsed().as_micros() as u64,
+            });
+            Ok(Step { effects, state })
+        }
+        Err(reason) => {
+            sink.emit(&Event::ExecutorFailed {
+                superstep,
+                executor: id.to_string(),
+                reason: reason.clone(),
+            });
+            Err(reason)
+        }
+    }
+}

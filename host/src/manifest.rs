@@ -1,0 +1,294 @@
+//! The workflow manifest: a TOML file naming the executors, their components and
+//! config, the edges between them, the start executor and the run's limits.
+
+use crate::error::invalid;
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The superstep cap when the manifest sets none.
+pub const DEFAULT_MAX_SUPERSTEPS: u64 = 1000;
+
+/// A parsed and validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Absolute path of the manifest file.
+    pub path: PathBuf,
+    /// The workflow's name.
+    pub name: String,
+    /// The executor that receives the run's input in superstep 0.
+    pub start: String,
+    /// The most supersteps a run may take, counted from its start across resumes.
+    pub max_supersteps: u64,
+    /// The executors, sorted by id.
+    pub executors: Vec<ExecutorSpec>,
+    /// The edges, in manifest order.
+    pub edges: Vec<EdgeSpec>,
+}
+
+/// One executor of the manifest.
+#[derive(Debug, Clone)]
+pub struct ExecutorSpec {
+    /// The executor's id, unique in the workflow.
+    pub id: String,
+    /// Absolute path of its component file.
+    pub component: PathBuf,
+    /// The `config` table, as JSON (an empty object when the manifest has none).
+    pub config: serde_json::Value,
+}
+
+/// A directed edge; `kinds` (when set) lists the message kinds it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSpec {
+    /// The sending executor.
+    pub from: String,
+    /// The receiving executor.
+    pub to: String,
+    /// The message kinds the edge accepts; `None` accepts every kind.
+    pub kinds: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    workflow: RawWorkflow,
+    #[serde(default)]
+    executors: Vec<RawExecutor>,
+    #[serde(default)]
+    edges: Vec<RawEdge>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    name: String,
+    start: Option<String>,
+    max_supersteps: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutor {
+    id: String,
+    component: PathBuf,
+    config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    from: String,
+    to: String,
+    kinds: Option<Vec<String>>,
+}
+
+impl Manifest {
+    /// Reads, parses and validates the manifest at `path`. Every error names the file
+    /// and the field at fault.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("{}: cannot read manifest: {e}", path.display())))?;
+        let path = std::path::absolute(path)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and validates manifest text; relative component paths are resolved
+    /// against the directory of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let file = path.display();
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+
+        let name = raw.workflow.name;
+        if name.trim().is_empty() {
+            return Err(invalid(format!("{file}: workflow.name: must not be empty")));
+        }
+        let max_supersteps = raw.workflow.max_supersteps.unwrap_or(DEFAULT_MAX_SUPERSTEPS);
+        if max_supersteps == 0 {
+            return Err(invalid(format!("{file}: workflow.max_supersteps: must be at least 1")));
+        }
+        if raw.executors.is_empty() {
+            return Err(invalid(format!("{file}: executors: the workflow has no executors")));
+        }
+
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut executors = Vec::with_capacity(raw.executors.len());
+        for (i, executor) in raw.executors.into_iter().enumerate() {
+            check_id(&executor.id)
+                .map_err(|why| invalid(format!("{file}: executors[{i}].id: {why}")))?;
+            if let Some(first) = seen.insert(executor.id.clone(), i) {
+                return Err(invalid(format!(
+                    "{file}: executors[{i}].id: duplicate executor id '{}' (also executors[{first}])",
+                    executor.id
+                )));
+            }
+            let config = match executor.config {
+                Some(table) => toml_to_json(toml::Value::Table(table)),
+                None => serde_json::Value::Object(Default::default()),
+            };
+            executors.push(ExecutorSpec {
+                id: executor.id,
+                component: dir.join(executor.component),
+                config,
+            });
+        }
+        executors.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let start = raw
+            .workflow
+            .start
+            .ok_or_else(|| invalid(format!("{file}: workflow.start: missing (name the start executor)")))?;
+        if !seen.contains_key(&start) {
+            return Err(invalid(format!(
+                "{file}: workflow.start: unknown executor '{start}' (executors: {})",
+                seen.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+
+        let mut edges: Vec<EdgeSpec> = Vec::with_capacity(raw.edges.len());
+        for (i, edge) in raw.edges.into_iter().enumerate() {
+            for (field, id) in [("from", &edge.from), ("to", &edge.to)] {
+                if !seen.contains_key(id) {
+                    return Err(invalid(format!("{file}: edges[{i}].{field}: unknown executor '{id}'")));
+                }
+            }
+            if let Some(kinds) = &edge.kinds {
+                if kinds.is_empty() {
+                    return Err(invalid(format!(
+                        "{file}: edges[{i}].kinds: an empty list carries nothing (omit it to carry every kind)"
+                    )));
+                }
+                if let Some(kind) = kinds.iter().find(|k| k.is_empty()) {
+                    return Err(invalid(format!("{file}: edges[{i}].kinds: empty kind '{kind}'")));
+                }
+            }
+            if let Some(j) = edges.iter().position(|e| e.from == edge.from && e.to == edge.to) {
+                return Err(invalid(format!(
+                    "{file}: edges[{i}]: duplicate edge '{}' -> '{}' (also edges[{j}]); list all its kinds in one edge",
+                    edge.from, edge.to
+                )));
+            }
+            edges.push(EdgeSpec {
+                from: edge.from,
+                to: edge.to,
+                kinds: edge.kinds,
+            });
+        }
+
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            name,
+            start,
+            max_supersteps,
+            executors,
+            edges,
+        })
+    }
+
+    /// The executor with `id`.
+    pub fn executor(&self, id: &str) -> Option<&ExecutorSpec> {
+        self.executors.iter().find(|e| e.id == id)
+    }
+}
+
+/// Executor ids appear in events, checkpoints and file names: keep them plain.
+fn check_id(id: &str) -> std::result::Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    match id.chars().next() {
+        None => Err("must not be empty".into()),
+        Some(first) if !first.is_ascii_alphanumeric() => Err(format!(
+            "'{id}' must start with a letter or digit"
+        )),
+        _ if id.len() > 128 => Err(format!("'{id}' is longer than 128 characters")),
+        _ if !id.chars().all(plain) => Err(format!(
+            "'{id}' may hold only letters, digits, '_', '-' and '.'"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// TOML to JSON for executor config; datetimes become RFC 3339 strings.
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => J::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, Path::new("/flows/m.toml"))
+    }
+
+    const BASE: &str = r#"
+        [workflow]
+        name = "w"
+        start = "a"
+        [[executors]]
+        id = "a"
+        component = "a.wasm"
+        [executors.config]
+        n = 1
+        when = 1979-05-27T07:32:00Z
+        [[executors]]
+        id = "b"
+        component = "/abs/b.wasm"
+        [[edges]]
+        from = "a"
+        to = "b"
+        kinds = ["x"]
+    "#;
+
+    #[test]
+    fn parses_and_resolves_components() {
+        let m = parse(BASE).unwrap();
+        assert_eq!(m.executors[0].component, Path::new("/flows/a.wasm"));
+        assert_eq!(m.executors[1].component, Path::new("/abs/b.wasm"));
+        assert_eq!(m.executors[0].config["n"], 1);
+        assert_eq!(m.executors[0].config["when"], "1979-05-27T07:32:00Z");
+        assert_eq!(m.executors[1].config, serde_json::json!({}));
+        assert_eq!(m.max_supersteps, DEFAULT_MAX_SUPERSTEPS);
+        assert_eq!(m.edges[0].kinds, Some(vec!["x".to_string()]));
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rejects_bad_ids_and_references() {
+        let dup = BASE.replace("id = \"b\"", "id = \"a\"");
+        assert!(error_of(&dup).contains("executors[1].id: duplicate executor id 'a'"), "{}", error_of(&dup));
+        let bad = BASE.replace("id = \"b\"", "id = \"../b\"");
+        assert!(error_of(&bad).contains("executors[1].id: '../b' must start"));
+        let edge = BASE.replace("to = \"b\"", "to = \"c\"");
+        assert!(error_of(&edge).contains("/flows/m.toml: edges[0].to: unknown executor 'c'"));
+        let start = BASE.replace("start = \"a\"", "start = \"z\"");
+        assert!(error_of(&start).contains("workflow.start: unknown executor 'z'"));
+        let missing = BASE.replace("start = \"a\"", "");
+        assert!(error_of(&missing).contains("workflow.start: missing"));
+        let kinds = BASE.replace("kinds = [\"x\"]", "kinds = []");
+        assert!(error_of(&kinds).contains("edges[0].kinds: an empty list"));
+        let twice = format!("{BASE}\n[[edges]]\nfrom = \"a\"\nto = \"b\"\n");
+        assert!(error_of(&twice).contains("edges[1]: duplicate edge 'a' -> 'b'"));
+        let unknown = BASE.replace("name = \"w\"", "name = \"w\"\nstrat = 1");
+        assert!(error_of(&unknown).contains("unknown field `strat`"));
+    }
+}

@@ -1,0 +1,92 @@
+//! Messages between executors, and how byte payloads (message bodies, states, shared
+//! values) are written in checkpoints and events: as JSON when they are JSON, else
+//! as base64.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The source of the run's input message in superstep 0.
+pub const INPUT_SOURCE: &str = "$input";
+
+/// A message: `kind` routes it, `body` is bytes (JSON by convention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The routing kind; edges may filter on it.
+    pub kind: String,
+    /// The body bytes.
+    pub body: Bytes,
+}
+
+/// A message with its sender, as queued for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sending executor, or [`INPUT_SOURCE`].
+    pub source: String,
+    /// What was sent.
+    pub message: Message,
+}
+
+/// Bytes as written in a checkpoint or an event: `{"json": <value>}` when the bytes are
+/// one JSON value (kept byte for byte), otherwise `{"base64": "<text>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Payload {
+    /// The bytes are this JSON text, verbatim.
+    Json(Box<RawValue>),
+    /// The bytes, base64-encoded (standard alphabet, padded).
+    Base64(String),
+}
+
+impl Payload {
+    /// Encodes `bytes`, as JSON when they are exactly one JSON value.
+    pub fn encode(bytes: &[u8]) -> Payload {
+        if let Ok(text) = std::str::from_utf8(bytes)
+            && let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text)
+            && raw.get().len() == text.len()
+        {
+            return Payload::Json(raw);
+        }
+        Payload::Base64(BASE64.encode(bytes))
+    }
+
+    /// The original bytes.
+    pub fn decode(&self) -> Result<Bytes, String> {
+        match self {
+            Payload::Json(raw) => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
+            Payload::Base64(text) => BASE64
+                .decode(text)
+                .map(Bytes::from)
+                .map_err(|e| format!("invalid base64: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_kept_verbatim_and_the_rest_is_base64() {
+        for bytes in [
+            &b"{\"b\": 1,  \"a\":[1.50]}"[..],
+            b"\"text\"",
+            b"12",
+            b" 12",
+            b"{\"a\":1} trailing",
+            b"\xff\x00binary",
+            b"",
+        ] {
+            let payload = Payload::encode(bytes);
+            let text = serde_json::to_string(&payload).unwrap();
+            let back: Payload = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.decode().unwrap(), bytes, "{text}");
+            let is_json = matches!(payload, Payload::Json(_));
+            assert_eq!(is_json, text.starts_with("{\"json\""), "{text}");
+        }
+        assert!(matches!(Payload::encode(b"{\"a\":1}"), Payload::Json(_)));
+        assert!(matches!(Payload::encode(b" 12"), Payload::Base64(_)));
+    }
+}

@@ -1,0 +1,266 @@
+//! Where executors run: the wasmtime engine and linker, compiled components, and one
+//! isolated store per executor instance with no ambient capabilities. A guest's stdout
+//! and stderr become log events.
+
+use crate::context::{ExecutorContext, HostState};
+use crate::error::invalid;
+use crate::events::Level;
+use crate::graph::sha256_hex;
+use crate::message::Envelope;
+use anyhow::Result;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Bindings generated from `wit/superstep.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "executor",
+        path: "../wit",
+        imports: { default: trappable },
+    });
+}
+
+use bindings::Executor as ExecutorBindings;
+use bindings::ExecutorPre;
+use bindings::superstep::workflow::types;
+
+/// The most bytes of a guest's stdout (and as much of its stderr) kept per call;
+/// the rest is dropped with a note.
+pub const STDIO_LIMIT: usize = 64 * 1024;
+
+/// The wasmtime engine and the linker that provides WASI and the `context` interface.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Sandbox {
+    /// A sandbox with the default engine configuration.
+    pub fn new() -> Result<Sandbox> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        Ok(Sandbox { engine, linker })
+    }
+
+    /// Reads and compiles the component at `path`, checking that it implements the
+    /// `executor` world. `executor` names the executor in errors.
+    pub fn compile(&self, path: &Path, executor: &str) -> Result<CompiledComponent> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            invalid(format!(
+                "executor '{executor}': cannot read component {}: {e}",
+                path.display()
+            ))
+        })?;
+        let digest = sha256_hex(&bytes);
+        let not_an_executor = |e: wasmtime::Error| {
+            invalid(format!(
+                "executor '{executor}': {} does not implement the superstep:workflow/executor world: {e:#}",
+                path.display()
+            ))
+        };
+        let component = Component::new(&self.engine, &bytes).map_err(not_an_executor)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(not_an_executor)?;
+        let pre = ExecutorPre::new(instance_pre).map_err(not_an_executor)?;
+        Ok(CompiledComponent {
+            path: path.to_path_buf(),
+            digest,
+            pre,
+        })
+    }
+}
+
+/// A component compiled and linked, ready to instantiate any number of times.
+pub struct CompiledComponent {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// SHA-256 of the component file.
+    pub digest: String,
+    pre: ExecutorPre<HostState>,
+}
+
+/// One live executor: its own store, memory and WASI context.
+pub struct ExecutorInstance {
+    store: Store<HostState>,
+    bindings: ExecutorBindings,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl ExecutorInstance {
+    /// Instantiates `component` with no capabilities beyond clocks and randomness.
+    pub fn new(component: &CompiledComponent, ctx: ExecutorContext) -> Result<ExecutorInstance> {
+        let stdout = Capture::default();
+        let stderr = Capture::default();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let mut store = Store::new(component.pre.engine(), HostState::new(wasi, ctx));
+        let id = store.data().ctx.id().to_string();
+        let bindings = component
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("executor '{id}': cannot instantiate: {e:#}"))?;
+        Ok(ExecutorInstance {
+            store,
+            bindings,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// The executor's context, to start and finish supersteps.
+    pub fn context(&mut self) -> &mut ExecutorContext {
+        &mut self.store.data_mut().ctx
+    }
+
+    /// Calls the guest's `init` with the manifest config.
+    pub fn init(&mut self, config: &[u8]) -> Result<(), String> {
+        let id = self.store.data().ctx.id().to_string();
+        let result = self.bindings.call_init(&mut self.store, &id, config);
+        self.settle("init", result)
+    }
+
+    /// Calls the guest's `restore` with a checkpointed snapshot.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let result = self.bindings.call_restore(&mut self.store, state);
+        self.settle("restore", result)
+    }
+
+    /// Delivers one message to the guest's `handle`.
+    pub fn handle(&mut self, envelope: &Envelope) -> Result<(), String> {
+        let wit = types::Envelope {
+            source: envelope.source.clone(),
+            message: types::Message {
+                kind: envelope.message.kind.clone(),
+                body: envelope.message.body.to_vec(),
+            },
+        };
+        let result = self.bindings.call_handle(&mut self.store, &wit);
+        self.settle("handle", result)
+    }
+
+    /// Asks the guest for its state.
+    pub fn snapshot(&mut self) -> Result<Bytes, String> {
+        let result = self.bindings.call_snapshot(&mut self.store).map(|state| Ok(Bytes::from(state)));
+        self.settle("snapshot", result)
+    }
+
+    /// Turns a call's outcome into a failure reason, after reporting its stdio.
+    fn settle<T>(&mut self, call: &str, result: wasmtime::Result<Result<T, String>>) -> Result<T, String> {
+        self.report_stdio();
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(format!("{call} returned an error: {message}")),
+            Err(trap) => Err(format!("{call} trapped: {trap:#}")),
+        }
+    }
+
+    /// Emits what the guest wrote to stdout (info) and stderr (warn) as log events.
+    fn report_stdio(&mut self) {
+        for (capture, name, level) in [(&self.stdout, "stdout", Level::Info), (&self.stderr, "stderr", Level::Warn)] {
+            let (text, dropped) = capture.take();
+            let ctx = &self.store.data().ctx;
+            for line in text.lines() {
+                ctx.log(level, line.to_string());
+            }
+            if dropped > 0 {
+                ctx.log(
+                    Level::Warn,
+                    format!("{dropped} more bytes of {name} dropped (at most {STDIO_LIMIT} bytes are kept per call)"),
+                );
+            }
+        }
+    }
+}
+
+/// A bounded buffer behind a guest's stdout or stderr: it keeps the first
+/// [`STDIO_LIMIT`] bytes written per call and counts the rest.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl Capture {
+    fn write(&self, bytes: &[u8]) {
+        let mut captured = self.0.lock().expect("stdio capture lock");
+        let room = STDIO_LIMIT.saturating_sub(captured.kept.len());
+        let keep = bytes.len().min(room);
+        captured.kept.extend_from_slice(&bytes[..keep]);
+        captured.dropped += bytes.len() - keep;
+    }
+
+    fn take(&self) -> (String, usize) {
+        let mut captured = self.0.lock().expect("stdio capture lock");
+        let text = String::from_utf8_lossy(&captured.kept).into_owned();
+        captured.kept.clear();
+        (text, std::mem::take(&mut captured.dropped))
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Capture {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for Capture {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        Capture::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDIO_LIMIT)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Capture::write(&self, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
