@@ -147,7 +147,10 @@ impl context::Host for HostState {
     }
 
     fn set_shared(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.ctx.effects.writes.insert(key, Some(Bytes::from(value)));
+        self.ctx
+            .effects
+            .writes
+            .insert(key, Some(Bytes::from(value)));
         Ok(())
     }
 

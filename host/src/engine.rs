@@ -64,7 +64,8 @@ impl Workflow {
             let component = match compiled.get(executor.component.as_path()) {
                 Some(component) => component.clone(),
                 None => {
-                    let component = Arc::new(runtime.sandbox.compile(&executor.component, &executor.id)?);
+                    let component =
+                        Arc::new(runtime.sandbox.compile(&executor.component, &executor.id)?);
                     compiled.insert(&executor.component, component.clone());
                     component
                 }
@@ -182,7 +183,10 @@ impl Workflow {
         }
         let mut states = Vec::with_capacity(self.graph.ids().len());
         for id in self.graph.ids() {
-            states.push(decode(&checkpoint.executors[id].state, format!("executors.{id}.state"))?);
+            states.push(decode(
+                &checkpoint.executors[id].state,
+                format!("executors.{id}.state"),
+            )?);
         }
 
         let mut instances = self.instantiate(&sink)?;
@@ -192,7 +196,9 @@ impl Workflow {
                 .init(&self.configs[i])
                 .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
             instance.restore(&states[i]).map_err(|reason| {
-                invalid(format!("{origin}: executor '{id}' did not accept its checkpointed state: {reason}"))
+                invalid(format!(
+                    "{origin}: executor '{id}' did not accept its checkpointed state: {reason}"
+                ))
             })?;
         }
 
@@ -238,11 +244,17 @@ impl Workflow {
             }
             let missing: Vec<&str> = theirs.difference(&ours).copied().collect();
             if !missing.is_empty() {
-                differences.push(format!("executors not in the manifest: {}", missing.join(", ")));
+                differences.push(format!(
+                    "executors not in the manifest: {}",
+                    missing.join(", ")
+                ));
             }
             let added: Vec<&str> = ours.difference(&theirs).copied().collect();
             if !added.is_empty() {
-                differences.push(format!("executors not in the checkpoint: {}", added.join(", ")));
+                differences.push(format!(
+                    "executors not in the checkpoint: {}",
+                    added.join(", ")
+                ));
             }
             if differences.is_empty() {
                 differences.push("the edges or the start executor differ".into());
@@ -267,7 +279,9 @@ impl Workflow {
         }
         for (id, queue) in &checkpoint.queued {
             if self.graph.index_of(id).is_none() {
-                return Err(invalid(format!("{origin}: queued: messages for unknown executor '{id}'")));
+                return Err(invalid(format!(
+                    "{origin}: queued: messages for unknown executor '{id}'"
+                )));
             }
             if let Some(m) = queue
                 .iter()
@@ -343,7 +357,13 @@ impl Run<'_> {
 
     /// Each executor's latest snapshot, by id.
     pub fn states(&self) -> BTreeMap<&str, &Bytes> {
-        self.workflow.graph.ids().iter().map(String::as_str).zip(&self.states).collect()
+        self.workflow
+            .graph
+            .ids()
+            .iter()
+            .map(String::as_str)
+            .zip(&self.states)
+            .collect()
     }
 
     /// The committed shared state.
@@ -434,17 +454,35 @@ impl Run<'_> {
         let shared = &self.shared;
         let sink = &self.sink;
         let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Vec<Envelope>)| {
-            (i, execute_executor(superstep, graph.id(i), instance, &inbox, shared, sink.as_ref()))
+            (
+                i,
+                execute_executor(
+                    superstep,
+                    graph.id(i),
+                    instance,
+                    &inbox,
+                    shared,
+                    sink.as_ref(),
+                ),
+            )
         };
         let results: Vec<(usize, Result<Step, String>)> = if work.len() == 1 {
             work.into_iter().map(execute).collect()
         } else {
-            self.workflow.runtime.pool.install(|| work.into_par_iter().map(execute).collect())
+            self.workflow
+                .runtime
+                .pool
+                .install(|| work.into_par_iter().map(execute).collect())
         };
 
         let failures: Vec<String> = results
             .iter()
-            .filter_map(|(i, result)| result.as_ref().err().map(|reason| format!("executor '{}': {reason}", graph.id(*i))))
+            .filter_map(|(i, result)| {
+                result
+                    .as_ref()
+                    .err()
+                    .map(|reason| format!("executor '{}': {reason}", graph.id(*i)))
+            })
             .collect();
         if !failures.is_empty() {
             return Ok(Some(failures.join("; ")));

@@ -25,7 +25,9 @@ struct Edge {
 
 impl Edge {
     fn accepts(&self, kind: &str) -> bool {
-        self.kinds.as_ref().is_none_or(|kinds| kinds.iter().any(|k| k == kind))
+        self.kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.iter().any(|k| k == kind))
     }
 }
 
@@ -33,8 +35,11 @@ impl Graph {
     /// Builds the graph of a validated manifest.
     pub fn new(manifest: &Manifest) -> Graph {
         let ids: Vec<String> = manifest.executors.iter().map(|e| e.id.clone()).collect();
-        let index: HashMap<String, usize> =
-            ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        let index: HashMap<String, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
         let mut outgoing: Vec<Vec<Edge>> = ids.iter().map(|_| Vec::new()).collect();
         for edge in &manifest.edges {
             outgoing[index[&edge.from]].push(Edge {
@@ -85,7 +90,12 @@ impl Graph {
     /// Where a message of `kind` sent by `from` goes: to `target` only (which needs an
     /// edge that accepts the kind), or along every outgoing edge that accepts it.
     /// The error is the text returned to the sending guest.
-    pub fn route(&self, from: usize, kind: &str, target: Option<&str>) -> Result<Vec<usize>, String> {
+    pub fn route(
+        &self,
+        from: usize,
+        kind: &str,
+        target: Option<&str>,
+    ) -> Result<Vec<usize>, String> {
         let sender = &self.ids[from];
         let edges = &self.outgoing[from];
         match target {
@@ -103,10 +113,15 @@ impl Graph {
                 }
             }
             None => {
-                let targets: Vec<usize> =
-                    edges.iter().filter(|e| e.accepts(kind)).map(|e| e.to).collect();
+                let targets: Vec<usize> = edges
+                    .iter()
+                    .filter(|e| e.accepts(kind))
+                    .map(|e| e.to)
+                    .collect();
                 if targets.is_empty() {
-                    Err(format!("no outgoing edge of '{sender}' carries kind '{kind}'"))
+                    Err(format!(
+                        "no outgoing edge of '{sender}' carries kind '{kind}'"
+                    ))
                 } else {
                     Ok(targets)
                 }
@@ -118,14 +133,23 @@ impl Graph {
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         for (i, id) in self.ids.iter().enumerate() {
-            let shape = if i == self.start { ("([", "])") } else { ("[", "]") };
+            let shape = if i == self.start {
+                ("([", "])")
+            } else {
+                ("[", "]")
+            };
             let _ = writeln!(out, "    n{i}{}\"{id}\"{}", shape.0, shape.1);
         }
         for (from, edges) in self.outgoing.iter().enumerate() {
             for edge in edges {
                 match &edge.kinds {
                     Some(kinds) => {
-                        let _ = writeln!(out, "    n{from} -->|\"{}\"| n{}", kinds.join(", "), edge.to);
+                        let _ = writeln!(
+                            out,
+                            "    n{from} -->|\"{}\"| n{}",
+                            kinds.join(", "),
+                            edge.to
+                        );
                     }
                     None => {
                         let _ = writeln!(out, "    n{from} --> n{}", edge.to);
@@ -141,7 +165,11 @@ impl Graph {
         let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         let mut out = String::from("digraph workflow {\n    rankdir=LR;\n");
         for (i, id) in self.ids.iter().enumerate() {
-            let style = if i == self.start { " shape=doubleoctagon" } else { " shape=box" };
+            let style = if i == self.start {
+                " shape=doubleoctagon"
+            } else {
+                " shape=box"
+            };
             let _ = writeln!(out, "    {} [{}];", quote(id), style.trim());
         }
         for (from, edges) in self.outgoing.iter().enumerate() {
@@ -150,7 +178,12 @@ impl Graph {
                     Some(kinds) => format!(" [label={}]", quote(&kinds.join(", "))),
                     None => String::new(),
                 };
-                let _ = writeln!(out, "    {} -> {}{label};", quote(&self.ids[from]), quote(&self.ids[edge.to]));
+                let _ = writeln!(
+                    out,
+                    "    {} -> {}{label};",
+                    quote(&self.ids[from]),
+                    quote(&self.ids[edge.to])
+                );
             }
         }
         out.push_str("}\n");
@@ -223,10 +256,22 @@ mod tests {
         assert_eq!(g.route(0, "y", None), Ok(vec![1, 2]));
         assert_eq!(g.route(0, "x", None), Ok(vec![1]));
         assert_eq!(g.route(0, "y", Some("c")), Ok(vec![2]));
-        assert_eq!(g.route(0, "x", Some("c")).unwrap_err(), "the edge 'a' -> 'c' does not carry kind 'x' (it carries y)");
-        assert_eq!(g.route(1, "x", None).unwrap_err(), "no outgoing edge of 'b' carries kind 'x'");
-        assert_eq!(g.route(1, "x", Some("a")).unwrap_err(), "no edge from 'b' to 'a'");
-        assert_eq!(g.route(1, "x", Some("zz")).unwrap_err(), "no executor 'zz' in this workflow");
+        assert_eq!(
+            g.route(0, "x", Some("c")).unwrap_err(),
+            "the edge 'a' -> 'c' does not carry kind 'x' (it carries y)"
+        );
+        assert_eq!(
+            g.route(1, "x", None).unwrap_err(),
+            "no outgoing edge of 'b' carries kind 'x'"
+        );
+        assert_eq!(
+            g.route(1, "x", Some("a")).unwrap_err(),
+            "no edge from 'b' to 'a'"
+        );
+        assert_eq!(
+            g.route(1, "x", Some("zz")).unwrap_err(),
+            "no executor 'zz' in this workflow"
+        );
     }
 
     #[test]

@@ -89,8 +89,8 @@ impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(format!("{}: cannot read manifest: {e}", path.display())))?;
-        let path = std::path::absolute(path)
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let path =
+            std::path::absolute(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         Self::parse(&text, &path)
     }
 
@@ -98,20 +98,27 @@ impl Manifest {
     /// against the directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
         let file = path.display();
-        let raw: RawManifest =
-            toml::from_str(text).map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
 
         let name = raw.workflow.name;
         if name.trim().is_empty() {
             return Err(invalid(format!("{file}: workflow.name: must not be empty")));
         }
-        let max_supersteps = raw.workflow.max_supersteps.unwrap_or(DEFAULT_MAX_SUPERSTEPS);
+        let max_supersteps = raw
+            .workflow
+            .max_supersteps
+            .unwrap_or(DEFAULT_MAX_SUPERSTEPS);
         if max_supersteps == 0 {
-            return Err(invalid(format!("{file}: workflow.max_supersteps: must be at least 1")));
+            return Err(invalid(format!(
+                "{file}: workflow.max_supersteps: must be at least 1"
+            )));
         }
         if raw.executors.is_empty() {
-            return Err(invalid(format!("{file}: executors: the workflow has no executors")));
+            return Err(invalid(format!(
+                "{file}: executors: the workflow has no executors"
+            )));
         }
 
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -137,10 +144,11 @@ impl Manifest {
         }
         executors.sort_by(|a, b| a.id.cmp(&b.id));
 
-        let start = raw
-            .workflow
-            .start
-            .ok_or_else(|| invalid(format!("{file}: workflow.start: missing (name the start executor)")))?;
+        let start = raw.workflow.start.ok_or_else(|| {
+            invalid(format!(
+                "{file}: workflow.start: missing (name the start executor)"
+            ))
+        })?;
         if !seen.contains_key(&start) {
             return Err(invalid(format!(
                 "{file}: workflow.start: unknown executor '{start}' (executors: {})",
@@ -152,7 +160,9 @@ impl Manifest {
         for (i, edge) in raw.edges.into_iter().enumerate() {
             for (field, id) in [("from", &edge.from), ("to", &edge.to)] {
                 if !seen.contains_key(id) {
-                    return Err(invalid(format!("{file}: edges[{i}].{field}: unknown executor '{id}'")));
+                    return Err(invalid(format!(
+                        "{file}: edges[{i}].{field}: unknown executor '{id}'"
+                    )));
                 }
             }
             if let Some(kinds) = &edge.kinds {
@@ -162,10 +172,15 @@ impl Manifest {
                     )));
                 }
                 if let Some(kind) = kinds.iter().find(|k| k.is_empty()) {
-                    return Err(invalid(format!("{file}: edges[{i}].kinds: empty kind '{kind}'")));
+                    return Err(invalid(format!(
+                        "{file}: edges[{i}].kinds: empty kind '{kind}'"
+                    )));
                 }
             }
-            if let Some(j) = edges.iter().position(|e| e.from == edge.from && e.to == edge.to) {
+            if let Some(j) = edges
+                .iter()
+                .position(|e| e.from == edge.from && e.to == edge.to)
+            {
                 return Err(invalid(format!(
                     "{file}: edges[{i}]: duplicate edge '{}' -> '{}' (also edges[{j}]); list all its kinds in one edge",
                     edge.from, edge.to
@@ -199,9 +214,9 @@ fn check_id(id: &str) -> std::result::Result<(), String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     match id.chars().next() {
         None => Err("must not be empty".into()),
-        Some(first) if !first.is_ascii_alphanumeric() => Err(format!(
-            "'{id}' must start with a letter or digit"
-        )),
+        Some(first) if !first.is_ascii_alphanumeric() => {
+            Err(format!("'{id}' must start with a letter or digit"))
+        }
         _ if id.len() > 128 => Err(format!("'{id}' is longer than 128 characters")),
         _ if !id.chars().all(plain) => Err(format!(
             "'{id}' may hold only letters, digits, '_', '-' and '.'"
@@ -275,7 +290,11 @@ mod tests {
     #[test]
     fn rejects_bad_ids_and_references() {
         let dup = BASE.replace("id = \"b\"", "id = \"a\"");
-        assert!(error_of(&dup).contains("executors[1].id: duplicate executor id 'a'"), "{}", error_of(&dup));
+        assert!(
+            error_of(&dup).contains("executors[1].id: duplicate executor id 'a'"),
+            "{}",
+            error_of(&dup)
+        );
         let bad = BASE.replace("id = \"b\"", "id = \"../b\"");
         assert!(error_of(&bad).contains("executors[1].id: '../b' must start"));
         let edge = BASE.replace("to = \"b\"", "to = \"c\"");

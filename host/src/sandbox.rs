@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::WasiCtxBuilder;
 
 /// Bindings generated from `wit/superstep.wit`.
 pub mod bindings {
@@ -50,7 +50,9 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+            state
+        })?;
         Ok(Sandbox { engine, linker })
     }
 
@@ -71,7 +73,10 @@ impl Sandbox {
             ))
         };
         let component = Component::new(&self.engine, &bytes).map_err(not_an_executor)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(not_an_executor)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(not_an_executor)?;
         let pre = ExecutorPre::new(instance_pre).map_err(not_an_executor)?;
         Ok(CompiledComponent {
             path: path.to_path_buf(),
@@ -154,12 +159,19 @@ impl ExecutorInstance {
 
     /// Asks the guest for its state.
     pub fn snapshot(&mut self) -> Result<Bytes, String> {
-        let result = self.bindings.call_snapshot(&mut self.store).map(|state| Ok(Bytes::from(state)));
+        let result = self
+            .bindings
+            .call_snapshot(&mut self.store)
+            .map(|state| Ok(Bytes::from(state)));
         self.settle("snapshot", result)
     }
 
     /// Turns a call's outcome into a failure reason, after reporting its stdio.
-    fn settle<T>(&mut self, call: &str, result: wasmtime::Result<Result<T, String>>) -> Result<T, String> {
+    fn settle<T>(
+        &mut self,
+        call: &str,
+        result: wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, String> {
         self.report_stdio();
         match result {
             Ok(Ok(value)) => Ok(value),
@@ -170,7 +182,10 @@ impl ExecutorInstance {
 
     /// Emits what the guest wrote to stdout (info) and stderr (warn) as log events.
     fn report_stdio(&mut self) {
-        for (capture, name, level) in [(&self.stdout, "stdout", Level::Info), (&self.stderr, "stderr", Level::Warn)] {
+        for (capture, name, level) in [
+            (&self.stdout, "stdout", Level::Info),
+            (&self.stderr, "stderr", Level::Warn),
+        ] {
             let (text, dropped) = capture.take();
             let ctx = &self.store.data().ctx;
             for line in text.lines() {
@@ -251,7 +266,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Capture::write(&self, buf);
         Poll::Ready(Ok(buf.len()))
     }

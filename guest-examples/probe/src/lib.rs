@@ -2,8 +2,11 @@
 //! receives in its state, forwards each one as its config says, and records the
 //! errors the host returns instead of failing.
 //!
-//! Config: `{ "forward": [{ "kind": "k", "target": "id" }], "yield": true,
-//!            "fail_on_kind": "boom" }`; every field is optional.
+//! Config (every field optional):
+//! `{ "forward": [{ "kind": "k", "target": "id" }], "yield": true, "fail_on_kind": "boom",
+//!    "set_shared": "key", "read_shared": ["key"] }`.
+//! A forwarded body is `{"by": <this id>, "of": <received kind>, "body": <received body>}`;
+//! `set_shared` writes the received body under the key before `read_shared` reads.
 use serde::{Deserialize, Serialize};
 use superstep_guest::{Context, Executor, Incoming};
 
@@ -15,6 +18,9 @@ struct Config {
     #[serde(default, rename = "yield")]
     yield_received: bool,
     fail_on_kind: Option<String>,
+    set_shared: Option<String>,
+    #[serde(default)]
+    read_shared: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +34,7 @@ struct Forward {
 struct Probe {
     received: Vec<Received>,
     send_errors: Vec<String>,
+    shared_reads: Vec<(String, Option<serde_json::Value>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,8 +51,17 @@ impl Executor for Probe {
             return Err(format!("refusing a message of kind '{}'", message.kind));
         }
         let body: serde_json::Value = message.json()?;
+        if let Some(key) = &config.set_shared {
+            ctx.set_shared(key, &body)?;
+        }
+        for key in &config.read_shared {
+            self.shared_reads.push((key.clone(), ctx.get_shared(key)?));
+        }
+        let forwarded =
+            serde_json::json!({ "by": ctx.executor_id(), "of": message.kind, "body": body });
         for rule in &config.forward {
-            let sent = ctx.send_bytes(&rule.kind, message.body.clone(), rule.target.as_deref());
+            let bytes = serde_json::to_vec(&forwarded).map_err(|e| e.to_string())?;
+            let sent = ctx.send_bytes(&rule.kind, bytes, rule.target.as_deref());
             if let Err(e) = sent {
                 self.send_errors.push(e);
             }

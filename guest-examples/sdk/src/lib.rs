@@ -96,7 +96,12 @@ impl Context {
     }
 
     /// Sends raw body bytes, to `target` or along every matching edge.
-    pub fn send_bytes(&self, kind: &str, body: Vec<u8>, target: Option<&str>) -> Result<(), String> {
+    pub fn send_bytes(
+        &self,
+        kind: &str,
+        body: Vec<u8>,
+        target: Option<&str>,
+    ) -> Result<(), String> {
         host::send_message(&message(kind, body), target)
     }
 

@@ -161,13 +161,17 @@ impl Checkpoint {
             .map_err(|_| bad("not a superstep checkpoint (not UTF-8 text)".into()))?;
         let document: DocumentIn = serde_json::from_str(text).map_err(|e| {
             if e.is_eof() {
-                bad(format!("truncated checkpoint file (the JSON ends early: {e})"))
+                bad(format!(
+                    "truncated checkpoint file (the JSON ends early: {e})"
+                ))
             } else {
                 bad(format!("not a superstep checkpoint (not valid JSON: {e})"))
             }
         })?;
         if document.format.as_deref() != Some(FORMAT) {
-            return Err(bad(format!("not a superstep checkpoint (no \"format\": \"{FORMAT}\")")));
+            return Err(bad(format!(
+                "not a superstep checkpoint (no \"format\": \"{FORMAT}\")"
+            )));
         }
         let version = document.format_version.unwrap_or_default();
         if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
@@ -176,7 +180,9 @@ impl Checkpoint {
             )));
         }
         let (Some(checksum), Some(inner)) = (document.checksum, document.checkpoint) else {
-            return Err(bad("incomplete checkpoint (\"checksum\" or \"checkpoint\" is missing)".into()));
+            return Err(bad(
+                "incomplete checkpoint (\"checksum\" or \"checkpoint\" is missing)".into(),
+            ));
         };
         let actual = sha256_hex(inner.get().as_bytes());
         if checksum != actual {
@@ -193,7 +199,10 @@ impl Checkpoint {
     /// Consistency checks that the JSON schema alone does not make.
     fn check(&self) -> Result<(), String> {
         if !is_plain_id(&self.checkpoint_id) {
-            return Err(format!("checkpoint_id '{}' is not a plain id", self.checkpoint_id));
+            return Err(format!(
+                "checkpoint_id '{}' is not a plain id",
+                self.checkpoint_id
+            ));
         }
         if let Some(parent) = &self.parent_id
             && !is_plain_id(parent)
@@ -204,11 +213,23 @@ impl Checkpoint {
             .executors
             .iter()
             .map(|(id, e)| (format!("executors.{id}.state"), &e.state))
-            .chain(self.shared_state.iter().map(|(k, v)| (format!("shared_state.{k}"), v)))
+            .chain(
+                self.shared_state
+                    .iter()
+                    .map(|(k, v)| (format!("shared_state.{k}"), v)),
+            )
             .chain(self.queued.iter().flat_map(|(id, queue)| {
-                queue.iter().enumerate().map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
+                queue
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
             }))
-            .chain(self.outputs.iter().enumerate().map(|(i, o)| (format!("outputs[{i}].body"), &o.body)));
+            .chain(
+                self.outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("outputs[{i}].body"), &o.body)),
+            );
         for (field, payload) in payloads {
             payload.decode().map_err(|e| format!("{field}: {e}"))?;
         }
@@ -272,7 +293,10 @@ mod tests {
         let bytes = sample().encode();
         let back = Checkpoint::decode(&bytes, "f").unwrap();
         assert_eq!(back.encode(), bytes);
-        assert_eq!(back.executors["a"].state.decode().unwrap(), &br#"{"count":1}"#[..]);
+        assert_eq!(
+            back.executors["a"].state.decode().unwrap(),
+            &br#"{"count":1}"#[..]
+        );
     }
 
     #[test]

@@ -114,7 +114,10 @@ impl FileStore {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                return Err(invalid(format!("{}: cannot list checkpoints: {e}", self.dir.display())));
+                return Err(invalid(format!(
+                    "{}: cannot list checkpoints: {e}",
+                    self.dir.display()
+                )));
             }
         };
         let mut ids = Vec::new();
@@ -165,7 +168,10 @@ impl CheckpointStore for FileStore {
 /// file survives a crash once this returns.
 fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = File::create(&temp)?;
@@ -218,7 +224,8 @@ impl CheckpointStore for MemoryStore {
             .map(|(id, bytes)| Listed {
                 id: id.clone(),
                 location: format!("memory:{id}"),
-                checkpoint: Checkpoint::decode(bytes, &format!("memory:{id}")).map_err(|e| e.to_string()),
+                checkpoint: Checkpoint::decode(bytes, &format!("memory:{id}"))
+                    .map_err(|e| e.to_string()),
             })
             .collect();
         sort_listing(&mut listing);

@@ -1,0 +1,448 @@
+//! The `superstep` command line: argument parsing, commands and event display.
+
+use anyhow::Result;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, Listed};
+use superstep::engine::{Outcome, Runtime, Workflow};
+use superstep::error::{invalid, is_invalid_input};
+use superstep::events::{Event, EventSink};
+use superstep::manifest::Manifest;
+use superstep::message::{Message, Payload};
+
+/// Exit code: the run completed (or the command succeeded).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the run failed (executor error, trap, limit, superstep cap, I/O).
+pub const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code: bad usage, manifest or checkpoint; nothing was run or written.
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "superstep",
+    version,
+    about = "Run workflows of WebAssembly component executors in checkpointed supersteps",
+    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow from its start executor; outputs go to stdout.
+    Run(RunArgs),
+    /// Resume a run from a checkpoint, in this process; outputs go to stdout.
+    Resume(ResumeArgs),
+    /// List and inspect checkpoints.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+    /// Check a manifest and its components without running anything.
+    Validate {
+        /// The workflow manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Print the workflow graph as Mermaid or Graphviz DOT source.
+    Graph {
+        /// The workflow manifest (TOML).
+        manifest: PathBuf,
+        /// The output language.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("input-source").required(true))]
+struct RunArgs {
+    /// The workflow manifest (TOML).
+    manifest: PathBuf,
+    /// The run's input message body, as JSON (e.g. '"hello world"').
+    #[arg(long, group = "input-source")]
+    input: Option<String>,
+    /// Read the input message body from a file (any bytes; JSON by convention).
+    #[arg(long, group = "input-source", value_name = "PATH")]
+    input_file: Option<PathBuf>,
+    /// The kind of the input message.
+    #[arg(long, default_value = "input")]
+    input_kind: String,
+    /// Where checkpoints are written.
+    #[arg(long, default_value = "checkpoints", value_name = "DIR")]
+    checkpoint_dir: PathBuf,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// A checkpoint file, or a checkpoint id (or unique prefix) in --checkpoint-dir.
+    checkpoint: String,
+    /// The manifest to resume with; defaults to the one recorded in the checkpoint.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Where new checkpoints go (and where ids are looked up); defaults to the
+    /// checkpoint file's directory, or ./checkpoints for an id.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Restore the checkpointed states into components whose digest changed.
+    #[arg(long)]
+    allow_changed_components: bool,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// How events are shown: readable lines on stderr, JSON Lines on stdout, or none.
+    #[arg(long, value_enum, default_value_t = EventsFormat::Human)]
+    events: EventsFormat,
+    /// Worker threads for the executors of a superstep (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Subcommand)]
+enum CheckpointsCommand {
+    /// List the checkpoints in a directory, oldest first.
+    List {
+        /// The checkpoint directory.
+        #[arg(long, default_value = "checkpoints")]
+        dir: PathBuf,
+        /// Print JSON (one object per checkpoint) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one checkpoint in full, after verifying it.
+    Show {
+        /// A checkpoint file, or a checkpoint id (or unique prefix) in --dir.
+        checkpoint: String,
+        /// The checkpoint directory, for ids.
+        #[arg(long, default_value = "checkpoints")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EventsFormat {
+    /// Readable lines on stderr; outputs on stdout.
+    Human,
+    /// One JSON object per event on stdout (outputs are `output` events).
+    Jsonl,
+    /// No events; outputs on stdout.
+    Quiet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(if is_invalid_input(&error) {
+                EXIT_INVALID
+            } else {
+                EXIT_RUN_FAILED
+            })
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<u8> {
+    match command {
+        Command::Run(args) => run(args),
+        Command::Resume(args) => resume(args),
+        Command::Checkpoints(CheckpointsCommand::List { dir, json }) => list(&dir, json),
+        Command::Checkpoints(CheckpointsCommand::Show { checkpoint, dir }) => {
+            show(&checkpoint, &dir)
+        }
+        Command::Validate { manifest } => validate(&manifest),
+        Command::Graph { manifest, format } => {
+            let manifest = Manifest::load(&manifest)?;
+            let graph = superstep::graph::Graph::new(&manifest);
+            print!(
+                "{}",
+                match format {
+                    GraphFormat::Mermaid => graph.to_mermaid(),
+                    GraphFormat::Dot => graph.to_dot(),
+                }
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<u8> {
+    let body = match (&args.input, &args.input_file) {
+        (Some(text), _) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
+                invalid(format!(
+                    "--input: not JSON ({e}); to pass a string, quote it: --input '\"{text}\"'"
+                ))
+            })?;
+            Bytes::from(text.trim().to_string())
+        }
+        (None, Some(path)) => Bytes::from(
+            std::fs::read(path)
+                .map_err(|e| invalid(format!("--input-file {}: {e}", path.display())))?,
+        ),
+        (None, None) => unreachable!("clap requires one input source"),
+    };
+    let workflow = load(&args.manifest, args.exec.threads)?;
+    let store = Arc::new(FileStore::new(args.checkpoint_dir));
+    let sink = sink_for(args.exec.events);
+    let input = Message {
+        kind: args.input_kind,
+        body,
+    };
+    let mut run = workflow.start(input, store, sink)?;
+    outcome_code(run.run()?)
+}
+
+fn resume(args: ResumeArgs) -> Result<u8> {
+    let (checkpoint, file) = if Path::new(&args.checkpoint).is_file() {
+        let path = PathBuf::from(&args.checkpoint);
+        (FileStore::read_file(&path)?, path)
+    } else {
+        let dir = args
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("checkpoints"));
+        let path = FileStore::new(dir).resolve(&args.checkpoint)?;
+        (FileStore::read_file(&path)?, path)
+    };
+    let dir = match args.checkpoint_dir {
+        Some(dir) => dir,
+        None => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let manifest = args
+        .manifest
+        .unwrap_or_else(|| PathBuf::from(&checkpoint.manifest.path));
+    let workflow = load(&manifest, args.exec.threads)?;
+    let store = Arc::new(FileStore::new(dir));
+    let sink = sink_for(args.exec.events);
+    let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;
+    outcome_code(run.run()?)
+}
+
+fn load(manifest: &Path, threads: usize) -> Result<Workflow> {
+    let manifest = Manifest::load(manifest)?;
+    Workflow::load(Runtime::new(threads)?, manifest)
+}
+
+fn outcome_code(outcome: Outcome) -> Result<u8> {
+    Ok(match outcome {
+        Outcome::Completed => EXIT_OK,
+        Outcome::Failed { .. } => EXIT_RUN_FAILED,
+    })
+}
+
+fn validate(path: &Path) -> Result<u8> {
+    let manifest = Manifest::load(path)?;
+    let workflow = Workflow::load(Runtime::new(1)?, manifest)?;
+    let manifest = workflow.manifest();
+    println!(
+        "{}: workflow '{}' is valid: {} executors, {} edges, start '{}'; every component implements superstep:workflow/executor",
+        manifest.path.display(),
+        manifest.name,
+        manifest.executors.len(),
+        manifest.edges.len(),
+        manifest.start
+    );
+    Ok(EXIT_OK)
+}
+
+fn list(dir: &Path, json: bool) -> Result<u8> {
+    let listing = FileStore::new(dir).list()?;
+    if json {
+        for entry in &listing {
+            println!("{}", listing_json(entry));
+        }
+        return Ok(EXIT_OK);
+    }
+    if listing.is_empty() {
+        println!("no checkpoints in {}", dir.display());
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  SHARED",
+        "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "STATES"
+    );
+    for entry in &listing {
+        match &entry.checkpoint {
+            Ok(c) => println!(
+                "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  {}",
+                c.checkpoint_id,
+                short(&c.run_id),
+                c.superstep,
+                c.status.as_str(),
+                c.queued_count(),
+                c.executors.keys().cloned().collect::<Vec<_>>().join(","),
+                c.shared_state.keys().cloned().collect::<Vec<_>>().join(",")
+            ),
+            Err(why) => println!("{:<36}  DAMAGED: {why}", entry.id),
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn listing_json(entry: &Listed) -> serde_json::Value {
+    match &entry.checkpoint {
+        Ok(c) => serde_json::json!({
+            "checkpoint_id": c.checkpoint_id,
+            "parent_id": c.parent_id,
+            "run_id": c.run_id,
+            "workflow": c.workflow,
+            "superstep": c.superstep,
+            "status": c.status.as_str(),
+            "created_at": c.created_at,
+            "queued": c.queued_count(),
+            "executors": c.executors.keys().collect::<Vec<_>>(),
+            "shared_state": c.shared_state.keys().collect::<Vec<_>>(),
+            "location": entry.location,
+        }),
+        Err(why) => serde_json::json!({
+            "checkpoint_id": entry.id,
+            "damaged": why,
+            "location": entry.location,
+        }),
+    }
+}
+
+fn show(checkpoint: &str, dir: &Path) -> Result<u8> {
+    let path = if Path::new(checkpoint).is_file() {
+        PathBuf::from(checkpoint)
+    } else {
+        FileStore::new(dir).resolve(checkpoint)?
+    };
+    let checkpoint: Checkpoint = FileStore::read_file(&path)?;
+    // Through a Value, so that JSON states are indented like the rest.
+    let readable = serde_json::to_value(&checkpoint)?;
+    println!("{}", serde_json::to_string_pretty(&readable)?);
+    Ok(EXIT_OK)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn sink_for(format: EventsFormat) -> Arc<dyn EventSink> {
+    match format {
+        EventsFormat::Human => Arc::new(human_event),
+        EventsFormat::Jsonl => Arc::new(|event: &Event| {
+            let line = serde_json::to_string(event).expect("events serialise");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }),
+        EventsFormat::Quiet => Arc::new(|event: &Event| print_output(event)),
+    }
+}
+
+/// Prints an output event's body on stdout, as text when it is UTF-8.
+fn print_output(event: &Event) {
+    if let Event::Output { body, .. } = event {
+        let bytes = body.decode().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&bytes);
+        let _ = writeln!(out);
+        let _ = out.flush();
+    }
+}
+
+/// The readable event display: one line per event on stderr.
+fn human_event(event: &Event) {
+    print_output(event);
+    let line = match event {
+        Event::RunStarted {
+            run_id,
+            workflow,
+            resumed_from,
+            superstep,
+        } => match resumed_from {
+            Some(from) => format!(
+                "run {run_id} of '{workflow}' resumed from checkpoint {from} at superstep {superstep}"
+            ),
+            None => format!("run {run_id} of '{workflow}' started"),
+        },
+        Event::SuperstepStarted {
+            superstep,
+            executors,
+            ..
+        } => {
+            format!("superstep {superstep}: {}", executors.join(", "))
+        }
+        Event::ExecutorInvoked { .. } => return,
+        Event::ExecutorCompleted {
+            executor,
+            duration_us,
+            ..
+        } => {
+            format!(
+                "  {executor} done in {:.1} ms",
+                *duration_us as f64 / 1000.0
+            )
+        }
+        Event::ExecutorFailed {
+            executor, reason, ..
+        } => format!("  {executor} FAILED: {reason}"),
+        Event::Log {
+            executor,
+            level,
+            text,
+            ..
+        } => {
+            format!(
+                "  {executor} {}: {text}",
+                serde_json::to_string(level)
+                    .unwrap_or_default()
+                    .trim_matches('"')
+            )
+        }
+        Event::Output { executor, body, .. } => {
+            format!("  output from {executor}: {}", payload_text(body))
+        }
+        Event::CheckpointSaved {
+            location, status, ..
+        } => format!("  checkpoint saved: {location} ({status})"),
+        Event::SuperstepCompleted { .. } => return,
+        Event::RunCompleted {
+            supersteps,
+            outputs,
+            ..
+        } => {
+            format!("run completed after {supersteps} supersteps with {outputs} output(s)")
+        }
+        Event::RunFailed {
+            reason,
+            last_checkpoint,
+            ..
+        } => match last_checkpoint {
+            Some(id) => format!(
+                "run FAILED: {reason}\n  resume from the last checkpoint: superstep resume {id}"
+            ),
+            None => format!("run FAILED: {reason}"),
+        },
+    };
+    eprintln!("{line}");
+}
+
+fn payload_text(payload: &Payload) -> String {
+    match payload {
+        Payload::Json(raw) => raw.get().to_string(),
+        Payload::Base64(text) => format!("(base64) {text}"),
+    }
+}

@@ -1,0 +1,178 @@
+//! Test helpers: building the guests, workspaces with manifests, running the binary.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the example guests once per test process; returns their directory.
+pub fn components() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = repo().join("guest-examples/build.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run build.sh");
+        assert!(status.success(), "guest-examples/build.sh failed");
+        repo().join("guest-examples/components")
+    })
+}
+
+/// The path of the built component `name`.
+pub fn component(name: &str) -> PathBuf {
+    components().join(format!("{name}.wasm"))
+}
+
+/// A temporary directory to run in, with manifests written into it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        components();
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a manifest; `@components@` stands for the built components' directory.
+    pub fn manifest(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        let text = text.replace("@components@", components().to_str().unwrap());
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The demo pipeline manifest with its components resolved to the built ones.
+    pub fn pipeline(&self) -> PathBuf {
+        let text = std::fs::read_to_string(repo().join("guest-examples/pipeline.toml")).unwrap();
+        self.manifest(
+            "pipeline.toml",
+            &text.replace("components/", "@components@/"),
+        )
+    }
+
+    /// Runs the binary in the workspace.
+    pub fn superstep(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("start superstep");
+        Run::from(output)
+    }
+
+    /// The checkpoint files of a directory (relative to the workspace), by name.
+    pub fn checkpoint_files(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(self.path().join(dir)) else {
+            return files;
+        };
+        for entry in entries {
+            let entry = entry.unwrap();
+            files.insert(
+                entry.file_name().into_string().unwrap(),
+                std::fs::read(entry.path()).unwrap(),
+            );
+        }
+        files
+    }
+}
+
+/// What one process did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().expect("exited"),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+}
+
+impl Run {
+    /// The JSON Lines events on stdout (for `--events jsonl`).
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    /// The events named `name`.
+    pub fn events_named(&self, name: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// Output bodies (JSON) from `output` events.
+    pub fn outputs(&self) -> Vec<Value> {
+        self.events_named("output")
+            .into_iter()
+            .map(|e| e["body"]["json"].clone())
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A checkpoint file's `checkpoint` object.
+pub fn read_checkpoint(path: &Path) -> Value {
+    let document: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    document["checkpoint"].clone()
+}
+
+/// The newest checkpoint of a directory by lineage: the one no other names as parent.
+pub fn latest_checkpoint(dir: &Path) -> Value {
+    let all: Vec<Value> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| read_checkpoint(&e.unwrap().path()))
+        .collect();
+    let leaves: Vec<&Value> = all
+        .iter()
+        .filter(|c| !all.iter().any(|o| o["parent_id"] == c["checkpoint_id"]))
+        .collect();
+    assert_eq!(leaves.len(), 1, "one branch expected in {}", dir.display());
+    leaves[0].clone()
+}
+
+/// Executor states of a checkpoint object, decoded as JSON.
+pub fn states(checkpoint: &Value) -> BTreeMap<String, Value> {
+    checkpoint["executors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, record)| (id.clone(), record["state"]["json"].clone()))
+        .collect()
+}

@@ -1,0 +1,61 @@
+//! The engine used as a library: in-memory checkpoints, several runs in one process.
+
+use crate::common::*;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use superstep::{CheckpointStore, Event, MemoryStore, Message, Outcome, Runtime, Workflow};
+
+#[test]
+fn runs_and_resumes_in_process_with_memory_storage() {
+    let ws = Workspace::new();
+    let manifest = superstep::Manifest::load(&ws.pipeline()).unwrap();
+    let workflow = Workflow::load(Runtime::new(2).unwrap(), manifest).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let events = events.clone();
+        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
+    };
+    let input = |text: &str| Message {
+        kind: "input".into(),
+        body: Bytes::from(serde_json::to_vec(text).unwrap()),
+    };
+
+    // Two runs of one loaded workflow, each with its own instances and run id.
+    let mut first = workflow
+        .start(input("hello world"), store.clone(), sink.clone())
+        .unwrap();
+    let mut second = workflow
+        .start(input("abc"), store.clone(), sink.clone())
+        .unwrap();
+    assert_eq!(first.run().unwrap(), Outcome::Completed);
+    assert_eq!(second.run().unwrap(), Outcome::Completed);
+    assert_ne!(first.run_id(), second.run_id());
+    assert_eq!(&first.outputs()[0].message.body[..], b"\"dlrow olleh\"");
+    assert_eq!(&second.outputs()[0].message.body[..], b"\"cba\"");
+    assert_eq!(store.list().unwrap().len(), 8);
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::RunCompleted { .. }))
+    );
+
+    // Resume the first run from its second checkpoint.
+    let listing = store.list().unwrap();
+    let second_of_first = listing
+        .iter()
+        .filter_map(|l| l.checkpoint.as_ref().ok())
+        .find(|c| c.run_id == first.run_id() && c.superstep == 2)
+        .unwrap()
+        .clone();
+    let mut resumed = workflow
+        .resume(second_of_first, false, store.clone(), sink)
+        .unwrap();
+    assert_eq!(resumed.run().unwrap(), Outcome::Completed);
+    assert_eq!(resumed.outputs(), first.outputs());
+    assert_eq!(resumed.states(), first.states());
+    assert_eq!(resumed.shared_state(), first.shared_state());
+    assert_eq!(store.list().unwrap().len(), 10);
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: real guest components, the real `superstep` binary, resumes in
+//! fresh processes.
+
+mod common;
+
+mod cli;
+mod failures;
+mod library;
+mod pipeline;
+mod routing;
