@@ -432,3 +432,46 @@ fn the_superstep_cap_fails_the_run_and_a_raised_cap_resumes_it() {
     resumed.assert_code(0);
     assert_eq!(resumed.outputs(), vec![json!("ih")]);
 }
+
+#[test]
+fn guest_stdio_becomes_bounded_log_events() {
+    let ws = Workspace::new();
+    let text = TWO.replacen(
+        "component = \"@components@/probe.wasm\"",
+        "component = \"@components@/probe.wasm\"\n[executors.config]\nforward = [{ kind = \"k\" }]\nprint = \"hello from a\"\nprint_bytes = 100000",
+        1,
+    );
+    let path = ws.manifest("stdio.toml", &text);
+    let run = ws.superstep(&[
+        "run",
+        path.to_str().unwrap(),
+        "--input",
+        "1",
+        "--events",
+        "jsonl",
+    ]);
+    run.assert_code(0);
+    let logs = run.events_named("log");
+    let line = |level: &str, text: &str| {
+        logs.iter()
+            .any(|e| e["executor"] == "a" && e["level"] == level && e["text"] == text)
+    };
+    assert!(line("info", "hello from a"), "{logs:?}");
+    assert!(line("warn", "on stderr: hello from a"), "{logs:?}");
+    let kept = 65536 - "hello from a\n".len();
+    let flood = logs
+        .iter()
+        .find(|e| e["text"].as_str().unwrap().starts_with("xxx"))
+        .unwrap();
+    assert_eq!(flood["text"].as_str().unwrap().len(), kept);
+    assert!(
+        line(
+            "warn",
+            &format!(
+                "{} more bytes of stdout dropped (at most 65536 bytes are kept per call)",
+                100000 - kept
+            )
+        ),
+        "{logs:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //!
 //! Config (every field optional):
 //! `{ "forward": [{ "kind": "k", "target": "id" }], "yield": true, "fail_on_kind": "boom",
-//!    "set_shared": "key", "read_shared": ["key"] }`.
+//!    "set_shared": "key", "read_shared": ["key"], "print": "text", "print_bytes": 100 }`.
+//! `print` writes a line to stdout and one to stderr; `print_bytes` floods stdout.
 //! A forwarded body is `{"by": <this id>, "of": <received kind>, "body": <received body>}`;
 //! `set_shared` writes the received body under the key before `read_shared` reads.
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ struct Config {
     set_shared: Option<String>,
     #[serde(default)]
     read_shared: Vec<String>,
+    print: Option<String>,
+    print_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +54,13 @@ impl Executor for Probe {
             return Err(format!("refusing a message of kind '{}'", message.kind));
         }
         let body: serde_json::Value = message.json()?;
+        if let Some(text) = &config.print {
+            println!("{text}");
+            eprintln!("on stderr: {text}");
+        }
+        if let Some(n) = config.print_bytes {
+            print!("{}", "x".repeat(n));
+        }
         if let Some(key) = &config.set_shared {
             ctx.set_shared(key, &body)?;
         }
