@@ -130,6 +130,7 @@ impl Workflow {
             states,
             outputs: Vec::new(),
             last_checkpoint: None,
+            failure: None,
         };
         run.announce(None);
         Ok(run)
@@ -214,6 +215,7 @@ impl Workflow {
             states,
             outputs,
             last_checkpoint: Some(checkpoint.checkpoint_id),
+            failure: None,
         };
         run.announce(run.last_checkpoint.clone());
         Ok(run)
@@ -336,6 +338,8 @@ pub struct Run<'w> {
     states: Vec<Bytes>,
     outputs: Vec<Output>,
     last_checkpoint: Option<String>,
+    /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
+    failure: Option<String>,
 }
 
 /// What one executor produced in a superstep.
@@ -378,8 +382,15 @@ impl Run<'_> {
 
     /// Runs supersteps until no message is queued, an executor fails or the superstep
     /// cap is reached. An `Err` is a host-side failure (such as a checkpoint that
-    /// cannot be written); the last saved checkpoint stays valid either way.
+    /// cannot be written); the last saved checkpoint stays valid either way. A run that
+    /// failed cannot go on: resume its last checkpoint instead.
     pub fn run(&mut self) -> Result<Outcome> {
+        if let Some(reason) = &self.failure {
+            anyhow::bail!(
+                "run {} already failed ({reason}); resume from its last checkpoint instead",
+                self.run_id
+            );
+        }
         let outcome = self.run_supersteps();
         let reason = match &outcome {
             Ok(Outcome::Completed) => {
@@ -393,6 +404,7 @@ impl Run<'_> {
             Ok(Outcome::Failed { reason }) => reason.clone(),
             Err(error) => format!("{error:#}"),
         };
+        self.failure = Some(reason.clone());
         self.sink.emit(&Event::RunFailed {
             run_id: self.run_id.clone(),
             reason,

@@ -59,3 +59,47 @@ fn runs_and_resumes_in_process_with_memory_storage() {
     assert_eq!(resumed.shared_state(), first.shared_state());
     assert_eq!(store.list().unwrap().len(), 10);
 }
+
+#[test]
+fn a_failed_run_refuses_to_go_on() {
+    let ws = Workspace::new();
+    let path = ws.manifest(
+        "failing.toml",
+        r#"
+        [workflow]
+        name = "failing"
+        start = "a"
+        [[executors]]
+        id = "a"
+        component = "@components@/probe.wasm"
+        [executors.config]
+        fail_on_kind = "input"
+        "#,
+    );
+    let workflow = Workflow::load(
+        Runtime::new(1).unwrap(),
+        superstep::Manifest::load(&path).unwrap(),
+    )
+    .unwrap();
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"1"),
+    };
+    let mut run = workflow
+        .start(
+            input,
+            Arc::new(MemoryStore::new()),
+            Arc::new(|_: &Event| {}),
+        )
+        .unwrap();
+    match run.run().unwrap() {
+        Outcome::Failed { reason } => assert_eq!(
+            reason,
+            "executor 'a': message 1 of 1 (kind 'input' from '$input'): handle returned an error: refusing a message of kind 'input'"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let again = run.run().unwrap_err().to_string();
+    assert!(again.contains("already failed"), "{again}");
+    assert!(run.last_checkpoint().is_none());
+}
