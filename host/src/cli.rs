@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, Listed};
+use superstep::checkpoint::{
+    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, diff, payload_text, plan_prune,
+};
 use superstep::engine::{Outcome, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
@@ -108,7 +110,7 @@ struct ExecArgs {
 
 #[derive(Subcommand)]
 enum CheckpointsCommand {
-    /// List the checkpoints in a directory, oldest first.
+    /// List the checkpoints in a directory, newest first.
     List {
         /// The checkpoint directory.
         #[arg(long, default_value = "checkpoints")]
@@ -116,6 +118,15 @@ enum CheckpointsCommand {
         /// Print JSON (one object per checkpoint) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only checkpoints of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only checkpoints of this run (an id or a prefix of one).
+        #[arg(long)]
+        run: Option<String>,
+        /// Only checkpoints with this status.
+        #[arg(long, value_parser = ["running", "completed"])]
+        status: Option<String>,
     },
     /// Print one checkpoint in full, after verifying it.
     Show {
@@ -124,6 +135,32 @@ enum CheckpointsCommand {
         /// The checkpoint directory, for ids.
         #[arg(long, default_value = "checkpoints")]
         dir: PathBuf,
+        /// Print only this executor's state (JSON indented; other bytes as they are).
+        #[arg(long, value_name = "EXECUTOR", conflicts_with = "diff")]
+        state: Option<String>,
+        /// Print what changed from this checkpoint to another (file, id or prefix).
+        #[arg(long, value_name = "OTHER")]
+        diff: Option<String>,
+    },
+    /// Delete old checkpoints. Never deleted: the newest checkpoint of each run, one
+    /// that a kept checkpoint names as parent, and damaged files.
+    #[command(group = clap::ArgGroup::new("rule").required(true).multiple(true))]
+    Prune {
+        /// The checkpoint directory.
+        #[arg(long, default_value = "checkpoints")]
+        dir: PathBuf,
+        /// Keep the N newest checkpoints of each run.
+        #[arg(long, value_name = "N", group = "rule")]
+        keep_last: Option<usize>,
+        /// Delete checkpoints older than this (e.g. 30m, 12h, 7d).
+        #[arg(long, value_name = "DURATION", group = "rule", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only prune this run (an id or a prefix of one).
+        #[arg(long)]
+        run: Option<String>,
+        /// Print what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -165,10 +202,40 @@ fn execute(command: Command) -> Result<u8> {
     match command {
         Command::Run(args) => run(args),
         Command::Resume(args) => resume(args),
-        Command::Checkpoints(CheckpointsCommand::List { dir, json }) => list(&dir, json),
-        Command::Checkpoints(CheckpointsCommand::Show { checkpoint, dir }) => {
-            show(&checkpoint, &dir)
-        }
+        Command::Checkpoints(CheckpointsCommand::List {
+            dir,
+            json,
+            workflow,
+            run,
+            status,
+        }) => list(&dir, json, |c: &Checkpoint| {
+            workflow.as_ref().is_none_or(|w| &c.workflow == w)
+                && run
+                    .as_ref()
+                    .is_none_or(|r| c.run_id.starts_with(r.as_str()))
+                && status.as_ref().is_none_or(|s| c.status.as_str() == s)
+        }),
+        Command::Checkpoints(CheckpointsCommand::Show {
+            checkpoint,
+            dir,
+            state,
+            diff,
+        }) => show(&checkpoint, &dir, state.as_deref(), diff.as_deref()),
+        Command::Checkpoints(CheckpointsCommand::Prune {
+            dir,
+            keep_last,
+            older_than,
+            run,
+            dry_run,
+        }) => prune(
+            &dir,
+            &PrunePolicy {
+                keep_last,
+                older_than,
+                run,
+            },
+            dry_run,
+        ),
         Command::Validate { manifest } => validate(&manifest),
         Command::Graph { manifest, format } => {
             let manifest = Manifest::load(&manifest)?;
@@ -265,8 +332,11 @@ fn validate(path: &Path) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn list(dir: &Path, json: bool) -> Result<u8> {
-    let listing = FileStore::new(dir).list()?;
+fn list(dir: &Path, json: bool, wanted: impl Fn(&Checkpoint) -> bool) -> Result<u8> {
+    let mut listing = FileStore::new(dir).list()?;
+    listing.reverse();
+    // Damaged files stay listed: they match no filter but must not go unnoticed.
+    listing.retain(|entry| entry.checkpoint.as_ref().map_or(true, &wanted));
     if json {
         for entry in &listing {
             println!("{}", listing_json(entry));
@@ -322,16 +392,85 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
     }
 }
 
-fn show(checkpoint: &str, dir: &Path) -> Result<u8> {
-    let path = if Path::new(checkpoint).is_file() {
-        PathBuf::from(checkpoint)
+/// Reads a checkpoint named by a file path, or by an id or id prefix in `dir`.
+fn read_named(name: &str, dir: &Path) -> Result<Checkpoint> {
+    let path = if Path::new(name).is_file() {
+        PathBuf::from(name)
     } else {
-        FileStore::new(dir).resolve(checkpoint)?
+        FileStore::new(dir).resolve(name)?
     };
-    let checkpoint: Checkpoint = FileStore::read_file(&path)?;
+    FileStore::read_file(&path)
+}
+
+fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Result<u8> {
+    let checkpoint = read_named(name, dir)?;
+    if let Some(id) = state {
+        let record = checkpoint.executors.get(id).ok_or_else(|| {
+            invalid(format!(
+                "checkpoint {} has no executor '{id}' (executors: {})",
+                checkpoint.checkpoint_id,
+                checkpoint
+                    .executors
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        match &record.state {
+            Payload::Json(raw) => {
+                let value: serde_json::Value = serde_json::from_str(raw.get())?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            }
+            Payload::Base64(_) => {
+                let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
+                std::io::stdout().write_all(&bytes)?;
+            }
+        }
+        return Ok(EXIT_OK);
+    }
+    if let Some(other) = other {
+        let other = read_named(other, dir)?;
+        println!("{} -> {}", checkpoint.checkpoint_id, other.checkpoint_id);
+        let lines = diff(&checkpoint, &other);
+        if lines.is_empty() {
+            println!("no differences in run state");
+        }
+        for line in lines {
+            println!("{line}");
+        }
+        return Ok(EXIT_OK);
+    }
     // Through a Value, so that JSON states are indented like the rest.
     let readable = serde_json::to_value(&checkpoint)?;
     println!("{}", serde_json::to_string_pretty(&readable)?);
+    Ok(EXIT_OK)
+}
+
+fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
+    let store = FileStore::new(dir);
+    let listing = store.list()?;
+    let doomed = plan_prune(&listing, policy, std::time::SystemTime::now());
+    for id in &doomed {
+        if dry_run {
+            println!("would delete {}", store.path_of(id).display());
+        } else {
+            store.delete(id)?;
+            println!("deleted {}", store.path_of(id).display());
+        }
+    }
+    let damaged = listing.iter().filter(|l| l.checkpoint.is_err()).count();
+    println!(
+        "{} {} of {} checkpoint(s){}",
+        if dry_run { "would delete" } else { "deleted" },
+        doomed.len(),
+        listing.len(),
+        if damaged > 0 {
+            format!("; {damaged} damaged file(s) left alone")
+        } else {
+            String::new()
+        }
+    );
     Ok(EXIT_OK)
 }
 
@@ -438,11 +577,4 @@ fn human_event(event: &Event) {
         },
     };
     eprintln!("{line}");
-}
-
-fn payload_text(payload: &Payload) -> String {
-    match payload {
-        Payload::Json(raw) => raw.get().to_string(),
-        Payload::Base64(text) => format!("(base64) {text}"),
-    }
 }

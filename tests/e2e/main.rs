@@ -6,5 +6,6 @@ mod common;
 mod cli;
 mod failures;
 mod library;
+mod manage;
 mod pipeline;
 mod routing;

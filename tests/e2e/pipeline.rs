@@ -180,10 +180,10 @@ fn checkpoints_list_and_show_describe_the_run() {
         .iter()
         .map(|r| r["superstep"].as_u64().unwrap())
         .collect();
-    assert_eq!(supersteps, vec![1, 2, 3, 4]);
-    assert_eq!(rows[0]["queued"], 1);
-    assert_eq!(rows[3]["status"], "completed");
-    assert_eq!(rows[3]["queued"], 0);
+    assert_eq!(supersteps, vec![4, 3, 2, 1], "newest first");
+    assert_eq!(rows[3]["queued"], 1);
+    assert_eq!(rows[0]["status"], "completed");
+    assert_eq!(rows[0]["queued"], 0);
     assert_eq!(
         rows[0]["shared_state"],
         json!(["original_input", "upper_output"])
@@ -198,7 +198,7 @@ fn checkpoints_list_and_show_describe_the_run() {
     assert!(table.stdout.starts_with("CHECKPOINT"));
     assert_eq!(table.stdout.lines().count(), 5);
 
-    let id = rows[1]["checkpoint_id"].as_str().unwrap();
+    let id = rows[2]["checkpoint_id"].as_str().unwrap();
     let show = ws.superstep(&["checkpoints", "show", &id[..32]]);
     show.assert_code(0);
     let shown: Value = serde_json::from_str(&show.stdout).unwrap();

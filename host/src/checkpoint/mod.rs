@@ -6,8 +6,12 @@
 //! value. Reading checks the format, the version and the checksum before anything
 //! inside is trusted.
 
+mod diff;
+mod prune;
 mod store;
 
+pub use diff::{diff, text as payload_text};
+pub use prune::{PrunePolicy, plan as plan_prune};
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore};
 
 use crate::error::invalid;

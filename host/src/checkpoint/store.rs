@@ -18,6 +18,8 @@ pub trait CheckpointStore: Send + Sync {
     fn load(&self, id: &str) -> Result<Checkpoint>;
     /// Every checkpoint in the store, oldest first; damaged ones are listed with why.
     fn list(&self) -> Result<Vec<Listed>>;
+    /// Deletes the checkpoint with `id` (durably, for file storage).
+    fn delete(&self, id: &str) -> Result<()>;
 }
 
 /// One entry of [`CheckpointStore::list`].
@@ -162,6 +164,16 @@ impl CheckpointStore for FileStore {
         sort_listing(&mut listing);
         Ok(listing)
     }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        if !is_plain_id(id) {
+            return Err(invalid(format!("'{id}' is not a checkpoint id")));
+        }
+        let path = self.path_of(id);
+        std::fs::remove_file(&path).with_context(|| format!("cannot delete {}", path.display()))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
 }
 
 /// Writes `bytes` to `path` so that a reader sees either nothing or all of it, and the
@@ -230,5 +242,13 @@ impl CheckpointStore for MemoryStore {
             .collect();
         sort_listing(&mut listing);
         Ok(listing)
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let mut documents = self.documents.lock().expect("checkpoint map lock");
+        documents
+            .remove(id)
+            .map(drop)
+            .ok_or_else(|| invalid(format!("no checkpoint '{id}' in memory")))
     }
 }
