@@ -67,6 +67,30 @@ impl Workspace {
         )
     }
 
+    /// Runs the demo pipeline on `input` (JSON) with JSON Lines events; it must complete.
+    pub fn run_pipeline(&self, input: &str) -> Run {
+        let manifest = self.pipeline();
+        let run = self.superstep(&[
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            input,
+            "--events",
+            "jsonl",
+        ]);
+        run.assert_code(0);
+        run
+    }
+
+    /// The run id of the checkpoint a `checkpoint_saved` event names.
+    pub fn run_id_of(&self, saved: &Value) -> String {
+        let location = self.path().join(saved["location"].as_str().unwrap());
+        read_checkpoint(&location)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Runs the binary in the workspace.
     pub fn superstep(&self, args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
@@ -142,6 +166,16 @@ impl Run {
             self.code, code,
             "exit code\n--- stdout\n{}\n--- stderr\n{}",
             self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr(&self, expected: &str) -> &Run {
+        assert!(
+            self.stderr.contains(expected),
+            "expected {expected:?} in stderr:\n{}",
+            self.stderr
         );
         self
     }

@@ -131,39 +131,21 @@ fn input_must_be_json() {
     let ws = Workspace::new();
     let path = ws.manifest("two.toml", TWO);
     let run = ws.superstep(&["run", path.to_str().unwrap(), "--input", "hello"]);
-    run.assert_code(2);
-    assert!(run.stderr.contains("--input: not JSON"), "{}", run.stderr);
+    run.assert_code(2).assert_stderr("--input: not JSON");
     assert!(run.stderr.contains("--input '\"hello\"'"), "{}", run.stderr);
     let missing = ws.superstep(&["run", path.to_str().unwrap(), "--input-file", "absent.json"]);
-    missing.assert_code(2);
-    assert!(
-        missing.stderr.contains("--input-file absent.json"),
-        "{}",
-        missing.stderr
-    );
+    missing
+        .assert_code(2)
+        .assert_stderr("--input-file absent.json");
     let neither = ws.superstep(&["run", path.to_str().unwrap()]);
     neither.assert_code(2);
-}
-
-/// Runs the pipeline and returns the checkpoint files it wrote.
-fn pipeline_checkpoints(ws: &Workspace) -> Vec<String> {
-    let manifest = ws.pipeline();
-    ws.superstep(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--input",
-        "\"hello world\"",
-        "--events",
-        "quiet",
-    ])
-    .assert_code(0);
-    ws.checkpoint_files("checkpoints").into_keys().collect()
 }
 
 #[test]
 fn bad_checkpoint_files_are_refused_and_nothing_changes() {
     let ws = Workspace::new();
-    let names = pipeline_checkpoints(&ws);
+    ws.run_pipeline("\"hello world\"");
+    let names: Vec<String> = ws.checkpoint_files("checkpoints").into_keys().collect();
     let first = ws.path().join("checkpoints").join(&names[0]);
     let good = std::fs::read_to_string(&first).unwrap();
 
@@ -228,38 +210,24 @@ fn bad_checkpoint_files_are_refused_and_nothing_changes() {
     std::fs::write(&first, &good).unwrap();
 
     let unknown = ws.superstep(&["resume", "0000ffff"]);
-    unknown.assert_code(2);
-    assert!(
-        unknown
-            .stderr
-            .contains("no checkpoint '0000ffff' in checkpoints"),
-        "{}",
-        unknown.stderr
-    );
+    unknown
+        .assert_code(2)
+        .assert_stderr("no checkpoint '0000ffff' in checkpoints");
     let escape = ws.superstep(&["resume", "../no/such/file"]);
-    escape.assert_code(2);
-    assert!(
-        escape
-            .stderr
-            .contains("is neither a checkpoint file nor a checkpoint id"),
-        "{}",
-        escape.stderr
-    );
+    escape
+        .assert_code(2)
+        .assert_stderr("is neither a checkpoint file nor a checkpoint id");
     let foreign = ws.superstep(&["resume", "/etc/passwd"]);
-    foreign.assert_code(2);
-    assert!(
-        foreign
-            .stderr
-            .contains("/etc/passwd: not a superstep checkpoint"),
-        "{}",
-        foreign.stderr
-    );
+    foreign
+        .assert_code(2)
+        .assert_stderr("/etc/passwd: not a superstep checkpoint");
 }
 
 #[test]
 fn a_changed_component_or_graph_is_refused_unless_allowed() {
     let ws = Workspace::new();
-    let names = pipeline_checkpoints(&ws);
+    ws.run_pipeline("\"hello world\"");
+    let names: Vec<String> = ws.checkpoint_files("checkpoints").into_keys().collect();
     let first = format!("checkpoints/{}", names[0]);
     let text = std::fs::read_to_string(ws.path().join("pipeline.toml")).unwrap();
 
@@ -278,14 +246,9 @@ fn a_changed_component_or_graph_is_refused_unless_allowed() {
     );
     let before = ws.checkpoint_files("checkpoints");
     let refused = ws.superstep(&["resume", &first, "--manifest", changed.to_str().unwrap()]);
-    refused.assert_code(2);
-    assert!(
-        refused
-            .stderr
-            .contains("executor 'reverse': its component changed since the checkpoint"),
-        "{}",
-        refused.stderr
-    );
+    refused
+        .assert_code(2)
+        .assert_stderr("executor 'reverse': its component changed since the checkpoint");
     assert!(refused.stderr.contains("--allow-changed-components"));
     assert_eq!(ws.checkpoint_files("checkpoints"), before);
 
@@ -310,12 +273,9 @@ fn a_changed_component_or_graph_is_refused_unless_allowed() {
         ),
     );
     let refused = ws.superstep(&["resume", &first, "--manifest", bigger.to_str().unwrap()]);
-    refused.assert_code(2);
-    assert!(
-        refused.stderr.contains("different workflow graph"),
-        "{}",
-        refused.stderr
-    );
+    refused
+        .assert_code(2)
+        .assert_stderr("different workflow graph");
     assert!(
         refused
             .stderr

@@ -3,21 +3,6 @@
 use crate::common::*;
 use serde_json::{Value, json};
 
-/// Runs the pipeline on `input`; returns its checkpoint_saved events.
-fn run_pipeline(ws: &Workspace, input: &str) -> Vec<Value> {
-    let manifest = ws.pipeline();
-    let run = ws.superstep(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--input",
-        input,
-        "--events",
-        "jsonl",
-    ]);
-    run.assert_code(0);
-    run.events_named("checkpoint_saved")
-}
-
 fn list(ws: &Workspace, filters: &[&str]) -> Vec<Value> {
     let mut args = vec!["checkpoints", "list", "--json"];
     args.extend(filters);
@@ -36,15 +21,9 @@ fn id(event: &Value) -> &str {
 #[test]
 fn list_filters_by_run_status_and_workflow_newest_first() {
     let ws = Workspace::new();
-    let first = run_pipeline(&ws, "\"one\"");
-    let second = run_pipeline(&ws, "\"two\"");
-    let run_of = |events: &[Value]| {
-        read_checkpoint(&ws.path().join(events[0]["location"].as_str().unwrap()))["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (run1, run2) = (run_of(&first), run_of(&second));
+    let first = ws.run_pipeline("\"one\"").events_named("checkpoint_saved");
+    let second = ws.run_pipeline("\"two\"").events_named("checkpoint_saved");
+    let (run1, run2) = (ws.run_id_of(&first[0]), ws.run_id_of(&second[0]));
 
     let all = list(&ws, &[]);
     assert_eq!(all.len(), 8);
@@ -74,7 +53,9 @@ fn list_filters_by_run_status_and_workflow_newest_first() {
 #[test]
 fn show_state_and_diff() {
     let ws = Workspace::new();
-    let saved = run_pipeline(&ws, "\"hello world\"");
+    let saved = ws
+        .run_pipeline("\"hello world\"")
+        .events_named("checkpoint_saved");
 
     let state = ws.superstep(&["checkpoints", "show", id(&saved[1]), "--state", "reverse"]);
     state.assert_code(0);
@@ -135,8 +116,8 @@ fn show_state_and_diff() {
 #[test]
 fn prune_keeps_the_newest_of_each_run_and_the_parents_of_kept_ones() {
     let ws = Workspace::new();
-    let first = run_pipeline(&ws, "\"one\"");
-    let second = run_pipeline(&ws, "\"two\"");
+    let first = ws.run_pipeline("\"one\"").events_named("checkpoint_saved");
+    let second = ws.run_pipeline("\"two\"").events_named("checkpoint_saved");
     // A branch of the first run from its second checkpoint.
     let branch = ws.superstep(&[
         "resume",
@@ -165,10 +146,7 @@ fn prune_keeps_the_newest_of_each_run_and_the_parents_of_kept_ones() {
     );
 
     // Only the second run first.
-    let run2 = read_checkpoint(&ws.path().join(second[0]["location"].as_str().unwrap()))["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run2 = ws.run_id_of(&second[0]);
     ws.superstep(&["checkpoints", "prune", "--keep-last", "1", "--run", &run2])
         .assert_code(0);
     let left = ws.checkpoint_files("checkpoints");

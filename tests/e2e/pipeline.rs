@@ -3,24 +3,10 @@
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn run_pipeline(ws: &Workspace) -> Run {
-    let manifest = ws.pipeline();
-    let run = ws.superstep(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--input",
-        "\"hello world\"",
-        "--events",
-        "jsonl",
-    ]);
-    run.assert_code(0);
-    run
-}
-
 #[test]
 fn pipeline_runs_to_dlrow_olleh_with_a_checkpoint_per_superstep() {
     let ws = Workspace::new();
-    let run = run_pipeline(&ws);
+    let run = ws.run_pipeline("\"hello world\"");
     assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
 
     // lower read what upper wrote to shared state, one barrier later.
@@ -106,7 +92,7 @@ fn human_mode_prints_the_output_on_stdout() {
 #[test]
 fn resuming_any_checkpoint_in_a_fresh_process_ends_like_the_uninterrupted_run() {
     let ws = Workspace::new();
-    run_pipeline(&ws);
+    ws.run_pipeline("\"hello world\"");
     let reference = latest_checkpoint(&ws.path().join("checkpoints"));
     let original = ws.checkpoint_files("checkpoints");
 
@@ -167,7 +153,7 @@ fn resuming_any_checkpoint_in_a_fresh_process_ends_like_the_uninterrupted_run() 
 #[test]
 fn checkpoints_list_and_show_describe_the_run() {
     let ws = Workspace::new();
-    run_pipeline(&ws);
+    ws.run_pipeline("\"hello world\"");
     let list = ws.superstep(&["checkpoints", "list", "--json"]);
     list.assert_code(0);
     let rows: Vec<Value> = list
