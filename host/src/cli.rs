@@ -280,17 +280,12 @@ fn run(args: RunArgs) -> Result<u8> {
 }
 
 fn resume(args: ResumeArgs) -> Result<u8> {
-    let (checkpoint, file) = if Path::new(&args.checkpoint).is_file() {
-        let path = PathBuf::from(&args.checkpoint);
-        (FileStore::read_file(&path)?, path)
-    } else {
-        let dir = args
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("checkpoints"));
-        let path = FileStore::new(dir).resolve(&args.checkpoint)?;
-        (FileStore::read_file(&path)?, path)
-    };
+    let default_dir = PathBuf::from("checkpoints");
+    let file = locate(
+        &args.checkpoint,
+        args.checkpoint_dir.as_ref().unwrap_or(&default_dir),
+    )?;
+    let checkpoint = FileStore::read_file(&file)?;
     let dir = match args.checkpoint_dir {
         Some(dir) => dir,
         None => file.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -392,14 +387,18 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
     }
 }
 
-/// Reads a checkpoint named by a file path, or by an id or id prefix in `dir`.
-fn read_named(name: &str, dir: &Path) -> Result<Checkpoint> {
-    let path = if Path::new(name).is_file() {
-        PathBuf::from(name)
+/// The file of a checkpoint named by a file path, or by an id or id prefix in `dir`.
+fn locate(name: &str, dir: &Path) -> Result<PathBuf> {
+    if Path::new(name).is_file() {
+        Ok(PathBuf::from(name))
     } else {
-        FileStore::new(dir).resolve(name)?
-    };
-    FileStore::read_file(&path)
+        FileStore::new(dir).resolve(name)
+    }
+}
+
+/// Reads and verifies the checkpoint that `name` names (see [`locate`]).
+fn read_named(name: &str, dir: &Path) -> Result<Checkpoint> {
+    FileStore::read_file(&locate(name, dir)?)
 }
 
 fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Result<u8> {
@@ -544,12 +543,7 @@ fn human_event(event: &Event) {
             text,
             ..
         } => {
-            format!(
-                "  {executor} {}: {text}",
-                serde_json::to_string(level)
-                    .unwrap_or_default()
-                    .trim_matches('"')
-            )
+            format!("  {executor} {}: {text}", level.as_str())
         }
         Event::Output { executor, body, .. } => {
             format!("  output from {executor}: {}", payload_text(body))

@@ -20,6 +20,19 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    /// The level's name, as in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// One event of a run. Serialised with an `event` field naming the variant in
 /// snake_case, e.g. `{"event":"checkpoint_saved",...}`.
 #[derive(Debug, Clone, Serialize)]
