@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use superstep::checkpoint::{
-    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, diff, payload_text, plan_prune,
+    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, diff, plan_prune,
 };
 use superstep::engine::{Outcome, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
@@ -546,7 +546,7 @@ fn human_event(event: &Event) {
             format!("  {executor} {}: {text}", level.as_str())
         }
         Event::Output { executor, body, .. } => {
-            format!("  output from {executor}: {}", payload_text(body))
+            format!("  output from {executor}: {}", body.to_text())
         }
         Event::CheckpointSaved {
             location, status, ..

@@ -52,6 +52,14 @@ impl Payload {
         Payload::Base64(BASE64.encode(bytes))
     }
 
+    /// The payload as one line of text: the JSON as written, or `(base64) <text>`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Payload::Json(raw) => raw.get().to_string(),
+            Payload::Base64(b64) => format!("(base64) {b64}"),
+        }
+    }
+
     /// The original bytes.
     pub fn decode(&self) -> Result<Bytes, String> {
         match self {

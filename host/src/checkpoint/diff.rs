@@ -55,7 +55,7 @@ pub fn diff(a: &Checkpoint, b: &Checkpoint) -> Vec<String> {
                 .get(id)
                 .into_iter()
                 .flatten()
-                .map(|m| format!("from {} ({}): {}", m.source, m.kind, text(&m.body)))
+                .map(|m| format!("from {} ({}): {}", m.source, m.kind, m.body.to_text()))
                 .collect()
         };
         let (x, y) = (render(a), render(b));
@@ -80,7 +80,7 @@ pub fn diff(a: &Checkpoint, b: &Checkpoint) -> Vec<String> {
 }
 
 fn compare(lines: &mut Vec<String>, name: &str, x: Option<&Payload>, y: Option<&Payload>) {
-    match (x.map(text), y.map(text)) {
+    match (x.map(Payload::to_text), y.map(Payload::to_text)) {
         (None, Some(y)) => lines.push(format!("{name}: added {y}")),
         (Some(x), None) => lines.push(format!("{name}: removed (was {x})")),
         (Some(x), Some(y)) if x != y => {
@@ -89,13 +89,5 @@ fn compare(lines: &mut Vec<String>, name: &str, x: Option<&Payload>, y: Option<&
             lines.push(format!("  + {y}"));
         }
         _ => {}
-    }
-}
-
-/// A payload as one line of text.
-pub fn text(payload: &Payload) -> String {
-    match payload {
-        Payload::Json(raw) => raw.get().to_string(),
-        Payload::Base64(b64) => format!("(base64) {b64}"),
     }
 }

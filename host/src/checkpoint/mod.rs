@@ -10,7 +10,7 @@ mod diff;
 mod prune;
 mod store;
 
-pub use diff::{diff, text as payload_text};
+pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore};
 
