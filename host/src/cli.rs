@@ -7,9 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use superstep::checkpoint::{
-    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, diff, plan_prune,
-};
+use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export};
 use superstep::engine::{Outcome, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
@@ -142,7 +140,19 @@ enum CheckpointsCommand {
         #[arg(long, value_name = "OTHER")]
         diff: Option<String>,
     },
-    /// Delete old checkpoints. Never deleted: the newest checkpoint of each run, one
+    /// Write one checkpoint, with every state it refers to, into one self-contained
+    /// file that `superstep resume <file>` accepts on any machine.
+    Export {
+        /// A checkpoint file, or a checkpoint id (or unique prefix) in --dir.
+        checkpoint: String,
+        /// The checkpoint directory, for ids.
+        #[arg(long, default_value = "checkpoints")]
+        dir: PathBuf,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Delete old checkpoints, then blobs no checkpoint refers to. Never deleted: the newest checkpoint of each run, one
     /// that a kept checkpoint names as parent, and damaged files.
     #[command(group = clap::ArgGroup::new("rule").required(true).multiple(true))]
     Prune {
@@ -208,7 +218,7 @@ fn execute(command: Command) -> Result<u8> {
             workflow,
             run,
             status,
-        }) => list(&dir, json, |c: &Checkpoint| {
+        }) => list(&dir, json, |c: &Summary| {
             workflow.as_ref().is_none_or(|w| &c.workflow == w)
                 && run
                     .as_ref()
@@ -221,6 +231,11 @@ fn execute(command: Command) -> Result<u8> {
             state,
             diff,
         }) => show(&checkpoint, &dir, state.as_deref(), diff.as_deref()),
+        Command::Checkpoints(CheckpointsCommand::Export {
+            checkpoint,
+            dir,
+            output,
+        }) => export_to(&checkpoint, &dir, &output),
         Command::Checkpoints(CheckpointsCommand::Prune {
             dir,
             keep_last,
@@ -327,11 +342,11 @@ fn validate(path: &Path) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn list(dir: &Path, json: bool, wanted: impl Fn(&Checkpoint) -> bool) -> Result<u8> {
+fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8> {
     let mut listing = FileStore::new(dir).list()?;
     listing.reverse();
     // Damaged files stay listed: they match no filter but must not go unnoticed.
-    listing.retain(|entry| entry.checkpoint.as_ref().map_or(true, &wanted));
+    listing.retain(|entry| entry.summary.as_ref().map_or(true, &wanted));
     if json {
         for entry in &listing {
             println!("{}", listing_json(entry));
@@ -347,16 +362,16 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Checkpoint) -> bool) -> Result<
         "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "STATES"
     );
     for entry in &listing {
-        match &entry.checkpoint {
+        match &entry.summary {
             Ok(c) => println!(
                 "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  {}",
                 c.checkpoint_id,
                 short(&c.run_id),
                 c.superstep,
                 c.status.as_str(),
-                c.queued_count(),
-                c.executors.keys().cloned().collect::<Vec<_>>().join(","),
-                c.shared_state.keys().cloned().collect::<Vec<_>>().join(",")
+                c.queued,
+                c.executors.join(","),
+                c.shared_keys.join(",")
             ),
             Err(why) => println!("{:<36}  DAMAGED: {why}", entry.id),
         }
@@ -365,7 +380,7 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Checkpoint) -> bool) -> Result<
 }
 
 fn listing_json(entry: &Listed) -> serde_json::Value {
-    match &entry.checkpoint {
+    match &entry.summary {
         Ok(c) => serde_json::json!({
             "checkpoint_id": c.checkpoint_id,
             "parent_id": c.parent_id,
@@ -374,9 +389,11 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
             "superstep": c.superstep,
             "status": c.status.as_str(),
             "created_at": c.created_at,
-            "queued": c.queued_count(),
-            "executors": c.executors.keys().collect::<Vec<_>>(),
-            "shared_state": c.shared_state.keys().collect::<Vec<_>>(),
+            "queued": c.queued,
+            "outputs": c.outputs,
+            "executors": c.executors,
+            "shared_state": c.shared_keys,
+            "blobs": c.blobs.len(),
             "location": entry.location,
         }),
         Err(why) => serde_json::json!({
@@ -416,15 +433,12 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
                     .join(", ")
             ))
         })?;
-        match &record.state {
-            Payload::Json(raw) => {
-                let value: serde_json::Value = serde_json::from_str(raw.get())?;
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            }
-            Payload::Base64(_) => {
-                let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
-                std::io::stdout().write_all(&bytes)?;
-            }
+        if let Payload::Json(raw) = &record.state {
+            let value: serde_json::Value = serde_json::from_str(raw.get())?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
+            std::io::stdout().write_all(&bytes)?;
         }
         return Ok(EXIT_OK);
     }
@@ -448,27 +462,35 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
 
 fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
     let store = FileStore::new(dir);
-    let listing = store.list()?;
-    let doomed = plan_prune(&listing, policy, std::time::SystemTime::now());
-    for id in &doomed {
-        if dry_run {
-            println!("would delete {}", store.path_of(id).display());
-        } else {
-            store.delete(id)?;
-            println!("deleted {}", store.path_of(id).display());
-        }
+    let pruned = store.prune(policy, std::time::SystemTime::now(), dry_run)?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for id in &pruned.deleted {
+        println!("{verb} {}", store.path_of(id).display());
     }
-    let damaged = listing.iter().filter(|l| l.checkpoint.is_err()).count();
     println!(
-        "{} {} of {} checkpoint(s){}",
-        if dry_run { "would delete" } else { "deleted" },
-        doomed.len(),
-        listing.len(),
-        if damaged > 0 {
-            format!("; {damaged} damaged file(s) left alone")
+        "{verb} {} of {} checkpoint(s) and {} unreferenced blob(s){}",
+        pruned.deleted.len(),
+        pruned.listed,
+        pruned.blobs_deleted,
+        if pruned.damaged > 0 {
+            format!(
+                "; {} damaged file(s) left alone, and every blob with them",
+                pruned.damaged
+            )
         } else {
             String::new()
         }
+    );
+    Ok(EXIT_OK)
+}
+
+fn export_to(name: &str, dir: &Path, out: &Path) -> Result<u8> {
+    let checkpoint = read_named(name, dir)?;
+    export(&checkpoint, out)?;
+    println!(
+        "exported checkpoint {} to {}",
+        checkpoint.checkpoint_id,
+        out.display()
     );
     Ok(EXIT_OK)
 }

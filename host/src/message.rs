@@ -1,6 +1,6 @@
 //! Messages between executors, and how byte payloads (message bodies, states, shared
 //! values) are written in checkpoints and events: as JSON when they are JSON, else
-//! as base64.
+//! as base64; a checkpoint file may keep a large state beside it as a blob.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -30,7 +30,8 @@ pub struct Envelope {
 }
 
 /// Bytes as written in a checkpoint or an event: `{"json": <value>}` when the bytes are
-/// one JSON value (kept byte for byte), otherwise `{"base64": "<text>"}`.
+/// one JSON value (kept byte for byte), otherwise `{"base64": "<text>"}`. In checkpoint
+/// files only, a large executor state is `{"blob": {"digest": …, "size": …}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Payload {
@@ -38,6 +39,19 @@ pub enum Payload {
     Json(Box<RawValue>),
     /// The bytes, base64-encoded (standard alphabet, padded).
     Base64(String),
+    /// The bytes are kept beside the checkpoint file, named by their digest; the
+    /// checkpoint store that wrote the file resolves it.
+    Blob(BlobRef),
+}
+
+/// Bytes kept outside a document, named by their content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRef {
+    /// `sha256:` and the lowercase hex SHA-256 of the bytes.
+    pub digest: String,
+    /// The number of bytes.
+    pub size: u64,
 }
 
 impl Payload {
@@ -57,6 +71,7 @@ impl Payload {
         match self {
             Payload::Json(raw) => raw.get().to_string(),
             Payload::Base64(b64) => format!("(base64) {b64}"),
+            Payload::Blob(blob) => format!("(blob {}, {} bytes)", blob.digest, blob.size),
         }
     }
 
@@ -68,6 +83,10 @@ impl Payload {
                 .decode(text)
                 .map(Bytes::from)
                 .map_err(|e| format!("invalid base64: {e}")),
+            Payload::Blob(blob) => Err(format!(
+                "the bytes are kept in blob {}, which only a checkpoint store can read",
+                blob.digest
+            )),
         }
     }
 }

@@ -104,16 +104,7 @@ impl Workspace {
     /// The checkpoint files of a directory (relative to the workspace), by name.
     pub fn checkpoint_files(&self, dir: &str) -> BTreeMap<String, Vec<u8>> {
         let mut files = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir(self.path().join(dir)) else {
-            return files;
-        };
-        for entry in entries {
-            let entry = entry.unwrap();
-            files.insert(
-                entry.file_name().into_string().unwrap(),
-                std::fs::read(entry.path()).unwrap(),
-            );
-        }
+        collect_files(&self.path().join(dir), "", &mut files);
         files
     }
 }
@@ -187,11 +178,41 @@ pub fn read_checkpoint(path: &Path) -> Value {
     document["checkpoint"].clone()
 }
 
+/// Every file under `dir` (blobs included) by relative path, except the lock file.
+fn collect_files(dir: &Path, prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}{}", entry.file_name().into_string().unwrap());
+        if entry.file_type().unwrap().is_dir() {
+            collect_files(&entry.path(), &format!("{name}/"), files);
+        } else if name != ".lock" {
+            files.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+}
+
+/// The checkpoint files (`<id>.json`) of a directory, sorted by name.
+pub fn checkpoint_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.ends_with(".json") && !name.starts_with('.')
+        })
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// The newest checkpoint of a directory by lineage: the one no other names as parent.
 pub fn latest_checkpoint(dir: &Path) -> Value {
-    let all: Vec<Value> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| read_checkpoint(&e.unwrap().path()))
+    let all: Vec<Value> = checkpoint_paths(dir)
+        .iter()
+        .map(|p| read_checkpoint(p))
         .collect();
     let leaves: Vec<&Value> = all
         .iter()

@@ -46,10 +46,10 @@ fn runs_and_resumes_in_process_with_memory_storage() {
     let listing = store.list().unwrap();
     let second_of_first = listing
         .iter()
-        .filter_map(|l| l.checkpoint.as_ref().ok())
+        .filter_map(|l| l.summary.as_ref().ok())
         .find(|c| c.run_id == first.run_id() && c.superstep == 2)
-        .unwrap()
-        .clone();
+        .unwrap();
+    let second_of_first = store.load(&second_of_first.checkpoint_id).unwrap();
     let mut resumed = workflow
         .resume(second_of_first, false, store.clone(), sink)
         .unwrap();

@@ -4,19 +4,21 @@
 //! `{"format": "superstep-checkpoint", "format_version": 1, "checksum": "sha256:…",
 //! "checkpoint": {…}}`, where the checksum covers the exact bytes of the `checkpoint`
 //! value. Reading checks the format, the version and the checksum before anything
-//! inside is trusted.
+//! inside is trusted. A file store may keep large executor states beside the file as
+//! content-addressed blobs (see [`blobs`]).
 
+pub mod blobs;
 mod diff;
 mod prune;
 mod store;
 
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
-pub use store::{CheckpointStore, FileStore, Listed, MemoryStore};
+pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
 
 use crate::error::invalid;
 use crate::graph::sha256_hex;
-use crate::message::Payload;
+use crate::message::{BlobRef, Payload};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -158,64 +160,29 @@ impl Checkpoint {
 
     /// Reads a checkpoint from a file's bytes; `origin` names the file in errors.
     /// Refuses anything that is not a complete, unaltered checkpoint of this format
-    /// version.
+    /// version. Blob references in executor states are left for the store to resolve.
     pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint> {
-        let bad = |why: String| invalid(format!("{origin}: {why}"));
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| bad("not a superstep checkpoint (not UTF-8 text)".into()))?;
-        let document: DocumentIn = serde_json::from_str(text).map_err(|e| {
-            if e.is_eof() {
-                bad(format!(
-                    "truncated checkpoint file (the JSON ends early: {e})"
-                ))
-            } else {
-                bad(format!("not a superstep checkpoint (not valid JSON: {e})"))
-            }
-        })?;
-        if document.format.as_deref() != Some(FORMAT) {
-            return Err(bad(format!(
-                "not a superstep checkpoint (no \"format\": \"{FORMAT}\")"
-            )));
-        }
-        let version = document.format_version.unwrap_or_default();
-        if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
-            return Err(bad(format!(
-                "checkpoint format version {version} is not supported (this superstep reads version {FORMAT_VERSION})"
-            )));
-        }
-        let (Some(checksum), Some(inner)) = (document.checksum, document.checkpoint) else {
-            return Err(bad(
-                "incomplete checkpoint (\"checksum\" or \"checkpoint\" is missing)".into(),
-            ));
-        };
-        let actual = sha256_hex(inner.get().as_bytes());
-        if checksum != actual {
-            return Err(bad(format!(
-                "checksum mismatch: the file says {checksum} but its content hashes to {actual}; it was changed or damaged after it was written"
-            )));
-        }
-        let checkpoint: Checkpoint = serde_json::from_str(inner.get())
-            .map_err(|e| bad(format!("malformed checkpoint content: {e}")))?;
-        checkpoint.check().map_err(bad)?;
+        let inner = verified_content(bytes, origin)?;
+        let checkpoint: Checkpoint = serde_json::from_str(inner)
+            .map_err(|e| invalid(format!("{origin}: malformed checkpoint content: {e}")))?;
+        checkpoint
+            .check()
+            .map_err(|why| invalid(format!("{origin}: {why}")))?;
         Ok(checkpoint)
     }
 
     /// Consistency checks that the JSON schema alone does not make.
     fn check(&self) -> Result<(), String> {
-        if !is_plain_id(&self.checkpoint_id) {
-            return Err(format!(
-                "checkpoint_id '{}' is not a plain id",
-                self.checkpoint_id
-            ));
-        }
-        if let Some(parent) = &self.parent_id
-            && !is_plain_id(parent)
-        {
-            return Err(format!("parent_id '{parent}' is not a plain id"));
+        check_ids(&self.checkpoint_id, self.parent_id.as_deref())?;
+        for (id, record) in &self.executors {
+            if let Payload::Blob(blob) = &record.state {
+                blobs::check_ref(&format!("executors.{id}.state"), blob)?;
+            }
         }
         let payloads = self
             .executors
             .iter()
+            .filter(|(_, e)| !matches!(e.state, Payload::Blob(_)))
             .map(|(id, e)| (format!("executors.{id}.state"), &e.state))
             .chain(
                 self.shared_state
@@ -247,6 +214,176 @@ impl Checkpoint {
     /// How many messages are queued.
     pub fn queued_count(&self) -> usize {
         self.queued.values().map(Vec::len).sum()
+    }
+
+    /// The checkpoint's listing summary.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            checkpoint_id: self.checkpoint_id.clone(),
+            parent_id: self.parent_id.clone(),
+            run_id: self.run_id.clone(),
+            workflow: self.workflow.clone(),
+            superstep: self.superstep,
+            created_at: self.created_at.clone(),
+            status: self.status,
+            executors: self.executors.keys().cloned().collect(),
+            shared_keys: self.shared_state.keys().cloned().collect(),
+            queued: self.queued_count(),
+            outputs: self.outputs.len(),
+            blobs: self.blob_refs().cloned().collect(),
+        }
+    }
+
+    /// The blobs that executor states refer to.
+    pub fn blob_refs(&self) -> impl Iterator<Item = &BlobRef> {
+        self.executors.values().filter_map(|e| match &e.state {
+            Payload::Blob(blob) => Some(blob),
+            _ => None,
+        })
+    }
+}
+
+/// What a listing shows of a checkpoint; read without decoding any state, message or
+/// output (but only after the file's checksum is verified).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The checkpoint's id.
+    pub checkpoint_id: String,
+    /// The checkpoint the superstep started from.
+    pub parent_id: Option<String>,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Supersteps completed.
+    pub superstep: u64,
+    /// When it was taken (RFC 3339, UTC).
+    pub created_at: String,
+    /// Where the run stood.
+    pub status: Status,
+    /// Executor ids.
+    pub executors: Vec<String>,
+    /// Shared-state keys.
+    pub shared_keys: Vec<String>,
+    /// How many messages are queued.
+    pub queued: usize,
+    /// How many outputs were emitted so far.
+    pub outputs: usize,
+    /// The blobs its executor states are kept in.
+    pub blobs: Vec<BlobRef>,
+}
+
+/// The header fields of a checkpoint, everything else skipped by the raw JSON scanner.
+#[derive(Deserialize)]
+struct SummaryView<'a> {
+    checkpoint_id: String,
+    parent_id: Option<String>,
+    run_id: String,
+    workflow: String,
+    superstep: u64,
+    created_at: String,
+    status: Status,
+    #[serde(borrow)]
+    executors: BTreeMap<String, ExecutorView<'a>>,
+    shared_state: BTreeMap<String, serde::de::IgnoredAny>,
+    queued: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
+    outputs: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ExecutorView<'a> {
+    #[serde(borrow)]
+    state: &'a RawValue,
+}
+
+impl Summary {
+    /// Verifies a checkpoint file's bytes like [`Checkpoint::decode`] and reads its
+    /// summary without decoding states, messages or outputs.
+    pub fn read(bytes: &[u8], origin: &str) -> Result<Summary> {
+        let inner = verified_content(bytes, origin)?;
+        let bad = |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
+        let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
+        let mut blobs = Vec::new();
+        for (id, executor) in &view.executors {
+            let state = executor.state.get();
+            if state.starts_with("{\"blob\"") {
+                let payload: Payload = serde_json::from_str(state).map_err(bad)?;
+                if let Payload::Blob(blob) = payload {
+                    blobs::check_ref(&format!("executors.{id}.state"), &blob)
+                        .map_err(|why| invalid(format!("{origin}: {why}")))?;
+                    blobs.push(blob);
+                }
+            }
+        }
+        check_ids(&view.checkpoint_id, view.parent_id.as_deref())
+            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+        Ok(Summary {
+            checkpoint_id: view.checkpoint_id,
+            parent_id: view.parent_id,
+            run_id: view.run_id,
+            workflow: view.workflow,
+            superstep: view.superstep,
+            created_at: view.created_at,
+            status: view.status,
+            executors: view.executors.into_keys().collect(),
+            shared_keys: view.shared_state.into_keys().collect(),
+            queued: view.queued.values().map(Vec::len).sum(),
+            outputs: view.outputs.len(),
+            blobs,
+        })
+    }
+}
+
+/// Checks a checkpoint file's envelope (text, JSON, format, version, checksum) and
+/// returns the exact text of its `checkpoint` value.
+fn verified_content<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str> {
+    let bad = |why: String| invalid(format!("{origin}: {why}"));
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| bad("not a superstep checkpoint (not UTF-8 text)".into()))?;
+    let document: DocumentIn = serde_json::from_str(text).map_err(|e| {
+        if e.is_eof() {
+            bad(format!(
+                "truncated checkpoint file (the JSON ends early: {e})"
+            ))
+        } else {
+            bad(format!("not a superstep checkpoint (not valid JSON: {e})"))
+        }
+    })?;
+    if document.format.as_deref() != Some(FORMAT) {
+        return Err(bad(format!(
+            "not a superstep checkpoint (no \"format\": \"{FORMAT}\")"
+        )));
+    }
+    let version = document.format_version.unwrap_or_default();
+    if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
+        return Err(bad(format!(
+            "checkpoint format version {version} is not supported (this superstep reads version {FORMAT_VERSION})"
+        )));
+    }
+    let (Some(checksum), Some(inner)) = (document.checksum, document.checkpoint) else {
+        return Err(bad(
+            "incomplete checkpoint (\"checksum\" or \"checkpoint\" is missing)".into(),
+        ));
+    };
+    let actual = sha256_hex(inner.get().as_bytes());
+    if checksum != actual {
+        return Err(bad(format!(
+            "checksum mismatch: the file says {checksum} but its content hashes to {actual}; it was changed or damaged after it was written"
+        )));
+    }
+    Ok(inner.get())
+}
+
+/// Checks that a checkpoint's own id and its parent's can name files.
+fn check_ids(checkpoint_id: &str, parent_id: Option<&str>) -> Result<(), String> {
+    if !is_plain_id(checkpoint_id) {
+        return Err(format!("checkpoint_id '{checkpoint_id}' is not a plain id"));
+    }
+    match parent_id {
+        Some(parent) if !is_plain_id(parent) => {
+            Err(format!("parent_id '{parent}' is not a plain id"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -19,8 +19,8 @@ pub struct PrunePolicy {
 /// of each run, a checkpoint that a kept one names as its parent, and damaged files
 /// (which prune leaves for a person to look at).
 pub fn plan(listing: &[Listed], policy: &PrunePolicy, now: SystemTime) -> Vec<String> {
-    let mut by_run: BTreeMap<&str, Vec<&super::Checkpoint>> = BTreeMap::new();
-    for checkpoint in listing.iter().filter_map(|l| l.checkpoint.as_ref().ok()) {
+    let mut by_run: BTreeMap<&str, Vec<&super::Summary>> = BTreeMap::new();
+    for checkpoint in listing.iter().filter_map(|l| l.summary.as_ref().ok()) {
         by_run
             .entry(checkpoint.run_id.as_str())
             .or_default()
@@ -52,13 +52,13 @@ pub fn plan(listing: &[Listed], policy: &PrunePolicy, now: SystemTime) -> Vec<St
     }
     let kept_parents: BTreeSet<&str> = listing
         .iter()
-        .filter_map(|l| l.checkpoint.as_ref().ok())
+        .filter_map(|l| l.summary.as_ref().ok())
         .filter(|c| !doomed.contains(c.checkpoint_id.as_str()))
         .filter_map(|c| c.parent_id.as_deref())
         .collect();
     listing
         .iter()
-        .filter_map(|l| l.checkpoint.as_ref().ok())
+        .filter_map(|l| l.summary.as_ref().ok())
         .map(|c| c.checkpoint_id.as_str())
         .filter(|id| doomed.contains(id) && !kept_parents.contains(id))
         .map(str::to_string)

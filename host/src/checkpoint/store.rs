@@ -1,13 +1,18 @@
 //! Where checkpoints live: one trait, a durable file store and an in-memory store.
 
-use super::{Checkpoint, is_plain_id};
+use super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::{Checkpoint, PrunePolicy, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
+use crate::message::Payload;
 use anyhow::{Context as _, Result};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 /// Checkpoint storage. Implementations must make a saved checkpoint durable before
 /// `save` returns and must never expose half of one.
@@ -16,7 +21,8 @@ pub trait CheckpointStore: Send + Sync {
     fn save(&self, checkpoint: &Checkpoint) -> Result<String>;
     /// Loads the checkpoint with `id`.
     fn load(&self, id: &str) -> Result<Checkpoint>;
-    /// Every checkpoint in the store, oldest first; damaged ones are listed with why.
+    /// A summary of every checkpoint in the store, oldest first; damaged ones are
+    /// listed with why.
     fn list(&self) -> Result<Vec<Listed>>;
     /// Deletes the checkpoint with `id` (durably, for file storage).
     fn delete(&self, id: &str) -> Result<()>;
@@ -29,12 +35,12 @@ pub struct Listed {
     pub id: String,
     /// Where it is.
     pub location: String,
-    /// The checkpoint, or why it cannot be read.
-    pub checkpoint: std::result::Result<Checkpoint, String>,
+    /// The checkpoint's summary, or why it cannot be read.
+    pub summary: std::result::Result<Summary, String>,
 }
 
 fn sort_listing(listing: &mut [Listed]) {
-    let key = |l: &Listed| match &l.checkpoint {
+    let key = |l: &Listed| match &l.summary {
         Ok(c) => (c.created_at.clone(), c.superstep, l.id.clone()),
         Err(_) => (String::new(), 0, l.id.clone()),
     };
@@ -42,7 +48,10 @@ fn sort_listing(listing: &mut [Listed]) {
 }
 
 /// Checkpoints as `<id>.json` files in one directory, written atomically and durably:
-/// temp file, fsync, rename, fsync of the directory.
+/// temp file, fsync, rename, fsync of the directory. Executor states of
+/// [`BLOB_MIN_SIZE`] bytes or more are kept once each in `blobs/`, named by digest.
+/// Saves hold a shared lock on `<dir>/.lock`; pruning holds it exclusively, so that it
+/// never deletes a blob that a checkpoint being written is about to refer to.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
@@ -64,20 +73,104 @@ impl FileStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Reads and verifies one checkpoint file.
+    /// Reads and verifies one checkpoint file, with the blobs it refers to (from the
+    /// `blobs/` directory beside it), into a self-contained checkpoint.
     pub fn read_file(path: &Path) -> Result<Checkpoint> {
+        let origin = path.display().to_string();
         let bytes = std::fs::read(path)
-            .map_err(|e| invalid(format!("{}: cannot read checkpoint: {e}", path.display())))?;
-        let checkpoint = Checkpoint::decode(&bytes, &path.display().to_string())?;
-        let named = path.file_stem().and_then(|s| s.to_str());
-        if named != Some(checkpoint.checkpoint_id.as_str()) {
-            return Err(invalid(format!(
-                "{}: the file holds checkpoint '{}' under another name; checkpoint files are named <checkpoint_id>.json",
-                path.display(),
-                checkpoint.checkpoint_id
-            )));
+            .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
+        let mut checkpoint = Checkpoint::decode(&bytes, &origin)?;
+        let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
+        for (id, record) in &mut checkpoint.executors {
+            if let Payload::Blob(blob) = &record.state {
+                let state = blobs
+                    .get(blob)
+                    .map_err(|why| invalid(format!("{origin}: executors.{id}.state: {why}")))?;
+                record.state = Payload::encode(&state);
+            }
         }
         Ok(checkpoint)
+    }
+
+    /// Reads the summary of one checkpoint file in the store: verifies its checksum,
+    /// its name and that its blobs are present, but decodes no state.
+    fn read_summary(&self, id: &str) -> Result<Summary, String> {
+        let path = self.path_of(id);
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
+        let summary = Summary::read(&bytes, &origin).map_err(|e| e.to_string())?;
+        if summary.checkpoint_id != id {
+            return Err(misnamed(&path, &summary.checkpoint_id).to_string());
+        }
+        let blobs = BlobDir::of(&self.dir);
+        for blob in &summary.blobs {
+            blobs.check_present(blob)?;
+        }
+        Ok(summary)
+    }
+
+    /// Takes the directory lock: shared for saving, exclusive for pruning. The lock is
+    /// held until the returned file is dropped.
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Deletes what `policy` selects (see [`plan_prune`]), then every blob that no
+    /// remaining checkpoint refers to. With `dry_run`, only reports what would go.
+    pub fn prune(&self, policy: &PrunePolicy, now: SystemTime, dry_run: bool) -> Result<Pruned> {
+        let _lock = self.lock(true)?;
+        let listing = self.list()?;
+        let doomed = plan_prune(&listing, policy, now);
+        let damaged = listing.iter().filter(|l| l.summary.is_err()).count();
+        let doomed_set: BTreeSet<&str> = doomed.iter().map(String::as_str).collect();
+        let referenced: BTreeSet<&str> = listing
+            .iter()
+            .filter_map(|l| l.summary.as_ref().ok())
+            .filter(|s| !doomed_set.contains(s.checkpoint_id.as_str()))
+            .flat_map(|s| s.blobs.iter().map(|b| b.digest.as_str()))
+            .collect();
+        let blobs = BlobDir::of(&self.dir);
+        // A damaged checkpoint's blobs are unknown: keep every blob while one is there.
+        let unreferenced: Vec<String> = if damaged > 0 {
+            Vec::new()
+        } else {
+            blobs
+                .digests()?
+                .into_iter()
+                .filter(|digest| !referenced.contains(digest.as_str()))
+                .collect()
+        };
+        if !dry_run {
+            for id in &doomed {
+                self.delete(id)?;
+            }
+            for digest in &unreferenced {
+                blobs
+                    .remove(digest)
+                    .with_context(|| format!("cannot delete blob {digest}"))?;
+            }
+        }
+        Ok(Pruned {
+            deleted: doomed,
+            blobs_deleted: unreferenced.len(),
+            listed: listing.len(),
+            damaged,
+        })
     }
 
     /// Finds the checkpoint that `id` names: a full id, or a unique prefix of one.
@@ -136,29 +229,70 @@ impl FileStore {
     }
 }
 
+/// What [`FileStore::prune`] deleted (or, in a dry run, would delete).
+#[derive(Debug)]
+pub struct Pruned {
+    /// The checkpoints, oldest first.
+    pub deleted: Vec<String>,
+    /// How many blobs no remaining checkpoint referred to.
+    pub blobs_deleted: usize,
+    /// How many checkpoint files were there.
+    pub listed: usize,
+    /// How many of them are damaged (and left alone, with every blob).
+    pub damaged: usize,
+}
+
+fn misnamed(path: &Path, checkpoint_id: &str) -> anyhow::Error {
+    invalid(format!(
+        "{}: the file holds checkpoint '{checkpoint_id}' under another name; files in a checkpoint directory are named <checkpoint_id>.json",
+        path.display()
+    ))
+}
+
 impl CheckpointStore for FileStore {
     fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
         let path = self.path_of(&checkpoint.checkpoint_id);
-        write_durably(&self.dir, &path, &checkpoint.encode())
+        let _lock = self.lock(false)?;
+        let blobs = BlobDir::of(&self.dir);
+        let mut document = Cow::Borrowed(checkpoint);
+        for (id, record) in &checkpoint.executors {
+            let large = match &record.state {
+                Payload::Json(raw) => raw.get().len() >= BLOB_MIN_SIZE,
+                // Base64 text is 4/3 of the bytes.
+                Payload::Base64(text) => text.len() / 4 * 3 >= BLOB_MIN_SIZE,
+                Payload::Blob(_) => false,
+            };
+            if large {
+                let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
+                let blob = blobs
+                    .put(&bytes)
+                    .with_context(|| format!("cannot write the blob of executor {id}'s state"))?;
+                let records = &mut document.to_mut().executors;
+                records.get_mut(id).expect("same executors").state = Payload::Blob(blob);
+            }
+        }
+        write_durably(&self.dir, &path, &document.encode())
             .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
         Ok(path.display().to_string())
     }
 
     fn load(&self, id: &str) -> Result<Checkpoint> {
-        Self::read_file(&self.resolve(id)?)
+        let path = self.resolve(id)?;
+        let checkpoint = Self::read_file(&path)?;
+        if path.file_stem().and_then(|s| s.to_str()) != Some(&checkpoint.checkpoint_id) {
+            return Err(misnamed(&path, &checkpoint.checkpoint_id));
+        }
+        Ok(checkpoint)
     }
 
     fn list(&self) -> Result<Vec<Listed>> {
         let mut listing: Vec<Listed> = self
             .ids()?
             .into_iter()
-            .map(|id| {
-                let path = self.path_of(&id);
-                Listed {
-                    checkpoint: Self::read_file(&path).map_err(|e| e.to_string()),
-                    location: path.display().to_string(),
-                    id,
-                }
+            .map(|id| Listed {
+                summary: self.read_summary(&id),
+                location: self.path_of(&id).display().to_string(),
+                id,
             })
             .collect();
         sort_listing(&mut listing);
@@ -176,15 +310,29 @@ impl CheckpointStore for FileStore {
     }
 }
 
+/// Writes `checkpoint` to `path` as one self-contained file (every state in it, no
+/// blobs), durably; `superstep resume <path>` accepts it anywhere.
+pub fn export(checkpoint: &Checkpoint, path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    write_durably(dir, path, &checkpoint.encode())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Writes `bytes` to `path` so that a reader sees either nothing or all of it, and the
 /// file survives a crash once this returns.
-fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("checkpoint");
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per process and write, so that concurrent writers never share a temp file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{name}.{}.{write}.tmp", std::process::id()));
     let written = (|| {
         let mut file = File::create(&temp)?;
         file.write_all(bytes)?;
@@ -236,7 +384,7 @@ impl CheckpointStore for MemoryStore {
             .map(|(id, bytes)| Listed {
                 id: id.clone(),
                 location: format!("memory:{id}"),
-                checkpoint: Checkpoint::decode(bytes, &format!("memory:{id}"))
+                summary: Summary::read(bytes, &format!("memory:{id}"))
                     .map_err(|e| e.to_string()),
             })
             .collect();

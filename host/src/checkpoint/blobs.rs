@@ -1,0 +1,131 @@
+//! Content-addressed blobs: large executor states kept beside checkpoint files, in
+//! `<checkpoint dir>/blobs/<hex digest>`, so that an unchanged state is written once
+//! however many checkpoints refer to it.
+
+use crate::graph::sha256_hex;
+use crate::message::BlobRef;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+
+/// States of at least this many bytes go into blobs; smaller ones stay in the file.
+pub const BLOB_MIN_SIZE: usize = 64 * 1024;
+
+/// Whether `digest` is `sha256:` and 64 lowercase hex digits; only such digests
+/// name blob files, so a reference can never point outside the blob directory.
+pub fn is_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// Checks a blob reference found at `field`.
+pub(crate) fn check_ref(field: &str, blob: &BlobRef) -> Result<(), String> {
+    if is_digest(&blob.digest) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: blob digest '{}' is not sha256:<64 hex digits>",
+            blob.digest
+        ))
+    }
+}
+
+/// The blob directory beside a checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct BlobDir {
+    dir: PathBuf,
+}
+
+impl BlobDir {
+    /// The blobs of the checkpoints in `checkpoint_dir`.
+    pub fn of(checkpoint_dir: &Path) -> BlobDir {
+        BlobDir {
+            dir: checkpoint_dir.join("blobs"),
+        }
+    }
+
+    /// Where the blob with `digest` lives (`digest` must satisfy [`is_digest`]).
+    pub fn path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(hex)
+    }
+
+    /// Stores `bytes` durably unless a blob of that content is already there.
+    pub fn put(&self, bytes: &[u8]) -> std::io::Result<BlobRef> {
+        let blob = BlobRef {
+            digest: sha256_hex(bytes),
+            size: bytes.len() as u64,
+        };
+        let path = self.path(&blob.digest);
+        let present = std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size);
+        if !present {
+            super::store::write_durably(&self.dir, &path, bytes)?;
+        }
+        Ok(blob)
+    }
+
+    /// Reads a blob and checks its size and digest.
+    pub fn get(&self, blob: &BlobRef) -> Result<Bytes, String> {
+        let path = self.path(&blob.digest);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("blob {} is missing (it was deleted)", path.display())
+            } else {
+                format!("blob {} cannot be read: {e}", path.display())
+            }
+        })?;
+        let actual = sha256_hex(&bytes);
+        if bytes.len() as u64 != blob.size || actual != blob.digest {
+            return Err(format!(
+                "blob {} is damaged: {} bytes hashing to {actual}, expected {} bytes hashing to {}",
+                path.display(),
+                bytes.len(),
+                blob.size,
+                blob.digest
+            ));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Whether a blob of the right size is present, without reading it.
+    pub fn check_present(&self, blob: &BlobRef) -> Result<(), String> {
+        let path = self.path(&blob.digest);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == blob.size => Ok(()),
+            Ok(meta) => Err(format!(
+                "blob {} is damaged: {} bytes, expected {}",
+                path.display(),
+                meta.len(),
+                blob.size
+            )),
+            Err(_) => Err(format!(
+                "blob {} is missing (it was deleted)",
+                path.display()
+            )),
+        }
+    }
+
+    /// The digests of every blob present.
+    pub fn digests(&self) -> std::io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut digests = Vec::new();
+        for entry in entries {
+            if let Some(name) = entry?.file_name().to_str() {
+                let digest = format!("sha256:{name}");
+                if is_digest(&digest) {
+                    digests.push(digest);
+                }
+            }
+        }
+        Ok(digests)
+    }
+
+    /// Deletes the blob with `digest`.
+    pub fn remove(&self, digest: &str) -> std::io::Result<()> {
+        std::fs::remove_file(self.path(digest))
+    }
+}
