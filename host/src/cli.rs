@@ -192,11 +192,20 @@ enum GraphFormat {
     Dot,
 }
 
+/// `println!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`superstep checkpoints list | head`): nothing to report.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(if is_invalid_input(&error) {
@@ -206,6 +215,14 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn execute(command: Command) -> Result<u8> {
@@ -255,13 +272,14 @@ fn execute(command: Command) -> Result<u8> {
         Command::Graph { manifest, format } => {
             let manifest = Manifest::load(&manifest)?;
             let graph = superstep::graph::Graph::new(&manifest);
-            print!(
+            write!(
+                std::io::stdout().lock(),
                 "{}",
                 match format {
                     GraphFormat::Mermaid => graph.to_mermaid(),
                     GraphFormat::Dot => graph.to_dot(),
                 }
-            );
+            )?;
             Ok(EXIT_OK)
         }
     }
@@ -331,14 +349,14 @@ fn validate(path: &Path) -> Result<u8> {
     let manifest = Manifest::load(path)?;
     let workflow = Workflow::load(Runtime::new(1)?, manifest)?;
     let manifest = workflow.manifest();
-    println!(
+    say!(
         "{}: workflow '{}' is valid: {} executors, {} edges, start '{}'; every component implements superstep:workflow/executor",
         manifest.path.display(),
         manifest.name,
         manifest.executors.len(),
         manifest.edges.len(),
         manifest.start
-    );
+    )?;
     Ok(EXIT_OK)
 }
 
@@ -349,21 +367,21 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
     listing.retain(|entry| entry.summary.as_ref().map_or(true, &wanted));
     if json {
         for entry in &listing {
-            println!("{}", listing_json(entry));
+            say!("{}", listing_json(entry))?;
         }
         return Ok(EXIT_OK);
     }
     if listing.is_empty() {
-        println!("no checkpoints in {}", dir.display());
+        say!("no checkpoints in {}", dir.display())?;
         return Ok(EXIT_OK);
     }
-    println!(
+    say!(
         "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  SHARED",
         "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "STATES"
-    );
+    )?;
     for entry in &listing {
         match &entry.summary {
-            Ok(c) => println!(
+            Ok(c) => say!(
                 "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  {}",
                 c.checkpoint_id,
                 short(&c.run_id),
@@ -372,8 +390,8 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
                 c.queued,
                 c.executors.join(","),
                 c.shared_keys.join(",")
-            ),
-            Err(why) => println!("{:<36}  DAMAGED: {why}", entry.id),
+            )?,
+            Err(why) => say!("{:<36}  DAMAGED: {why}", entry.id)?,
         }
     }
     Ok(EXIT_OK)
@@ -435,7 +453,7 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
         })?;
         if let Payload::Json(raw) = &record.state {
             let value: serde_json::Value = serde_json::from_str(raw.get())?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            say!("{}", serde_json::to_string_pretty(&value)?)?;
         } else {
             let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
             std::io::stdout().write_all(&bytes)?;
@@ -444,19 +462,19 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
     }
     if let Some(other) = other {
         let other = read_named(other, dir)?;
-        println!("{} -> {}", checkpoint.checkpoint_id, other.checkpoint_id);
+        say!("{} -> {}", checkpoint.checkpoint_id, other.checkpoint_id)?;
         let lines = diff(&checkpoint, &other);
         if lines.is_empty() {
-            println!("no differences in run state");
+            say!("no differences in run state")?;
         }
         for line in lines {
-            println!("{line}");
+            say!("{line}")?;
         }
         return Ok(EXIT_OK);
     }
     // Through a Value, so that JSON states are indented like the rest.
     let readable = serde_json::to_value(&checkpoint)?;
-    println!("{}", serde_json::to_string_pretty(&readable)?);
+    say!("{}", serde_json::to_string_pretty(&readable)?)?;
     Ok(EXIT_OK)
 }
 
@@ -465,9 +483,9 @@ fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
     let pruned = store.prune(policy, std::time::SystemTime::now(), dry_run)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for id in &pruned.deleted {
-        println!("{verb} {}", store.path_of(id).display());
+        say!("{verb} {}", store.path_of(id).display())?;
     }
-    println!(
+    say!(
         "{verb} {} of {} checkpoint(s) and {} unreferenced blob(s){}",
         pruned.deleted.len(),
         pruned.listed,
@@ -480,18 +498,18 @@ fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
         } else {
             String::new()
         }
-    );
+    )?;
     Ok(EXIT_OK)
 }
 
 fn export_to(name: &str, dir: &Path, out: &Path) -> Result<u8> {
     let checkpoint = read_named(name, dir)?;
     export(&checkpoint, out)?;
-    println!(
+    say!(
         "exported checkpoint {} to {}",
         checkpoint.checkpoint_id,
         out.display()
-    );
+    )?;
     Ok(EXIT_OK)
 }
 
