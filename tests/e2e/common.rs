@@ -67,6 +67,32 @@ impl Workspace {
         )
     }
 
+    /// A W2-style ring manifest `ring.toml`: stations `n0..n{stations-1}` passing a
+    /// token until it has made `limit` hops; `ballast` gives stations big states
+    /// (pairs of station index and bytes). Input: `{"hops": 0}` of kind `token`.
+    pub fn ring(&self, stations: usize, limit: u64, ballast: &[(usize, usize)]) -> PathBuf {
+        let mut text = format!(
+            "[workflow]\nname = \"ring\"\nstart = \"n0\"\nmax_supersteps = {}\n",
+            limit + 1
+        );
+        for i in 0..stations {
+            let bytes = ballast
+                .iter()
+                .find(|(station, _)| *station == i)
+                .map_or(0, |(_, bytes)| *bytes);
+            text += &format!(
+                "\n[[executors]]\nid = \"n{i}\"\ncomponent = \"@components@/ring.wasm\"\nconfig = {{ limit = {limit}, ballast = {bytes} }}\n"
+            );
+        }
+        for i in 0..stations {
+            text += &format!(
+                "\n[[edges]]\nfrom = \"n{i}\"\nto = \"n{}\"\nkinds = [\"token\"]\n",
+                (i + 1) % stations
+            );
+        }
+        self.manifest("ring.toml", &text)
+    }
+
     /// Runs the demo pipeline on `input` (JSON) with JSON Lines events; it must complete.
     pub fn run_pipeline(&self, input: &str) -> Run {
         let manifest = self.pipeline();
@@ -170,6 +196,14 @@ impl Run {
         );
         self
     }
+}
+
+/// The arguments that run a ring manifest (see [`Workspace::ring`]) from its first hop.
+pub fn ring_args(manifest: &Path) -> Vec<String> {
+    let manifest = manifest.to_str().unwrap();
+    ["run", manifest, "--input", "{\"hops\": 0}", "--input-kind", "token"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// A checkpoint file's `checkpoint` object.

@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod failures;
+mod integrity;
 mod library;
 mod manage;
 mod pipeline;

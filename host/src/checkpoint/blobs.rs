@@ -44,6 +44,11 @@ impl BlobDir {
         }
     }
 
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the blob with `digest` lives (`digest` must satisfy [`is_digest`]).
     pub fn path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);

@@ -305,8 +305,10 @@ impl Summary {
         let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
         let mut blobs = Vec::new();
         for (id, executor) in &view.executors {
+            // A payload is a one-key object: `{"json": …}`, `{"base64": …}` or `{"blob": …}`.
             let state = executor.state.get();
-            if state.starts_with("{\"blob\"") {
+            let key = state.strip_prefix('{').map(str::trim_start);
+            if key.is_some_and(|key| key.starts_with("\"blob\"")) {
                 let payload: Payload = serde_json::from_str(state).map_err(bad)?;
                 if let Payload::Blob(blob) = payload {
                     blobs::check_ref(&format!("executors.{id}.state"), &blob)

@@ -132,8 +132,16 @@ impl FileStore {
     }
 
     /// Deletes what `policy` selects (see [`plan_prune`]), then every blob that no
-    /// remaining checkpoint refers to. With `dry_run`, only reports what would go.
+    /// remaining checkpoint refers to, then temp files left by writers that were killed
+    /// (no writer is active while the exclusive lock is held). With `dry_run`, only
+    /// reports what would go.
     pub fn prune(&self, policy: &PrunePolicy, now: SystemTime, dry_run: bool) -> Result<Pruned> {
+        if !self.dir.is_dir() {
+            return Err(invalid(format!(
+                "{}: no such checkpoint directory",
+                self.dir.display()
+            )));
+        }
         let _lock = self.lock(true)?;
         let listing = self.list()?;
         let doomed = plan_prune(&listing, policy, now);
@@ -156,6 +164,12 @@ impl FileStore {
                 .filter(|digest| !referenced.contains(digest.as_str()))
                 .collect()
         };
+        let temp_files: Vec<PathBuf> = [self.dir.clone(), blobs.dir().to_path_buf()]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .filter(|path| is_temp_file(path))
+            .collect();
         if !dry_run {
             for id in &doomed {
                 self.delete(id)?;
@@ -165,10 +179,15 @@ impl FileStore {
                     .remove(digest)
                     .with_context(|| format!("cannot delete blob {digest}"))?;
             }
+            for path in &temp_files {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot delete {}", path.display()))?;
+            }
         }
         Ok(Pruned {
             deleted: doomed,
             blobs_deleted: unreferenced.len(),
+            temp_files_deleted: temp_files.len(),
             listed: listing.len(),
             damaged,
         })
@@ -237,6 +256,8 @@ pub struct Pruned {
     pub deleted: Vec<String>,
     /// How many blobs no remaining checkpoint referred to.
     pub blobs_deleted: usize,
+    /// How many temp files killed writers had left.
+    pub temp_files_deleted: usize,
     /// How many checkpoint files were there.
     pub listed: usize,
     /// How many of them are damaged (and left alone, with every blob).
@@ -310,6 +331,13 @@ impl CheckpointStore for FileStore {
         File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
+}
+
+/// Whether `path` is a temp file of [`write_durably`].
+fn is_temp_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
 }
 
 /// Writes `checkpoint` to `path` as one self-contained file (every state in it, no
