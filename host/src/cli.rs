@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export};
+use superstep::checkpoint::{
+    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export,
+};
 use superstep::engine::{Outcome, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
@@ -377,7 +379,12 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
     }
     say!(
         "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  SHARED",
-        "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "STATES"
+        "CHECKPOINT",
+        "RUN",
+        "SUPERSTEP",
+        "STATUS",
+        "QUEUED",
+        "STATES"
     )?;
     for entry in &listing {
         match &entry.summary {

@@ -201,9 +201,16 @@ impl Run {
 /// The arguments that run a ring manifest (see [`Workspace::ring`]) from its first hop.
 pub fn ring_args(manifest: &Path) -> Vec<String> {
     let manifest = manifest.to_str().unwrap();
-    ["run", manifest, "--input", "{\"hops\": 0}", "--input-kind", "token"]
-        .map(String::from)
-        .to_vec()
+    [
+        "run",
+        manifest,
+        "--input",
+        "{\"hops\": 0}",
+        "--input-kind",
+        "token",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A checkpoint file's `checkpoint` object.

@@ -121,7 +121,10 @@ fn final_run_state(ws: &Workspace, dir: &str) -> (Value, Value) {
         .assert_code(0);
     let checkpoint = read_checkpoint(&ws.path().join(&file));
     assert_eq!(checkpoint["superstep"], LIMIT);
-    (checkpoint["outputs"].clone(), checkpoint["executors"].clone())
+    (
+        checkpoint["outputs"].clone(),
+        checkpoint["executors"].clone(),
+    )
 }
 
 /// A small deterministic generator, so that a failing sequence can be replayed.

@@ -26,7 +26,10 @@ fn large_states_live_in_blobs_written_once() {
     assert!(blob["size"].as_u64().unwrap() > 100_000, "{blob}");
     assert!(checkpoint["executors"]["n0"]["state"]["json"].is_object());
     let file_size = std::fs::metadata(&third).unwrap().len();
-    assert!(file_size < 10_000, "the state is not in the file: {file_size}");
+    assert!(
+        file_size < 10_000,
+        "the state is not in the file: {file_size}"
+    );
 
     // n1 changes its state at hops 2 and 6: two blobs for six checkpoints (its initial
     // state is too small for a blob).
@@ -35,7 +38,13 @@ fn large_states_live_in_blobs_written_once() {
         .collect();
     assert_eq!(blobs.len(), 2);
 
-    let state = ws.superstep(&["checkpoints", "show", third.to_str().unwrap(), "--state", "n1"]);
+    let state = ws.superstep(&[
+        "checkpoints",
+        "show",
+        third.to_str().unwrap(),
+        "--state",
+        "n1",
+    ]);
     state.assert_code(0);
     let state: Value = serde_json::from_str(&state.stdout).unwrap();
     assert_eq!(state["seen"], 1);
@@ -66,14 +75,23 @@ fn every_kind_of_damage_is_refused_and_listed_as_damaged() {
             "truncated checkpoint file",
         ));
     }
-    for at in [good.len() / 5, good.len() / 2, good.len() * 4 / 5, good.len() - 3] {
+    for at in [
+        good.len() / 5,
+        good.len() / 2,
+        good.len() * 4 / 5,
+        good.len() - 3,
+    ] {
         let mut flipped = good.clone();
         flipped[at] ^= 0x04;
         cases.push((format!("byte {at} flipped"), flipped, ""));
     }
     let field = text.replacen("\"superstep\": 3", "\"superstep\": 4", 1);
     assert_ne!(field, text);
-    cases.push(("a field changed".into(), field.into_bytes(), "checksum mismatch"));
+    cases.push((
+        "a field changed".into(),
+        field.into_bytes(),
+        "checksum mismatch",
+    ));
     // The `"json": …` line of a station's state.
     let state_of = |station: &str| {
         let start = text.find(&format!("\"{station}\": {{")).unwrap();
@@ -136,7 +154,11 @@ fn assert_refused_and_listed(
         "{what}: expected {expected:?} and the file name in {}",
         refused.stderr
     );
-    assert_eq!(ws.checkpoint_files("checkpoints"), before, "{what}: files changed");
+    assert_eq!(
+        ws.checkpoint_files("checkpoints"),
+        before,
+        "{what}: files changed"
+    );
 
     let listed = ws.superstep(&["checkpoints", "list", "--json"]);
     listed.assert_code(0);
@@ -144,7 +166,11 @@ fn assert_refused_and_listed(
     assert_eq!(entries.len(), 6, "{what}: every checkpoint is listed");
     let listed_damaged: Vec<&Value> = entries
         .iter()
-        .filter(|e| e["damaged"].as_str().is_some_and(|why| why.contains(expected)))
+        .filter(|e| {
+            e["damaged"]
+                .as_str()
+                .is_some_and(|why| why.contains(expected))
+        })
         .collect();
     assert_eq!(listed_damaged.len(), damaged, "{what}: {}", listed.stdout);
     assert!(
@@ -159,7 +185,10 @@ fn export_folds_blobs_into_one_file_that_resumes_anywhere() {
     let (ws, third) = ring_with_a_blob(6);
     let elsewhere = tempfile::tempdir().unwrap();
     let exported = elsewhere.path().join("handoff.json");
-    let id = read_checkpoint(&third)["checkpoint_id"].as_str().unwrap().to_string();
+    let id = read_checkpoint(&third)["checkpoint_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let export = ws.superstep(&[
         "checkpoints",
         "export",
@@ -175,12 +204,7 @@ fn export_folds_blobs_into_one_file_that_resumes_anywhere() {
 
     // Another machine: only the exported file and the manifest's components.
     std::fs::remove_dir_all(ws.path().join("checkpoints")).unwrap();
-    let resumed = ws.superstep(&[
-        "resume",
-        exported.to_str().unwrap(),
-        "--events",
-        "jsonl",
-    ]);
+    let resumed = ws.superstep(&["resume", exported.to_str().unwrap(), "--events", "jsonl"]);
     resumed.assert_code(0);
     assert_eq!(resumed.outputs(), vec![serde_json::json!({"hops": 6})]);
     let saved = resumed.events_named("checkpoint_saved");
@@ -204,13 +228,18 @@ fn prune_collects_blobs_no_kept_checkpoint_refers_to() {
             .count()
     };
     assert_eq!(blobs(), 3);
-    std::fs::write(ws.path().join("checkpoints/.left-by-a-killed-writer.json.1.2.tmp"), "{").unwrap();
+    std::fs::write(
+        ws.path()
+            .join("checkpoints/.left-by-a-killed-writer.json.1.2.tmp"),
+        "{",
+    )
+    .unwrap();
     let pruned = ws.superstep(&["checkpoints", "prune", "--keep-last", "1"]);
     pruned.assert_code(0);
     assert!(
-        pruned
-            .stdout
-            .contains("deleted 8 of 10 checkpoint(s), 1 unreferenced blob(s) and 1 stale temp file(s)"),
+        pruned.stdout.contains(
+            "deleted 8 of 10 checkpoint(s), 1 unreferenced blob(s) and 1 stale temp file(s)"
+        ),
         "{}",
         pruned.stdout
     );
@@ -218,10 +247,23 @@ fn prune_collects_blobs_no_kept_checkpoint_refers_to() {
     let left = checkpoint_paths(&ws.path().join("checkpoints"));
     assert_eq!(left.len(), 2, "the newest and its parent");
     for path in left {
-        ws.superstep(&["checkpoints", "show", path.to_str().unwrap(), "--state", "n1"])
-            .assert_code(0);
+        ws.superstep(&[
+            "checkpoints",
+            "show",
+            path.to_str().unwrap(),
+            "--state",
+            "n1",
+        ])
+        .assert_code(0);
     }
-    ws.superstep(&["checkpoints", "prune", "--keep-last", "1", "--dir", "nowhere"])
-        .assert_code(2)
-        .assert_stderr("nowhere: no such checkpoint directory");
+    ws.superstep(&[
+        "checkpoints",
+        "prune",
+        "--keep-last",
+        "1",
+        "--dir",
+        "nowhere",
+    ])
+    .assert_code(2)
+    .assert_stderr("nowhere: no such checkpoint directory");
 }

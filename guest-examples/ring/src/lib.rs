@@ -47,7 +47,10 @@ struct Ring {
 impl Executor for Ring {
     fn handle(&mut self, ctx: &Context, message: Incoming) -> Result<(), String> {
         if message.kind != "token" {
-            return Err(format!("expected a 'token' message, got '{}'", message.kind));
+            return Err(format!(
+                "expected a 'token' message, got '{}'",
+                message.kind
+            ));
         }
         let config: Config = ctx.config::<Option<Config>>()?.unwrap_or_default();
         let token: Token = message.json()?;
@@ -68,12 +71,9 @@ impl Executor for Ring {
 
 /// `len` hex digits from a xorshift generator seeded by the executor id and `round`.
 fn ballast(id: &str, round: u64, len: usize) -> String {
-    let mut x = id
-        .bytes()
-        .fold(0x9e37_79b9_7f4a_7c15_u64 ^ round, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-        | 1;
+    let mut x = id.bytes().fold(0x9e37_79b9_7f4a_7c15_u64 ^ round, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
     let mut text = String::with_capacity(len);
     while text.len() < len {
         x ^= x << 13;

@@ -301,7 +301,8 @@ impl Summary {
     /// summary without decoding states, messages or outputs.
     pub fn read(bytes: &[u8], origin: &str) -> Result<Summary> {
         let inner = verified_content(bytes, origin)?;
-        let bad = |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
+        let bad =
+            |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
         let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
         let mut blobs = Vec::new();
         for (id, executor) in &view.executors {

@@ -414,8 +414,7 @@ impl CheckpointStore for MemoryStore {
             .map(|(id, bytes)| Listed {
                 id: id.clone(),
                 location: format!("memory:{id}"),
-                summary: Summary::read(bytes, &format!("memory:{id}"))
-                    .map_err(|e| e.to_string()),
+                summary: Summary::read(bytes, &format!("memory:{id}")).map_err(|e| e.to_string()),
             })
             .collect();
         sort_listing(&mut listing);
