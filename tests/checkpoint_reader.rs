@@ -61,6 +61,8 @@ fn checkpoint(states: Vec<Vec<u8>>, shared: Vec<Vec<u8>>, queued: Vec<Vec<u8>>) 
                     .collect(),
             )])
         },
+        pending_requests: Vec::new(),
+        responses: BTreeMap::new(),
         outputs: vec![OutputRecord {
             superstep: 2,
             source: "e0".into(),

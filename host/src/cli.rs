@@ -3,14 +3,14 @@
 use anyhow::Result;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use superstep::checkpoint::{
     Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export,
 };
-use superstep::engine::{Outcome, Runtime, Workflow};
+use superstep::engine::{Outcome, Run, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
 use superstep::manifest::Manifest;
@@ -22,13 +22,18 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUN_FAILED: u8 = 1;
 /// Exit code: bad usage, manifest or checkpoint; nothing was run or written.
 pub const EXIT_INVALID: u8 = 2;
+/// Exit code: the run paused for outside input; resume it with the responses.
+pub const EXIT_PAUSED: u8 = 3;
+
+/// The kind of every response given on the command line.
+const RESPONSE_KIND: &str = "response";
 
 #[derive(Parser)]
 #[command(
     name = "superstep",
     version,
     about = "Run workflows of WebAssembly component executors in checkpointed supersteps",
-    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint."
+    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint, 3 paused for input."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -94,12 +99,22 @@ struct ResumeArgs {
     /// Restore the checkpointed states into components whose digest changed.
     #[arg(long)]
     allow_changed_components: bool,
+    /// Answer a pending request: its id, `=`, the response as JSON (repeatable).
+    #[arg(long, value_name = "ID=JSON")]
+    respond: Vec<String>,
+    /// Answer pending requests from a JSON file: an object of request id to response.
+    #[arg(long, value_name = "FILE")]
+    responses: Option<PathBuf>,
     #[command(flatten)]
     exec: ExecArgs,
 }
 
 #[derive(Args)]
 struct ExecArgs {
+    /// When the run would pause and stdin is a terminal, ask for each response at a
+    /// prompt and go on instead of exiting.
+    #[arg(long)]
+    interactive: bool,
     /// How events are shown: readable lines on stderr, JSON Lines on stdout, or none.
     #[arg(long, value_enum, default_value_t = EventsFormat::Human)]
     events: EventsFormat,
@@ -125,7 +140,7 @@ enum CheckpointsCommand {
         #[arg(long)]
         run: Option<String>,
         /// Only checkpoints with this status.
-        #[arg(long, value_parser = ["running", "completed"])]
+        #[arg(long, value_parser = ["running", "awaiting-input", "completed"])]
         status: Option<String>,
     },
     /// Print one checkpoint in full, after verifying it.
@@ -311,7 +326,7 @@ fn run(args: RunArgs) -> Result<u8> {
         body,
     };
     let mut run = workflow.start(input, store, sink)?;
-    outcome_code(run.run()?)
+    drive(&mut run, args.exec.interactive)
 }
 
 fn resume(args: ResumeArgs) -> Result<u8> {
@@ -331,8 +346,16 @@ fn resume(args: ResumeArgs) -> Result<u8> {
     let workflow = load(&manifest, args.exec.threads)?;
     let store = Arc::new(FileStore::new(dir));
     let sink = sink_for(args.exec.events);
+    let responses = responses_given(&args.respond, args.responses.as_deref())?;
     let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;
-    outcome_code(run.run()?)
+    for (request_id, body) in responses {
+        let response = Message {
+            kind: RESPONSE_KIND.to_string(),
+            body,
+        };
+        run.respond(&request_id, response)?;
+    }
+    drive(&mut run, args.exec.interactive)
 }
 
 fn load(manifest: &Path, threads: usize) -> Result<Workflow> {
@@ -340,11 +363,95 @@ fn load(manifest: &Path, threads: usize) -> Result<Workflow> {
     Workflow::load(Runtime::new(threads)?, manifest)
 }
 
-fn outcome_code(outcome: Outcome) -> Result<u8> {
-    Ok(match outcome {
-        Outcome::Completed => EXIT_OK,
-        Outcome::Failed { .. } => EXIT_RUN_FAILED,
-    })
+/// Runs until the run completes, fails or pauses; with `interactive` and a terminal on
+/// stdin, a pause asks for the responses and goes on.
+fn drive(run: &mut Run, interactive: bool) -> Result<u8> {
+    loop {
+        match run.run()? {
+            Outcome::Completed => return Ok(EXIT_OK),
+            Outcome::Failed { .. } => return Ok(EXIT_RUN_FAILED),
+            Outcome::Paused { .. } if interactive && std::io::stdin().is_terminal() => {
+                ask_for_responses(run)?;
+            }
+            Outcome::Paused { .. } => return Ok(EXIT_PAUSED),
+        }
+    }
+}
+
+/// Prints each pending request on stderr and reads its response (JSON, one line) from
+/// stdin, asking again until the line is JSON.
+fn ask_for_responses(run: &mut Run) -> Result<()> {
+    let requests = run.pending_requests().to_vec();
+    let mut lines = std::io::stdin().lock().lines();
+    for request in requests {
+        eprintln!(
+            "request {} from {} ({}): {}",
+            request.request_id,
+            request.executor,
+            request.message.kind,
+            Payload::encode(&request.message.body).to_text()
+        );
+        let body = loop {
+            eprint!("response to {} (JSON)> ", request.request_id);
+            std::io::stderr().flush()?;
+            let Some(line) = lines.next().transpose()? else {
+                return Err(invalid(
+                    "stdin closed before every pending request was answered; the run stays paused at its last checkpoint",
+                ));
+            };
+            match serde_json::from_str::<serde::de::IgnoredAny>(&line) {
+                Ok(_) => break line.trim().to_string(),
+                Err(e) => eprintln!("not JSON ({e}); a string needs quotes, e.g. \"yes\""),
+            }
+        };
+        let response = Message {
+            kind: RESPONSE_KIND.to_string(),
+            body: Bytes::from(body),
+        };
+        run.respond(&request.request_id, response)?;
+    }
+    Ok(())
+}
+
+/// The responses given by `--respond ID=JSON` and `--responses FILE`, in that order;
+/// refuses malformed ones and an id answered twice.
+fn responses_given(respond: &[String], file: Option<&Path>) -> Result<Vec<(String, Bytes)>> {
+    let mut responses: Vec<(String, Bytes)> = Vec::new();
+    for given in respond {
+        let Some((id, json)) = given.split_once('=') else {
+            return Err(invalid(format!(
+                "--respond '{given}': expected <request-id>=<json>"
+            )));
+        };
+        serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| {
+            invalid(format!(
+                "--respond {id}: the response is not JSON ({e}); to pass a string, quote it: {id}='\"{json}\"'"
+            ))
+        })?;
+        responses.push((id.to_string(), Bytes::from(json.trim().to_string())));
+    }
+    if let Some(path) = file {
+        let origin = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("--responses {origin}: {e}")))?;
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| {
+                invalid(format!(
+                    "--responses {origin}: expected a JSON object of request id to response: {e}"
+                ))
+            })?;
+        for (id, value) in object {
+            let body = serde_json::to_vec(&value).expect("a JSON value serialises");
+            responses.push((id, Bytes::from(body)));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, _) in &responses {
+        if !seen.insert(id.as_str()) {
+            return Err(invalid(format!("request '{id}' is answered twice")));
+        }
+    }
+    Ok(responses)
 }
 
 fn validate(path: &Path) -> Result<u8> {
@@ -389,12 +496,13 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
     for entry in &listing {
         match &entry.summary {
             Ok(c) => say!(
-                "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  {}",
+                "{:<36}  {:<8}  {:>9}  {:<14}  {:>6}  {:>7}  {:<30}  {}",
                 c.checkpoint_id,
                 short(&c.run_id),
                 c.superstep,
                 c.status.as_str(),
                 c.queued,
+                c.pending,
                 c.executors.join(","),
                 c.shared_keys.join(",")
             )?,
@@ -415,6 +523,7 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
             "status": c.status.as_str(),
             "created_at": c.created_at,
             "queued": c.queued,
+            "pending": c.pending,
             "outputs": c.outputs,
             "executors": c.executors,
             "shared_state": c.shared_keys,
@@ -585,6 +694,19 @@ fn human_event(event: &Event) {
         Event::ExecutorFailed {
             executor, reason, ..
         } => format!("  {executor} FAILED: {reason}"),
+        Event::ExecutorSkipped {
+            executor, reason, ..
+        } => format!("  {executor} skipped: {reason}"),
+        Event::RequestInfo {
+            request_id,
+            executor,
+            kind,
+            body,
+            ..
+        } => format!(
+            "  request {request_id} from {executor} ({kind}): {}",
+            body.to_text()
+        ),
         Event::Log {
             executor,
             level,
@@ -607,6 +729,15 @@ fn human_event(event: &Event) {
         } => {
             format!("run completed after {supersteps} supersteps with {outputs} output(s)")
         }
+        Event::RunPaused {
+            checkpoint_id,
+            pending,
+            ..
+        } => format!(
+            "run paused for input: {}\n  answer with: superstep resume {} --respond <request-id>=<json>",
+            pending.join(", "),
+            checkpoint_id.as_deref().unwrap_or("<checkpoint>")
+        ),
         Event::RunFailed {
             reason,
             last_checkpoint,

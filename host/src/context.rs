@@ -22,6 +22,14 @@ pub struct Effects {
     pub outputs: Vec<Message>,
     /// Shared-state writes (`None` deletes), last write per key wins.
     pub writes: BTreeMap<String, Option<Bytes>>,
+    /// Requests for outside input, with their ids, in order.
+    pub requests: Vec<(String, Message)>,
+}
+
+/// The id of an executor's `n`th request (from 1) in a superstep: stable across
+/// resumes, because supersteps are deterministic.
+pub fn request_id(executor: &str, superstep: u64, n: usize) -> String {
+    format!("{executor}:{superstep}:{n}")
 }
 
 /// One executor's view of the run while it handles messages.
@@ -157,6 +165,17 @@ impl context::Host for HostState {
     fn delete_shared(&mut self, key: String) -> wasmtime::Result<()> {
         self.ctx.effects.writes.insert(key, None);
         Ok(())
+    }
+
+    fn request_info(&mut self, request: types::Message) -> wasmtime::Result<String> {
+        let ctx = &mut self.ctx;
+        let id = request_id(&ctx.id, ctx.superstep, ctx.effects.requests.len() + 1);
+        let request = Message {
+            kind: request.kind,
+            body: Bytes::from(request.body),
+        };
+        ctx.effects.requests.push((id.clone(), request));
+        Ok(id)
     }
 
     fn log(&mut self, level: types::Level, text: String) -> wasmtime::Result<()> {

@@ -5,7 +5,8 @@
 //! a checkpoint is saved.
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, Status,
+    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
+    RequestRecord, ResponseRecord, Status,
 };
 use crate::context::{Effects, ExecutorContext, SharedState};
 use crate::error::invalid;
@@ -122,10 +123,13 @@ impl Workflow {
             workflow: self,
             store,
             sink,
-            instances,
             run_id: uuid::Uuid::now_v7().to_string(),
             superstep: 0,
             queues,
+            responses: vec![Vec::new(); instances.len()],
+            pending: Vec::new(),
+            unsaved_responses: false,
+            instances,
             shared: Arc::default(),
             states,
             outputs: Vec::new(),
@@ -182,6 +186,30 @@ impl Workflow {
                 },
             });
         }
+        let mut pending = Vec::with_capacity(checkpoint.pending_requests.len());
+        for (n, request) in checkpoint.pending_requests.iter().enumerate() {
+            pending.push(PendingRequest {
+                request_id: request.request_id.clone(),
+                executor: request.executor.clone(),
+                superstep: request.superstep,
+                message: Message {
+                    kind: request.kind.clone(),
+                    body: decode(&request.body, format!("pending_requests[{n}].body"))?,
+                },
+            });
+        }
+        let mut responses = vec![Vec::new(); self.graph.ids().len()];
+        for (id, queue) in &checkpoint.responses {
+            let to = self.graph.index_of(id).expect("checked by check_fits");
+            for (n, response) in queue.iter().enumerate() {
+                let body = decode(&response.body, format!("responses.{id}[{n}].body"))?;
+                let message = Message {
+                    kind: response.kind.clone(),
+                    body,
+                };
+                responses[to].push((response.request_id.clone(), message));
+            }
+        }
         let mut states = Vec::with_capacity(self.graph.ids().len());
         for id in self.graph.ids() {
             states.push(decode(
@@ -211,6 +239,9 @@ impl Workflow {
             run_id: checkpoint.run_id,
             superstep: checkpoint.superstep,
             queues,
+            responses,
+            pending,
+            unsaved_responses: false,
             shared: Arc::new(shared),
             states,
             outputs,
@@ -279,6 +310,18 @@ impl Workflow {
                 )));
             }
         }
+        let asking = checkpoint
+            .pending_requests
+            .iter()
+            .map(|r| (&r.executor, "pending_requests"))
+            .chain(checkpoint.responses.keys().map(|id| (id, "responses")));
+        for (id, field) in asking {
+            if self.graph.index_of(id).is_none() {
+                return Err(invalid(format!(
+                    "{origin}: {field}: unknown executor '{id}'"
+                )));
+            }
+        }
         for (id, queue) in &checkpoint.queued {
             if self.graph.index_of(id).is_none() {
                 return Err(invalid(format!(
@@ -313,8 +356,14 @@ pub struct Output {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// No message is queued: the run is over.
+    /// No message is queued and no request is pending: the run is over.
     Completed,
+    /// Only requests for outside input are left: the run waits for responses
+    /// ([`Run::respond`], or `resume --respond` from its last checkpoint).
+    Paused {
+        /// The ids of the pending requests, oldest first.
+        pending: Vec<String>,
+    },
     /// An executor failed or a limit was hit; the last checkpoint stays valid.
     Failed {
         /// What went wrong, naming the executor or limit.
@@ -333,6 +382,13 @@ pub struct Run<'w> {
     superstep: u64,
     /// Per executor index: messages to deliver in the next superstep, in order.
     queues: Vec<Vec<Envelope>>,
+    /// Per executor index: responses (with their request ids) to deliver in the next
+    /// superstep, before its messages.
+    responses: Vec<Vec<(String, Message)>>,
+    /// Requests waiting for a response, oldest first.
+    pending: Vec<PendingRequest>,
+    /// Responses were given since the last checkpoint; saved before the next superstep.
+    unsaved_responses: bool,
     shared: Arc<SharedState>,
     /// Per executor index: the latest snapshot.
     states: Vec<Bytes>,
@@ -340,6 +396,19 @@ pub struct Run<'w> {
     last_checkpoint: Option<String>,
     /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
     failure: Option<String>,
+}
+
+/// A request for outside input waiting for its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The request id (`<executor>:<superstep>:<n>`), stable across resumes.
+    pub request_id: String,
+    /// The executor that asked.
+    pub executor: String,
+    /// The superstep it asked in.
+    pub superstep: u64,
+    /// What it asked.
+    pub message: Message,
 }
 
 /// What one executor produced in a superstep.
@@ -375,6 +444,38 @@ impl Run<'_> {
         &self.shared
     }
 
+    /// Requests waiting for a response, oldest first.
+    pub fn pending_requests(&self) -> &[PendingRequest] {
+        &self.pending
+    }
+
+    /// Answers pending request `request_id`: the response reaches the asking executor's
+    /// `on-response` in the next superstep (and is saved in a checkpoint before it
+    /// runs). Refuses, changing nothing, an id that is not pending.
+    pub fn respond(&mut self, request_id: &str, response: Message) -> Result<()> {
+        let Some(at) = self.pending.iter().position(|r| r.request_id == request_id) else {
+            let pending: Vec<&str> = self.pending.iter().map(|r| r.request_id.as_str()).collect();
+            return Err(invalid(format!(
+                "request '{request_id}' is not pending in run {} (never asked, or already answered); pending: {}",
+                self.run_id,
+                if pending.is_empty() {
+                    "none".to_string()
+                } else {
+                    pending.join(", ")
+                }
+            )));
+        };
+        let request = self.pending.remove(at);
+        let to = self
+            .workflow
+            .graph
+            .index_of(&request.executor)
+            .expect("requests come from the graph's executors");
+        self.responses[to].push((request.request_id, response));
+        self.unsaved_responses = true;
+        Ok(())
+    }
+
     /// The id of the latest checkpoint of this run, if any.
     pub fn last_checkpoint(&self) -> Option<&str> {
         self.last_checkpoint.as_deref()
@@ -401,6 +502,14 @@ impl Run<'_> {
                 });
                 return outcome;
             }
+            Ok(Outcome::Paused { pending }) => {
+                self.sink.emit(&Event::RunPaused {
+                    run_id: self.run_id.clone(),
+                    checkpoint_id: self.last_checkpoint.clone(),
+                    pending: pending.clone(),
+                });
+                return outcome;
+            }
             Ok(Outcome::Failed { reason }) => reason.clone(),
             Err(error) => format!("{error:#}"),
         };
@@ -414,8 +523,11 @@ impl Run<'_> {
     }
 
     fn run_supersteps(&mut self) -> Result<Outcome> {
+        if self.unsaved_responses {
+            self.save_checkpoint()?;
+        }
         let cap = self.workflow.manifest.max_supersteps;
-        while self.queues.iter().any(|q| !q.is_empty()) {
+        while self.has_work() {
             if self.superstep >= cap {
                 return Ok(Outcome::Failed {
                     reason: format!(
@@ -428,15 +540,40 @@ impl Run<'_> {
                 return Ok(Outcome::Failed { reason });
             }
         }
-        Ok(Outcome::Completed)
+        if self.pending.is_empty() {
+            Ok(Outcome::Completed)
+        } else {
+            Ok(Outcome::Paused {
+                pending: self.pending.iter().map(|r| r.request_id.clone()).collect(),
+            })
+        }
     }
 
+    /// Whether the next superstep has anything to deliver.
+    fn has_work(&self) -> bool {
+        self.queues.iter().any(|q| !q.is_empty()) || self.responses.iter().any(|r| !r.is_empty())
+    }
+
+    /// Emits `run_started` and, for a resumed run, every request still pending.
     fn announce(&self, resumed_from: Option<String>) {
         self.sink.emit(&Event::RunStarted {
             run_id: self.run_id.clone(),
             workflow: self.workflow.manifest.name.clone(),
             resumed_from,
             superstep: self.superstep,
+        });
+        for request in &self.pending {
+            self.emit_request(request);
+        }
+    }
+
+    fn emit_request(&self, request: &PendingRequest) {
+        self.sink.emit(&Event::RequestInfo {
+            request_id: request.request_id.clone(),
+            executor: request.executor.clone(),
+            superstep: request.superstep,
+            kind: request.message.kind.clone(),
+            body: Payload::encode(&request.message.body),
         });
     }
 
@@ -446,7 +583,7 @@ impl Run<'_> {
         let superstep = self.superstep;
         let graph = &self.workflow.graph;
         let active: Vec<String> = (0..self.queues.len())
-            .filter(|&i| !self.queues[i].is_empty())
+            .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
             .map(|i| graph.id(i).to_string())
             .collect();
         self.sink.emit(&Event::SuperstepStarted {
@@ -455,17 +592,23 @@ impl Run<'_> {
             executors: active,
         });
 
-        let work: Vec<(usize, &mut ExecutorInstance, Vec<Envelope>)> = self
+        let work: Vec<(usize, &mut ExecutorInstance, Inbox)> = self
             .instances
             .iter_mut()
-            .zip(self.queues.iter_mut())
+            .zip(self.queues.iter_mut().zip(self.responses.iter_mut()))
             .enumerate()
-            .filter(|(_, (_, queue))| !queue.is_empty())
-            .map(|(i, (instance, queue))| (i, instance, std::mem::take(queue)))
+            .filter(|(_, (_, (queue, responses)))| !queue.is_empty() || !responses.is_empty())
+            .map(|(i, (instance, (queue, responses)))| {
+                let inbox = Inbox {
+                    responses: std::mem::take(responses),
+                    messages: std::mem::take(queue),
+                };
+                (i, instance, inbox)
+            })
             .collect();
         let shared = &self.shared;
         let sink = &self.sink;
-        let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Vec<Envelope>)| {
+        let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
             (
                 i,
                 execute_executor(
@@ -521,6 +664,16 @@ impl Run<'_> {
                     message,
                 });
             }
+            for (request_id, message) in effects.requests {
+                let request = PendingRequest {
+                    request_id,
+                    executor: source.to_string(),
+                    superstep,
+                    message,
+                };
+                self.emit_request(&request);
+                self.pending.push(request);
+            }
             for message in effects.outputs {
                 self.sink.emit(&Event::Output {
                     superstep,
@@ -548,11 +701,9 @@ impl Run<'_> {
 
     fn save_checkpoint(&mut self) -> Result<()> {
         let graph = &self.workflow.graph;
-        let status = if self.queues.iter().all(Vec::is_empty) {
-            Status::Completed
-        } else {
-            Status::Running
-        };
+        let queued = self.queues.iter().map(Vec::len).sum::<usize>()
+            + self.responses.iter().map(Vec::len).sum::<usize>();
+        let status = Status::of(queued, self.pending.len());
         let checkpoint = Checkpoint {
             checkpoint_id: uuid::Uuid::now_v7().to_string(),
             parent_id: self.last_checkpoint.clone(),
@@ -599,6 +750,34 @@ impl Run<'_> {
                     (graph.id(i).to_string(), messages)
                 })
                 .collect(),
+            pending_requests: self
+                .pending
+                .iter()
+                .map(|request| RequestRecord {
+                    request_id: request.request_id.clone(),
+                    executor: request.executor.clone(),
+                    superstep: request.superstep,
+                    kind: request.message.kind.clone(),
+                    body: Payload::encode(&request.message.body),
+                })
+                .collect(),
+            responses: self
+                .responses
+                .iter()
+                .enumerate()
+                .filter(|(_, responses)| !responses.is_empty())
+                .map(|(i, responses)| {
+                    let records = responses
+                        .iter()
+                        .map(|(request_id, message)| ResponseRecord {
+                            request_id: request_id.clone(),
+                            kind: message.kind.clone(),
+                            body: Payload::encode(&message.body),
+                        })
+                        .collect();
+                    (graph.id(i).to_string(), records)
+                })
+                .collect(),
             outputs: self
                 .outputs
                 .iter()
@@ -622,8 +801,15 @@ impl Run<'_> {
             location,
         });
         self.last_checkpoint = Some(checkpoint.checkpoint_id);
+        self.unsaved_responses = false;
         Ok(())
     }
+}
+
+/// What an executor gets in a superstep: responses to its requests, then messages.
+struct Inbox {
+    responses: Vec<(String, Message)>,
+    messages: Vec<Envelope>,
 }
 
 /// Delivers one executor's inbox in order and takes its snapshot; emits its events.
@@ -631,7 +817,7 @@ fn execute_executor(
     superstep: u64,
     id: &str,
     instance: &mut ExecutorInstance,
-    inbox: &[Envelope],
+    inbox: &Inbox,
     shared: &Arc<SharedState>,
     sink: &dyn EventSink,
 ) -> Result<Step, String> {
@@ -639,22 +825,34 @@ fn execute_executor(
     sink.emit(&Event::ExecutorInvoked {
         superstep,
         executor: id.to_string(),
-        messages: inbox.len(),
+        messages: inbox.responses.len() + inbox.messages.len(),
     });
     instance.context().begin(superstep, shared.clone());
-    let handled = inbox
-        .iter()
-        .enumerate()
-        .try_for_each(|(n, envelope)| {
-            instance.handle(envelope).map_err(|reason| {
-                format!(
-                    "message {} of {} (kind '{}' from '{}'): {reason}",
-                    n + 1,
-                    inbox.len(),
-                    envelope.message.kind,
-                    envelope.source
-                )
-            })
+    let responded = inbox.responses.iter().try_for_each(|(request_id, response)| {
+        instance.on_response(request_id, response).map_err(|reason| {
+            format!(
+                "response to request '{request_id}' (kind '{}'): {reason}",
+                response.kind
+            )
+        })
+    });
+    let handled = responded
+        .and_then(|()| {
+            let count = inbox.messages.len();
+            inbox
+                .messages
+                .iter()
+                .enumerate()
+                .try_for_each(|(n, envelope)| {
+                    instance.handle(envelope).map_err(|reason| {
+                        format!(
+                            "message {} of {count} (kind '{}' from '{}'): {reason}",
+                            n + 1,
+                            envelope.message.kind,
+                            envelope.source
+                        )
+                    })
+                })
         })
         .and_then(|()| instance.snapshot());
     let effects = instance.context().finish();

@@ -67,6 +67,13 @@ pub enum Event {
         executor: String,
         duration_us: u64,
     },
+    /// An executor was not invoked in this superstep because a journal of an earlier,
+    /// interrupted attempt at the same superstep already holds its results.
+    ExecutorSkipped {
+        superstep: u64,
+        executor: String,
+        reason: String,
+    },
     /// An executor failed: its handler returned an error, or it trapped.
     ExecutorFailed {
         superstep: u64,
@@ -87,6 +94,16 @@ pub enum Event {
         kind: String,
         body: Payload,
     },
+    /// An executor asked for outside input (at the barrier of the superstep it asked
+    /// in; again on every resume while the request is pending).
+    RequestInfo {
+        request_id: String,
+        executor: String,
+        /// The superstep it asked in.
+        superstep: u64,
+        kind: String,
+        body: Payload,
+    },
     /// A checkpoint was written durably.
     CheckpointSaved {
         checkpoint_id: String,
@@ -102,13 +119,22 @@ pub enum Event {
         /// Messages queued for the next superstep.
         queued: usize,
     },
-    /// The run completed: no message is queued.
+    /// The run completed: no message is queued and no request is pending.
     RunCompleted {
         run_id: String,
         /// Supersteps taken since the run began.
         supersteps: u64,
         /// Outputs emitted since the run began.
         outputs: usize,
+    },
+    /// Nothing is left to do but requests wait for responses: the run paused. Resume its
+    /// last checkpoint with the responses to go on.
+    RunPaused {
+        run_id: String,
+        /// The checkpoint (status `awaiting-input`) to resume from.
+        checkpoint_id: Option<String>,
+        /// The ids of the pending requests.
+        pending: Vec<String>,
     },
     /// The run failed; the last checkpoint stays valid.
     RunFailed {

@@ -6,7 +6,7 @@ use crate::context::{ExecutorContext, HostState};
 use crate::error::invalid;
 use crate::events::Level;
 use crate::graph::sha256_hex;
-use crate::message::Envelope;
+use crate::message::{Envelope, Message};
 use anyhow::Result;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,18 @@ impl ExecutorInstance {
         };
         let result = self.bindings.call_handle(&mut self.store, &wit);
         self.settle("handle", result)
+    }
+
+    /// Delivers the response to request `request_id` to the guest's `on-response`.
+    pub fn on_response(&mut self, request_id: &str, response: &Message) -> Result<(), String> {
+        let wit = types::Message {
+            kind: response.kind.clone(),
+            body: response.body.to_vec(),
+        };
+        let result = self
+            .bindings
+            .call_on_response(&mut self.store, request_id, &wit);
+        self.settle("on-response", result)
     }
 
     /// Asks the guest for its state.

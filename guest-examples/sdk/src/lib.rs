@@ -133,6 +133,13 @@ impl Context {
         host::delete_shared(key);
     }
 
+    /// Asks for outside input (a person, another system) with `body` as JSON; returns
+    /// the request id. The run pauses once nothing else is left to do, and the
+    /// response reaches [`Executor::on_response`] in a later superstep.
+    pub fn request_info<T: Serialize + ?Sized>(&self, kind: &str, body: &T) -> Result<String, String> {
+        Ok(host::request_info(&message(kind, to_json(body)?)))
+    }
+
     /// Emits a log event.
     pub fn log(&self, level: Level, text: &str) {
         host::log(level, text);
@@ -154,6 +161,16 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
 pub trait Executor: Default + Serialize + DeserializeOwned + 'static {
     /// Handles one message delivered in the current superstep.
     fn handle(&mut self, ctx: &Context, message: Incoming) -> Result<(), String>;
+
+    /// Handles the response to an earlier [`Context::request_info`]; `response.source`
+    /// is the request id. Executors that never ask need not implement it.
+    fn on_response(&mut self, ctx: &Context, response: Incoming) -> Result<(), String> {
+        let _ = ctx;
+        Err(format!(
+            "this executor asked for nothing, yet got a response to request '{}'",
+            response.source
+        ))
+    }
 }
 
 struct Instance<E> {
@@ -206,6 +223,20 @@ pub mod runtime {
         with_instance(|instance: &mut Instance<E>| instance.state.handle(&instance.ctx, message))
     }
 
+    pub fn on_response<E: Executor>(
+        request_id: String,
+        response: bindings::Message,
+    ) -> Result<(), String> {
+        let response = Incoming {
+            source: request_id,
+            kind: response.kind,
+            body: response.body,
+        };
+        with_instance(|instance: &mut Instance<E>| {
+            instance.state.on_response(&instance.ctx, response)
+        })
+    }
+
     pub fn snapshot<E: Executor>() -> Vec<u8> {
         with_instance(|instance: &mut Instance<E>| {
             serde_json::to_vec(&instance.state).expect("executor state serialises to JSON")
@@ -233,6 +264,12 @@ macro_rules! export_executor {
             }
             fn handle(envelope: $crate::bindings::Envelope) -> Result<(), String> {
                 $crate::runtime::handle::<$ty>(envelope)
+            }
+            fn on_response(
+                request_id: String,
+                response: $crate::bindings::Message,
+            ) -> Result<(), String> {
+                $crate::runtime::on_response::<$ty>(request_id, response)
             }
             fn snapshot() -> Vec<u8> {
                 $crate::runtime::snapshot::<$ty>()

@@ -33,9 +33,12 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
-    /// Messages are queued for the next superstep.
+    /// Messages or responses are queued for the next superstep.
     Running,
-    /// Nothing is queued: the run is over.
+    /// Nothing is queued but requests for outside input are pending: the run is paused
+    /// until they are answered.
+    AwaitingInput,
+    /// Nothing is queued or pending: the run is over.
     Completed,
 }
 
@@ -44,7 +47,17 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
+            Status::AwaitingInput => "awaiting-input",
             Status::Completed => "completed",
+        }
+    }
+
+    /// The status of a run with this much left to do.
+    pub fn of(queued: usize, pending: usize) -> Status {
+        match (queued, pending) {
+            (0, 0) => Status::Completed,
+            (0, _) => Status::AwaitingInput,
+            _ => Status::Running,
         }
     }
 }
@@ -75,8 +88,42 @@ pub struct Checkpoint {
     pub shared_state: BTreeMap<String, Payload>,
     /// Messages queued for the next superstep, per receiving executor, in delivery order.
     pub queued: BTreeMap<String, Vec<QueuedMessage>>,
+    /// Requests for outside input that have no response yet, oldest first.
+    #[serde(default)]
+    pub pending_requests: Vec<RequestRecord>,
+    /// Responses to deliver in the next superstep, per requesting executor, in order.
+    #[serde(default)]
+    pub responses: BTreeMap<String, Vec<ResponseRecord>>,
     /// Every output emitted since the run began.
     pub outputs: Vec<OutputRecord>,
+}
+
+/// A request for outside input that waits for its response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRecord {
+    /// The request id (`<executor>:<superstep>:<n>`).
+    pub request_id: String,
+    /// The executor that asked.
+    pub executor: String,
+    /// The superstep it asked in.
+    pub superstep: u64,
+    /// The request's kind.
+    pub kind: String,
+    /// What it asked, as the executor wrote it.
+    pub body: Payload,
+}
+
+/// A response waiting to be delivered to the executor that asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRecord {
+    /// The request it answers.
+    pub request_id: String,
+    /// The response's kind.
+    pub kind: String,
+    /// The response.
+    pub body: Payload,
 }
 
 /// The manifest a checkpoint was taken with.
@@ -196,6 +243,18 @@ impl Checkpoint {
                     .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
             }))
             .chain(
+                self.pending_requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("pending_requests[{i}].body"), &r.body)),
+            )
+            .chain(self.responses.iter().flat_map(|(id, responses)| {
+                responses
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| (format!("responses.{id}[{i}].body"), &r.body))
+            }))
+            .chain(
                 self.outputs
                     .iter()
                     .enumerate()
@@ -204,16 +263,23 @@ impl Checkpoint {
         for (field, payload) in payloads {
             payload.decode().map_err(|e| format!("{field}: {e}"))?;
         }
-        match (self.status, self.queued.values().all(Vec::is_empty)) {
-            (Status::Completed, false) => Err("status is completed but messages are queued".into()),
-            (Status::Running, true) => Err("status is running but no message is queued".into()),
-            _ => Ok(()),
+        let expected = Status::of(self.queued_count(), self.pending_requests.len());
+        if self.status != expected {
+            return Err(format!(
+                "status is {} but {} message(s) or response(s) are queued and {} request(s) pending (that is {})",
+                self.status.as_str(),
+                self.queued_count(),
+                self.pending_requests.len(),
+                expected.as_str()
+            ));
         }
+        Ok(())
     }
 
-    /// How many messages are queued.
+    /// How many messages and responses are queued for the next superstep.
     pub fn queued_count(&self) -> usize {
-        self.queued.values().map(Vec::len).sum()
+        self.queued.values().map(Vec::len).sum::<usize>()
+            + self.responses.values().map(Vec::len).sum::<usize>()
     }
 
     /// The checkpoint's listing summary.
@@ -229,6 +295,7 @@ impl Checkpoint {
             executors: self.executors.keys().cloned().collect(),
             shared_keys: self.shared_state.keys().cloned().collect(),
             queued: self.queued_count(),
+            pending: self.pending_requests.len(),
             outputs: self.outputs.len(),
             blobs: self.blob_refs().cloned().collect(),
         }
@@ -265,8 +332,10 @@ pub struct Summary {
     pub executors: Vec<String>,
     /// Shared-state keys.
     pub shared_keys: Vec<String>,
-    /// How many messages are queued.
+    /// How many messages and responses are queued.
     pub queued: usize,
+    /// How many requests for outside input are pending.
+    pub pending: usize,
     /// How many outputs were emitted so far.
     pub outputs: usize,
     /// The blobs its executor states are kept in.
@@ -287,6 +356,10 @@ struct SummaryView<'a> {
     executors: BTreeMap<String, ExecutorView<'a>>,
     shared_state: BTreeMap<String, serde::de::IgnoredAny>,
     queued: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    pending_requests: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    responses: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
     outputs: Vec<serde::de::IgnoredAny>,
 }
 
@@ -330,7 +403,8 @@ impl Summary {
             status: view.status,
             executors: view.executors.into_keys().collect(),
             shared_keys: view.shared_state.into_keys().collect(),
-            queued: view.queued.values().map(Vec::len).sum(),
+            queued: view.queued.values().chain(view.responses.values()).map(Vec::len).sum(),
+            pending: view.pending_requests.len(),
             outputs: view.outputs.len(),
             blobs,
         })
@@ -428,6 +502,8 @@ mod tests {
                     body: Payload::encode(b"\"hi\""),
                 }],
             )]),
+            pending_requests: vec![],
+            responses: BTreeMap::new(),
             outputs: vec![],
         }
     }
