@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use superstep::checkpoint::{
-    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export,
+    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export, lineage,
 };
 use superstep::engine::{Outcome, Run, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
@@ -131,8 +131,12 @@ enum CheckpointsCommand {
         #[arg(long, default_value = "checkpoints")]
         dir: PathBuf,
         /// Print JSON (one object per checkpoint) instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tree")]
         json: bool,
+        /// Draw each run's checkpoints as a tree of parents and children: branches
+        /// show where an older checkpoint was resumed.
+        #[arg(long)]
+        tree: bool,
         /// Only checkpoints of this workflow.
         #[arg(long)]
         workflow: Option<String>,
@@ -142,6 +146,16 @@ enum CheckpointsCommand {
         /// Only checkpoints with this status.
         #[arg(long, value_parser = ["running", "awaiting-input", "completed"])]
         status: Option<String>,
+    },
+    /// Print the id of a run's newest checkpoint by lineage (the end of its longest
+    /// chain of parents), not by file time.
+    Latest {
+        /// The checkpoint directory.
+        #[arg(long, default_value = "checkpoints")]
+        dir: PathBuf,
+        /// The run (an id or a prefix of one); defaults to the run that saved last.
+        #[arg(long)]
+        run: Option<String>,
     },
     /// Print one checkpoint in full, after verifying it.
     Show {
@@ -246,13 +260,17 @@ fn execute(command: Command) -> Result<u8> {
     match command {
         Command::Run(args) => run(args),
         Command::Resume(args) => resume(args),
+        Command::Checkpoints(CheckpointsCommand::Latest { dir, run }) => {
+            latest(&dir, run.as_deref())
+        }
         Command::Checkpoints(CheckpointsCommand::List {
             dir,
             json,
+            tree,
             workflow,
             run,
             status,
-        }) => list(&dir, json, |c: &Summary| {
+        }) => list(&dir, ListFormat::of(json, tree), |c: &Summary| {
             workflow.as_ref().is_none_or(|w| &c.workflow == w)
                 && run
                     .as_ref()
@@ -469,12 +487,30 @@ fn validate(path: &Path) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8> {
+/// How `checkpoints list` prints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListFormat {
+    Table,
+    Json,
+    Tree,
+}
+
+impl ListFormat {
+    fn of(json: bool, tree: bool) -> ListFormat {
+        match (json, tree) {
+            (true, _) => ListFormat::Json,
+            (_, true) => ListFormat::Tree,
+            _ => ListFormat::Table,
+        }
+    }
+}
+
+fn list(dir: &Path, format: ListFormat, wanted: impl Fn(&Summary) -> bool) -> Result<u8> {
     let mut listing = FileStore::new(dir).list()?;
     listing.reverse();
     // Damaged files stay listed: they match no filter but must not go unnoticed.
     listing.retain(|entry| entry.summary.as_ref().map_or(true, &wanted));
-    if json {
+    if format == ListFormat::Json {
         for entry in &listing {
             say!("{}", listing_json(entry))?;
         }
@@ -482,6 +518,34 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
     }
     if listing.is_empty() {
         say!("no checkpoints in {}", dir.display())?;
+        return Ok(EXIT_OK);
+    }
+    if format == ListFormat::Tree {
+        let summaries: Vec<&Summary> = listing
+            .iter()
+            .filter_map(|l| l.summary.as_ref().ok())
+            .collect();
+        let lines = lineage::tree(&summaries, |c| {
+            format!(
+                "{}  superstep {}  {}{}",
+                c.checkpoint_id,
+                c.superstep,
+                c.status.as_str(),
+                if c.pending > 0 {
+                    format!(" ({} pending)", c.pending)
+                } else {
+                    String::new()
+                }
+            )
+        });
+        for line in lines {
+            say!("{line}")?;
+        }
+        for entry in &listing {
+            if let Err(why) = &entry.summary {
+                say!("{}  DAMAGED: {why}", entry.id)?;
+            }
+        }
         return Ok(EXIT_OK);
     }
     say!(
@@ -509,6 +573,22 @@ fn list(dir: &Path, json: bool, wanted: impl Fn(&Summary) -> bool) -> Result<u8>
             Err(why) => say!("{:<36}  DAMAGED: {why}", entry.id)?,
         }
     }
+    Ok(EXIT_OK)
+}
+
+fn latest(dir: &Path, run: Option<&str>) -> Result<u8> {
+    let listing = FileStore::new(dir).list()?;
+    let summaries: Vec<&Summary> = listing
+        .iter()
+        .filter_map(|l| l.summary.as_ref().ok())
+        .collect();
+    let Some(newest) = lineage::latest(&summaries, run) else {
+        return Err(invalid(match run {
+            Some(run) => format!("no checkpoint of run '{run}' in {}", dir.display()),
+            None => format!("no checkpoints in {}", dir.display()),
+        }));
+    };
+    say!("{}", newest.checkpoint_id)?;
     Ok(EXIT_OK)
 }
 

@@ -828,14 +828,19 @@ fn execute_executor(
         messages: inbox.responses.len() + inbox.messages.len(),
     });
     instance.context().begin(superstep, shared.clone());
-    let responded = inbox.responses.iter().try_for_each(|(request_id, response)| {
-        instance.on_response(request_id, response).map_err(|reason| {
-            format!(
-                "response to request '{request_id}' (kind '{}'): {reason}",
-                response.kind
-            )
-        })
-    });
+    let responded = inbox
+        .responses
+        .iter()
+        .try_for_each(|(request_id, response)| {
+            instance
+                .on_response(request_id, response)
+                .map_err(|reason| {
+                    format!(
+                        "response to request '{request_id}' (kind '{}'): {reason}",
+                        response.kind
+                    )
+                })
+        });
     let handled = responded
         .and_then(|()| {
             let count = inbox.messages.len();

@@ -9,6 +9,7 @@
 
 pub mod blobs;
 mod diff;
+pub mod lineage;
 mod prune;
 mod store;
 
@@ -403,7 +404,12 @@ impl Summary {
             status: view.status,
             executors: view.executors.into_keys().collect(),
             shared_keys: view.shared_state.into_keys().collect(),
-            queued: view.queued.values().chain(view.responses.values()).map(Vec::len).sum(),
+            queued: view
+                .queued
+                .values()
+                .chain(view.responses.values())
+                .map(Vec::len)
+                .sum(),
             pending: view.pending_requests.len(),
             outputs: view.outputs.len(),
             blobs,
