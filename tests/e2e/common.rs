@@ -93,6 +93,15 @@ impl Workspace {
         self.manifest("ring.toml", &text)
     }
 
+    /// The plan-review manifest with its components resolved to the built ones.
+    pub fn plan_review(&self) -> PathBuf {
+        let text = std::fs::read_to_string(repo().join("guest-examples/plan_review.toml")).unwrap();
+        self.manifest(
+            "plan_review.toml",
+            &text.replace("components/", "@components@/"),
+        )
+    }
+
     /// Runs the demo pipeline on `input` (JSON) with JSON Lines events; it must complete.
     pub fn run_pipeline(&self, input: &str) -> Run {
         let manifest = self.pipeline();

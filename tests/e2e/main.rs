@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod crash;
 mod failures;
+mod hitl;
 mod integrity;
 mod library;
 mod manage;
