@@ -103,3 +103,74 @@ fn a_failed_run_refuses_to_go_on() {
     assert!(again.contains("already failed"), "{again}");
     assert!(run.last_checkpoint().is_none());
 }
+
+#[test]
+fn a_run_pauses_for_input_and_takes_responses_in_process() {
+    let ws = Workspace::new();
+    let manifest = superstep::Manifest::load(&ws.plan_review()).unwrap();
+    let workflow = Workflow::load(Runtime::new(1).unwrap(), manifest).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let sink = Arc::new(|_: &Event| {});
+    let json = |text: &str| Bytes::from(text.to_string());
+    let task = Message {
+        kind: "task".into(),
+        body: json("\"ship it\""),
+    };
+    let response = |text: &str| Message {
+        kind: "response".into(),
+        body: json(text),
+    };
+
+    let mut run = workflow.start(task, store.clone(), sink.clone()).unwrap();
+    assert_eq!(
+        run.run().unwrap(),
+        Outcome::Paused {
+            pending: vec!["planner:0:1".into()]
+        }
+    );
+    let request = &run.pending_requests()[0];
+    assert_eq!(request.executor, "planner");
+    assert_eq!(request.message.kind, "plan-review");
+    let asked: serde_json::Value = serde_json::from_slice(&request.message.body).unwrap();
+    assert_eq!(asked["task"], "ship it");
+
+    let unknown = run.respond("planner:7:1", response("{}")).unwrap_err();
+    assert!(
+        unknown.to_string().contains("pending: planner:0:1"),
+        "{unknown}"
+    );
+    run.respond(
+        "planner:0:1",
+        response(r#"{"approved": false, "feedback": "cheaper"}"#),
+    )
+    .unwrap();
+    assert!(run.pending_requests().is_empty());
+    assert!(
+        run.respond("planner:0:1", response("{}")).is_err(),
+        "answered once only"
+    );
+    assert_eq!(
+        run.run().unwrap(),
+        Outcome::Paused {
+            pending: vec!["planner:1:1".into()]
+        }
+    );
+    run.respond("planner:1:1", response(r#"{"approved": true}"#))
+        .unwrap();
+    assert_eq!(run.run().unwrap(), Outcome::Completed);
+    let report: serde_json::Value = serde_json::from_slice(&run.outputs()[0].message.body).unwrap();
+    assert_eq!(report["rounds"], 2);
+    assert_eq!(report["results"][2], "done: address: cheaper");
+
+    // The paused checkpoint resumes in a new run object, with the request still pending.
+    let paused = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| l.summary.ok())
+        .find(|s| s.status == superstep::Status::AwaitingInput)
+        .unwrap();
+    let checkpoint = store.load(&paused.checkpoint_id).unwrap();
+    let resumed = workflow.resume(checkpoint, false, store, sink).unwrap();
+    assert_eq!(resumed.pending_requests().len(), 1);
+}
