@@ -682,11 +682,11 @@ fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
         say!("{verb} {}", store.path_of(id).display())?;
     }
     say!(
-        "{verb} {} of {} checkpoint(s), {} unreferenced blob(s) and {} stale temp file(s){}",
+        "{verb} {} of {} checkpoint(s), {} unreferenced blob(s) and {} leftover temp or journal file(s){}",
         pruned.deleted.len(),
         pruned.listed,
         pruned.blobs_deleted,
-        pruned.temp_files_deleted,
+        pruned.leftovers_deleted,
         if pruned.damaged > 0 {
             format!(
                 "; {} damaged file(s) left alone, and every blob with them",

@@ -4,6 +4,7 @@
 //! executor-id order, sends become the next superstep's inboxes, outputs are emitted and
 //! a checkpoint is saved.
 
+use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
     Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
     RequestRecord, ResponseRecord, Status,
@@ -129,6 +130,7 @@ impl Workflow {
             responses: vec![Vec::new(); instances.len()],
             pending: Vec::new(),
             unsaved_responses: false,
+            replay: Vec::new(),
             instances,
             shared: Arc::default(),
             states,
@@ -218,18 +220,10 @@ impl Workflow {
             )?);
         }
 
-        let mut instances = self.instantiate(&sink)?;
-        for (i, instance) in instances.iter_mut().enumerate() {
-            let id = self.graph.id(i);
-            instance
-                .init(&self.configs[i])
-                .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
-            instance.restore(&states[i]).map_err(|reason| {
-                invalid(format!(
-                    "{origin}: executor '{id}' did not accept its checkpointed state: {reason}"
-                ))
-            })?;
-        }
+        let instances = (0..states.len())
+            .map(|i| self.restored_instance(i, &sink, &states[i], &origin))
+            .collect::<Result<Vec<_>>>()?;
+        let replay = self.journaled_steps(&checkpoint, &store, &queues, &responses)?;
 
         let run = Run {
             workflow: self,
@@ -242,6 +236,7 @@ impl Workflow {
             responses,
             pending,
             unsaved_responses: false,
+            replay,
             shared: Arc::new(shared),
             states,
             outputs,
@@ -250,6 +245,64 @@ impl Workflow {
         };
         run.announce(run.last_checkpoint.clone());
         Ok(run)
+    }
+
+    /// A fresh instance of executor `i`, initialised and restored to `state`; `origin`
+    /// names where the state comes from in errors.
+    fn restored_instance(
+        &self,
+        i: usize,
+        sink: &Arc<dyn EventSink>,
+        state: &[u8],
+        origin: &str,
+    ) -> Result<ExecutorInstance> {
+        let id = self.graph.id(i);
+        let ctx = ExecutorContext::new(i, self.graph.clone(), sink.clone());
+        let mut instance = ExecutorInstance::new(&self.components[i], ctx)?;
+        instance
+            .init(&self.configs[i])
+            .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
+        instance.restore(state).map_err(|reason| {
+            invalid(format!(
+                "{origin}: executor '{id}' did not accept its checkpointed state: {reason}"
+            ))
+        })?;
+        Ok(instance)
+    }
+
+    /// The results that the journal of `checkpoint` holds for the superstep starting
+    /// from it (left by a host that died before the barrier), per executor index.
+    fn journaled_steps(
+        &self,
+        checkpoint: &Checkpoint,
+        store: &Arc<dyn CheckpointStore>,
+        queues: &[Vec<Envelope>],
+        responses: &[Vec<(String, Message)>],
+    ) -> Result<Vec<Option<Step>>> {
+        let mut steps: Vec<Option<Step>> = (0..queues.len()).map(|_| None).collect();
+        let records = store.read_journal(&checkpoint.checkpoint_id)?;
+        let origin = format!("journal of checkpoint {}", checkpoint.checkpoint_id);
+        for record in records {
+            let bad =
+                |why: String| invalid(format!("{origin}: executor '{}': {why}", record.executor));
+            if record.superstep != checkpoint.superstep {
+                return Err(bad(format!(
+                    "journaled for superstep {}, but the checkpoint starts superstep {}",
+                    record.superstep, checkpoint.superstep
+                )));
+            }
+            let Some(i) = self.graph.index_of(&record.executor) else {
+                return Err(bad("not an executor of this workflow".into()));
+            };
+            if queues[i].is_empty() && responses[i].is_empty() {
+                return Err(bad("has nothing to handle in this superstep".into()));
+            }
+            if steps[i].is_some() {
+                return Err(bad("journaled twice".into()));
+            }
+            steps[i] = Some(Step::from_journal(&record, &self.graph).map_err(bad)?);
+        }
+        Ok(steps)
     }
 
     fn instantiate(&self, sink: &Arc<dyn EventSink>) -> Result<Vec<ExecutorInstance>> {
@@ -389,6 +442,9 @@ pub struct Run<'w> {
     pending: Vec<PendingRequest>,
     /// Responses were given since the last checkpoint; saved before the next superstep.
     unsaved_responses: bool,
+    /// Per executor index (empty when none): results of the next superstep journaled
+    /// by an earlier attempt that died before the barrier.
+    replay: Vec<Option<Step>>,
     shared: Arc<SharedState>,
     /// Per executor index: the latest snapshot.
     states: Vec<Bytes>,
@@ -415,6 +471,86 @@ pub struct PendingRequest {
 struct Step {
     effects: Effects,
     state: Bytes,
+}
+
+impl Step {
+    /// The step as a journal record.
+    fn to_journal(&self, superstep: u64, executor: &str, graph: &Graph) -> JournalRecord {
+        let message = |m: &Message| JournalMessage {
+            kind: m.kind.clone(),
+            body: Payload::encode(&m.body),
+        };
+        JournalRecord {
+            superstep,
+            executor: executor.to_string(),
+            state: Payload::encode(&self.state),
+            sends: self
+                .effects
+                .sends
+                .iter()
+                .map(|(to, m)| JournalSend {
+                    to: graph.id(*to).to_string(),
+                    kind: m.kind.clone(),
+                    body: Payload::encode(&m.body),
+                })
+                .collect(),
+            outputs: self.effects.outputs.iter().map(message).collect(),
+            writes: self
+                .effects
+                .writes
+                .iter()
+                .map(|(key, value)| (key.clone(), value.as_deref().map(Payload::encode)))
+                .collect(),
+            requests: self
+                .effects
+                .requests
+                .iter()
+                .map(|(id, m)| (id.clone(), message(m)))
+                .collect(),
+        }
+    }
+
+    /// The step a journal record describes.
+    fn from_journal(record: &JournalRecord, graph: &Graph) -> Result<Step, String> {
+        let bytes =
+            |payload: &Payload, field: &str| payload.decode().map_err(|e| format!("{field}: {e}"));
+        let message = |m: &JournalMessage, field: &str| -> Result<Message, String> {
+            Ok(Message {
+                kind: m.kind.clone(),
+                body: bytes(&m.body, field)?,
+            })
+        };
+        let mut effects = Effects::default();
+        for send in &record.sends {
+            let to = graph
+                .index_of(&send.to)
+                .ok_or_else(|| format!("sends: unknown executor '{}'", send.to))?;
+            let body = bytes(&send.body, "sends")?;
+            effects.sends.push((
+                to,
+                Message {
+                    kind: send.kind.clone(),
+                    body,
+                },
+            ));
+        }
+        for output in &record.outputs {
+            effects.outputs.push(message(output, "outputs")?);
+        }
+        for (key, value) in &record.writes {
+            let value = value.as_ref().map(|v| bytes(v, "writes")).transpose()?;
+            effects.writes.insert(key.clone(), value);
+        }
+        for (id, request) in &record.requests {
+            effects
+                .requests
+                .push((id.clone(), message(request, "requests")?));
+        }
+        Ok(Step {
+            effects,
+            state: bytes(&record.state, "state")?,
+        })
+    }
 }
 
 impl Run<'_> {
@@ -524,6 +660,9 @@ impl Run<'_> {
 
     fn run_supersteps(&mut self) -> Result<Outcome> {
         if self.unsaved_responses {
+            // The superstep now starts from a new checkpoint, with the responses: a
+            // journal of the old one does not describe it.
+            self.replay.clear();
             self.save_checkpoint()?;
         }
         let cap = self.workflow.manifest.max_supersteps;
@@ -586,11 +725,41 @@ impl Run<'_> {
             .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
             .map(|i| graph.id(i).to_string())
             .collect();
+        // With more than one executor, each one's results are journaled as it finishes,
+        // so that a crash before the barrier does not cost the finished ones' work.
+        let journal = match &self.last_checkpoint {
+            Some(base) if active.len() > 1 => Some(base.clone()),
+            _ => None,
+        };
         self.sink.emit(&Event::SuperstepStarted {
             superstep,
             from_checkpoint: self.last_checkpoint.clone(),
             executors: active,
         });
+
+        let mut results: Vec<(usize, Result<Step, String>)> = Vec::new();
+        let replay = std::mem::take(&mut self.replay);
+        let replayed = replay.iter().any(Option::is_some);
+        for (i, step) in replay.into_iter().enumerate() {
+            let (Some(step), Some(base)) = (step, &self.last_checkpoint) else {
+                continue;
+            };
+            self.queues[i].clear();
+            self.responses[i].clear();
+            // A fresh instance in the state the finished attempt left.
+            let origin = format!("journal of checkpoint {base}");
+            self.instances[i] =
+                self.workflow
+                    .restored_instance(i, &self.sink, &step.state, &origin)?;
+            self.sink.emit(&Event::ExecutorSkipped {
+                superstep,
+                executor: graph.id(i).to_string(),
+                reason: format!(
+                    "its results for this superstep are in the {origin}, left by an attempt that stopped before the barrier"
+                ),
+            });
+            results.push((i, Ok(step)));
+        }
 
         let work: Vec<(usize, &mut ExecutorInstance, Inbox)> = self
             .instances
@@ -608,27 +777,27 @@ impl Run<'_> {
             .collect();
         let shared = &self.shared;
         let sink = &self.sink;
+        let journal_to = journal.as_deref().map(|base| (self.store.as_ref(), base));
         let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
-            (
-                i,
-                execute_executor(
-                    superstep,
-                    graph.id(i),
-                    instance,
-                    &inbox,
-                    shared,
-                    sink.as_ref(),
-                ),
-            )
+            let executor = Executing {
+                superstep,
+                index: i,
+                graph,
+                journal: journal_to,
+            };
+            (i, executor.run(instance, &inbox, shared, sink.as_ref()))
         };
-        let results: Vec<(usize, Result<Step, String>)> = if work.len() == 1 {
-            work.into_iter().map(execute).collect()
+        if work.len() == 1 {
+            results.extend(work.into_iter().map(execute));
         } else {
-            self.workflow
+            let executed: Vec<_> = self
+                .workflow
                 .runtime
                 .pool
-                .install(|| work.into_par_iter().map(execute).collect())
-        };
+                .install(|| work.into_par_iter().map(execute).collect());
+            results.extend(executed);
+        }
+        results.sort_by_key(|(i, _)| *i);
 
         let failures: Vec<String> = results
             .iter()
@@ -691,7 +860,13 @@ impl Run<'_> {
         }
         self.queues = next;
         self.superstep += 1;
+        let base = self.last_checkpoint.clone();
         self.save_checkpoint()?;
+        if let Some(base) = base
+            && (journal.is_some() || replayed)
+        {
+            self.store.remove_journal(&base)?;
+        }
         self.sink.emit(&Event::SuperstepCompleted {
             superstep,
             queued: self.queues.iter().map(Vec::len).sum(),
@@ -812,21 +987,65 @@ struct Inbox {
     messages: Vec<Envelope>,
 }
 
-/// Delivers one executor's inbox in order and takes its snapshot; emits its events.
-fn execute_executor(
+/// One executor's turn in a superstep.
+struct Executing<'a> {
     superstep: u64,
-    id: &str,
+    index: usize,
+    graph: &'a Graph,
+    /// Where to journal the results before reporting completion, and the checkpoint the
+    /// superstep starts from.
+    journal: Option<(&'a dyn CheckpointStore, &'a str)>,
+}
+
+impl Executing<'_> {
+    /// Delivers the inbox in order, takes the snapshot and journals the results; emits
+    /// the executor's events.
+    fn run(
+        &self,
+        instance: &mut ExecutorInstance,
+        inbox: &Inbox,
+        shared: &Arc<SharedState>,
+        sink: &dyn EventSink,
+    ) -> Result<Step, String> {
+        let id = self.graph.id(self.index);
+        let started = Instant::now();
+        sink.emit(&Event::ExecutorInvoked {
+            superstep: self.superstep,
+            executor: id.to_string(),
+            messages: inbox.responses.len() + inbox.messages.len(),
+        });
+        let outcome = deliver(self.superstep, instance, inbox, shared).and_then(|step| {
+            if let Some((store, base)) = self.journal {
+                let record = step.to_journal(self.superstep, id, self.graph);
+                store
+                    .append_journal(base, &record)
+                    .map_err(|e| format!("its results could not be journaled: {e:#}"))?;
+            }
+            Ok(step)
+        });
+        match &outcome {
+            Ok(_) => sink.emit(&Event::ExecutorCompleted {
+                superstep: self.superstep,
+                executor: id.to_string(),
+                duration_us: started.elapsed().as_micros() as u64,
+            }),
+            Err(reason) => sink.emit(&Event::ExecutorFailed {
+                superstep: self.superstep,
+                executor: id.to_string(),
+                reason: reason.clone(),
+            }),
+        }
+        outcome
+    }
+}
+
+/// Delivers one executor's inbox in order (responses first) and takes its snapshot.
+fn deliver(
+    superstep: u64,
     instance: &mut ExecutorInstance,
     inbox: &Inbox,
     shared: &Arc<SharedState>,
-    sink: &dyn EventSink,
 ) -> Result<Step, String> {
-    let started = Instant::now();
-    sink.emit(&Event::ExecutorInvoked {
-        superstep,
-        executor: id.to_string(),
-        messages: inbox.responses.len() + inbox.messages.len(),
-    });
     instance.context().begin(superstep, shared.clone());
     let responded = inbox
         .responses
@@ -861,22 +1080,5 @@ fn execute_executor(
         })
         .and_then(|()| instance.snapshot());
     let effects = instance.context().finish();
-    match handled {
-        Ok(state) => {
-            sink.emit(&Event::ExecutorCompleted {
-                superstep,
-                executor: id.to_string(),
-                duration_us: started.elapsed().as_micros() as u64,
-            });
-            Ok(Step { effects, state })
-        }
-        Err(reason) => {
-            sink.emit(&Event::ExecutorFailed {
-                superstep,
-                executor: id.to_string(),
-                reason: reason.clone(),
-            });
-            Err(reason)
-        }
-    }
+    handled.map(|state| Step { effects, state })
 }

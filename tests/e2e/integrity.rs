@@ -238,7 +238,7 @@ fn prune_collects_blobs_no_kept_checkpoint_refers_to() {
     pruned.assert_code(0);
     assert!(
         pruned.stdout.contains(
-            "deleted 8 of 10 checkpoint(s), 1 unreferenced blob(s) and 1 stale temp file(s)"
+            "deleted 8 of 10 checkpoint(s), 1 unreferenced blob(s) and 1 leftover temp or journal file(s)"
         ),
         "{}",
         pruned.stdout

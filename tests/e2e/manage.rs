@@ -140,7 +140,7 @@ fn prune_keeps_the_newest_of_each_run_and_the_parents_of_kept_ones() {
     );
     assert!(
         dry.stdout
-            .contains("would delete 6 of 11 checkpoint(s), 0 unreferenced blob(s) and 0 stale temp file(s); 1 damaged file(s) left alone"),
+            .contains("would delete 6 of 11 checkpoint(s), 0 unreferenced blob(s) and 0 leftover temp or journal file(s); 1 damaged file(s) left alone"),
         "{}",
         dry.stdout
     );

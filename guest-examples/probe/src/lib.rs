@@ -4,8 +4,10 @@
 //!
 //! Config (every field optional):
 //! `{ "forward": [{ "kind": "k", "target": "id" }], "yield": true, "fail_on_kind": "boom",
-//!    "set_shared": "key", "read_shared": ["key"], "print": "text", "print_bytes": 100 }`.
-//! `print` writes a line to stdout and one to stderr; `print_bytes` floods stdout.
+//!    "set_shared": "key", "read_shared": ["key"], "print": "text", "print_bytes": 100,
+//!    "sleep_ms": 0 }`.
+//! `print` writes a line to stdout and one to stderr; `print_bytes` floods stdout;
+//! `sleep_ms` makes each message take that long (through the WASI clock).
 //! A forwarded body is `{"by": <this id>, "of": <received kind>, "body": <received body>}`;
 //! `set_shared` writes the received body under the key before `read_shared` reads.
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,7 @@ struct Config {
     read_shared: Vec<String>,
     print: Option<String>,
     print_bytes: Option<usize>,
+    sleep_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +60,9 @@ impl Executor for Probe {
         if let Some(text) = &config.print {
             println!("{text}");
             eprintln!("on stderr: {text}");
+        }
+        if let Some(ms) = config.sleep_ms {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         if let Some(n) = config.print_bytes {
             print!("{}", "x".repeat(n));

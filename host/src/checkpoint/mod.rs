@@ -9,6 +9,7 @@
 
 pub mod blobs;
 mod diff;
+pub mod journal;
 pub mod lineage;
 mod prune;
 mod store;

@@ -1,6 +1,7 @@
 //! Where checkpoints live: one trait, a durable file store and an in-memory store.
 
 use super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::journal::JournalRecord;
 use super::{Checkpoint, PrunePolicy, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
 use crate::message::Payload;
@@ -11,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Checkpoint storage. Implementations must make a saved checkpoint durable before
@@ -27,6 +28,13 @@ pub trait CheckpointStore: Send + Sync {
     fn list(&self) -> Result<Vec<Listed>>;
     /// Deletes the checkpoint with `id` (durably, for file storage).
     fn delete(&self, id: &str) -> Result<()>;
+    /// Appends `record`, durably, to the journal of the superstep that starts from
+    /// checkpoint `base`.
+    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()>;
+    /// The records of `base`'s journal, in append order; empty when there is none.
+    fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>>;
+    /// Removes `base`'s journal, if there is one.
+    fn remove_journal(&self, base: &str) -> Result<()>;
 }
 
 /// One entry of [`CheckpointStore::list`].
@@ -56,17 +64,27 @@ fn sort_listing(listing: &mut [Listed]) {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Serialises journal appends from the executor threads.
+    journal_lock: Arc<Mutex<()>>,
 }
 
 impl FileStore {
     /// A store in `dir`; the directory is created by the first save.
     pub fn new(dir: impl Into<PathBuf>) -> FileStore {
-        FileStore { dir: dir.into() }
+        FileStore {
+            dir: dir.into(),
+            journal_lock: Arc::default(),
+        }
     }
 
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The path of the journal of the superstep that starts from checkpoint `base`.
+    pub fn journal_path(&self, base: &str) -> PathBuf {
+        self.dir.join(format!("{base}.journal"))
     }
 
     /// The path of checkpoint `id`.
@@ -164,11 +182,11 @@ impl FileStore {
                 .filter(|digest| !referenced.contains(digest.as_str()))
                 .collect()
         };
-        let temp_files: Vec<PathBuf> = [self.dir.clone(), blobs.dir().to_path_buf()]
+        let leftovers: Vec<PathBuf> = [self.dir.clone(), blobs.dir().to_path_buf()]
             .iter()
             .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
             .map(|entry| entry.path())
-            .filter(|path| is_temp_file(path))
+            .filter(|path| is_temp_file(path) || self.is_orphan_journal(path, &doomed_set))
             .collect();
         if !dry_run {
             for id in &doomed {
@@ -179,7 +197,7 @@ impl FileStore {
                     .remove(digest)
                     .with_context(|| format!("cannot delete blob {digest}"))?;
             }
-            for path in &temp_files {
+            for path in &leftovers {
                 std::fs::remove_file(path)
                     .with_context(|| format!("cannot delete {}", path.display()))?;
             }
@@ -187,7 +205,7 @@ impl FileStore {
         Ok(Pruned {
             deleted: doomed,
             blobs_deleted: unreferenced.len(),
-            temp_files_deleted: temp_files.len(),
+            leftovers_deleted: leftovers.len(),
             listed: listing.len(),
             damaged,
         })
@@ -256,8 +274,8 @@ pub struct Pruned {
     pub deleted: Vec<String>,
     /// How many blobs no remaining checkpoint referred to.
     pub blobs_deleted: usize,
-    /// How many temp files killed writers had left.
-    pub temp_files_deleted: usize,
+    /// How many temp files of killed writers and journals of deleted checkpoints.
+    pub leftovers_deleted: usize,
     /// How many checkpoint files were there.
     pub listed: usize,
     /// How many of them are damaged (and left alone, with every blob).
@@ -331,6 +349,57 @@ impl CheckpointStore for FileStore {
         File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
+
+    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()> {
+        let path = self.journal_path(base);
+        let _appending = self.journal_lock.lock().expect("journal lock");
+        let append = || -> std::io::Result<()> {
+            let created = !path.exists();
+            std::fs::create_dir_all(&self.dir)?;
+            let mut file = File::options().create(true).append(true).open(&path)?;
+            file.write_all(&record.encode())?;
+            file.sync_data()?;
+            if created {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        append().with_context(|| format!("cannot append to journal {}", path.display()))
+    }
+
+    fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
+        let path = self.journal_path(base);
+        match std::fs::read(&path) {
+            Ok(bytes) => JournalRecord::decode_all(&bytes, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(invalid(format!(
+                "{}: cannot read journal: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn remove_journal(&self, base: &str) -> Result<()> {
+        let path = self.journal_path(base);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot delete journal {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FileStore {
+    /// Whether `path` is a journal whose base checkpoint is gone or about to go.
+    fn is_orphan_journal(&self, path: &Path, doomed: &BTreeSet<&str>) -> bool {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        name.strip_suffix(".journal")
+            .is_some_and(|base| doomed.contains(base) || !self.path_of(base).exists())
+    }
 }
 
 /// Whether `path` is a temp file of [`write_durably`].
@@ -380,6 +449,7 @@ pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::R
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     documents: Mutex<BTreeMap<String, Vec<u8>>>,
+    journals: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -427,5 +497,27 @@ impl CheckpointStore for MemoryStore {
             .remove(id)
             .map(drop)
             .ok_or_else(|| invalid(format!("no checkpoint '{id}' in memory")))
+    }
+
+    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()> {
+        let mut journals = self.journals.lock().expect("journal map lock");
+        journals
+            .entry(base.to_string())
+            .or_default()
+            .extend(record.encode());
+        Ok(())
+    }
+
+    fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
+        let journals = self.journals.lock().expect("journal map lock");
+        match journals.get(base) {
+            Some(bytes) => JournalRecord::decode_all(bytes, &format!("memory:{base}.journal")),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn remove_journal(&self, base: &str) -> Result<()> {
+        self.journals.lock().expect("journal map lock").remove(base);
+        Ok(())
     }
 }
