@@ -8,6 +8,7 @@ mod crash;
 mod failures;
 mod hitl;
 mod integrity;
+mod journal;
 mod library;
 mod manage;
 mod pipeline;

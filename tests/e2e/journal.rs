@@ -1,0 +1,192 @@
+//! The superstep journal: a host killed mid-superstep does not pay twice for the
+//! executors that had finished.
+
+use crate::common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// `src` fans out to two fast executors and a slow one; all three report to `sink`,
+/// which yields what it gets.
+const FAN_OUT: &str = r#"
+[workflow]
+name = "fan-out"
+start = "src"
+
+[[executors]]
+id = "src"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "work" }] }
+
+[[executors]]
+id = "fast1"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "done" }], set_shared = "fast1" }
+
+[[executors]]
+id = "fast2"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "done" }] }
+
+[[executors]]
+id = "slow"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "done" }], sleep_ms = 3000 }
+
+[[executors]]
+id = "sink"
+component = "@components@/probe.wasm"
+config = { yield = true, read_shared = ["fast1"] }
+
+[[edges]]
+from = "src"
+to = "fast1"
+[[edges]]
+from = "src"
+to = "fast2"
+[[edges]]
+from = "src"
+to = "slow"
+[[edges]]
+from = "fast1"
+to = "sink"
+[[edges]]
+from = "fast2"
+to = "sink"
+[[edges]]
+from = "slow"
+to = "sink"
+"#;
+
+fn invoked(events: &[Value], executor: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["event"] == "executor_invoked" && e["executor"] == executor)
+        .count()
+}
+
+/// Outputs, states and shared state of a directory's final checkpoint.
+fn final_state(ws: &Workspace, dir: &str) -> (Value, Value, Value) {
+    let last = latest_checkpoint(&ws.path().join(dir));
+    assert_eq!(last["status"], "completed");
+    let outputs: Vec<Value> = last["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["body"].clone())
+        .collect();
+    (
+        Value::from(outputs),
+        last["executors"].clone(),
+        last["shared_state"].clone(),
+    )
+}
+
+#[test]
+fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
+    let ws = Workspace::new();
+    let manifest = ws.manifest("fan_out.toml", FAN_OUT);
+    let manifest = manifest.to_str().unwrap();
+    let run_args = |dir: &str| {
+        let args = ["run", manifest, "--input", "\"go\"", "--threads", "4"];
+        let mut args: Vec<String> = args.map(String::from).to_vec();
+        args.extend(["--checkpoint-dir", dir, "--events", "jsonl"].map(String::from));
+        args
+    };
+
+    let uninterrupted = ws.superstep(
+        &run_args("reference")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    uninterrupted.assert_code(0);
+    assert_eq!(uninterrupted.outputs().len(), 3);
+
+    // Kill the host once both fast executors have reported completion of superstep 1.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .args(run_args("crashed"))
+        .current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first: Vec<Value> = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        first.push(event);
+        let fast_done = first
+            .iter()
+            .filter(|e| {
+                e["event"] == "executor_completed"
+                    && e["superstep"] == 1
+                    && e["executor"].as_str().unwrap().starts_with("fast")
+            })
+            .count();
+        if fast_done == 2 {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(invoked(&first, "slow"), 1, "the slow executor was running");
+    assert!(
+        first
+            .iter()
+            .all(|e| e["event"] != "superstep_completed" || e["superstep"] == 0)
+    );
+
+    let dir = ws.path().join("crashed");
+    let base = latest_checkpoint(&dir);
+    assert_eq!(base["superstep"], 1);
+    let base_id = base["checkpoint_id"].as_str().unwrap().to_string();
+    let journal = dir.join(format!("{base_id}.journal"));
+    let journaled = std::fs::read(&journal).unwrap();
+    assert_eq!(journaled.iter().filter(|&&b| b == b'\n').count(), 2);
+
+    // A damaged record before the end is refused, and nothing changes.
+    let mut damaged = journaled.clone();
+    damaged[10] ^= 0x20;
+    std::fs::write(&journal, &damaged).unwrap();
+    let before = ws.checkpoint_files("crashed");
+    let resume = |extra: &[&str]| {
+        let mut args = vec![
+            "resume",
+            &base_id,
+            "--checkpoint-dir",
+            "crashed",
+            "--events",
+            "jsonl",
+        ];
+        args.extend_from_slice(extra);
+        ws.superstep(&args)
+    };
+    resume(&[])
+        .assert_code(2)
+        .assert_stderr("line 1: damaged journal record before the end of the journal");
+    assert_eq!(ws.checkpoint_files("crashed"), before);
+
+    // A record cut short at the tail (the host died while appending) is left out.
+    let mut cut = journaled.clone();
+    cut.extend_from_slice(&journaled[..40]);
+    std::fs::write(&journal, &cut).unwrap();
+    let second = resume(&["--threads", "4"]);
+    second.assert_code(0);
+    let second = second.events();
+    let skipped: Vec<&str> = second
+        .iter()
+        .filter(|e| e["event"] == "executor_skipped")
+        .map(|e| e["executor"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["fast1", "fast2"]);
+    let all: Vec<Value> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(invoked(&all, "fast1"), 1, "fast1 ran once in all");
+    assert_eq!(invoked(&all, "fast2"), 1, "fast2 ran once in all");
+    assert_eq!(invoked(&second, "slow"), 1, "the slow one runs again");
+    assert!(
+        !journal.exists(),
+        "the barrier's checkpoint retires the journal"
+    );
+
+    assert_eq!(final_state(&ws, "crashed"), final_state(&ws, "reference"));
+}
