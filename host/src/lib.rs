@@ -16,7 +16,7 @@ pub mod message;
 pub mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
-pub use engine::{Outcome, Output, Run, Runtime, Workflow};
+pub use engine::{Outcome, Output, PendingRequest, Run, Runtime, Workflow};
 pub use error::InvalidInput;
 pub use events::{Event, EventSink, Level};
 pub use manifest::Manifest;

@@ -90,6 +90,27 @@ fn plan_review_pauses_twice_and_completes_from_fresh_processes() {
         Some(paused_at(&first).as_str())
     );
 
+    let diff = ws.superstep(&[
+        "checkpoints",
+        "show",
+        &paused_at(&first),
+        "--diff",
+        &paused_at(&rejected),
+    ]);
+    diff.assert_code(0);
+    assert!(
+        diff.stdout
+            .contains("pending requests: 1 -> 1\n  - planner:0:1 from planner"),
+        "{}",
+        diff.stdout
+    );
+    assert!(
+        diff.stdout
+            .contains("  + planner:1:1 from planner (plan-review)"),
+        "{}",
+        diff.stdout
+    );
+
     // Approve from a file: worker and report finish the run.
     let responses = ws.path().join("responses.json");
     std::fs::write(&responses, r#"{"planner:1:1": {"approved": true}}"#).unwrap();

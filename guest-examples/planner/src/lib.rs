@@ -45,7 +45,8 @@ impl Planner {
             format!("research {}", self.task),
             format!("draft {}", self.task),
         ];
-        self.plan.extend(self.feedback.iter().map(|f| format!("address: {f}")));
+        self.plan
+            .extend(self.feedback.iter().map(|f| format!("address: {f}")));
         self.plan.push(format!("review {}", self.task));
         let review = serde_json::json!({
             "task": self.task,
@@ -84,11 +85,9 @@ impl Executor for Planner {
         }
         self.feedback
             .push(review.feedback.unwrap_or_else(|| "no reason given".into()));
-        let config: Config = ctx
-            .config::<Option<Config>>()?
-            .unwrap_or(Config {
-                max_rounds: default_max_rounds(),
-            });
+        let config: Config = ctx.config::<Option<Config>>()?.unwrap_or(Config {
+            max_rounds: default_max_rounds(),
+        });
         if self.round >= config.max_rounds {
             let verdict = serde_json::json!({
                 "task": self.task,

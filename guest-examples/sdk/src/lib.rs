@@ -136,7 +136,11 @@ impl Context {
     /// Asks for outside input (a person, another system) with `body` as JSON; returns
     /// the request id. The run pauses once nothing else is left to do, and the
     /// response reaches [`Executor::on_response`] in a later superstep.
-    pub fn request_info<T: Serialize + ?Sized>(&self, kind: &str, body: &T) -> Result<String, String> {
+    pub fn request_info<T: Serialize + ?Sized>(
+        &self,
+        kind: &str,
+        body: &T,
+    ) -> Result<String, String> {
         Ok(host::request_info(&message(kind, to_json(body)?)))
     }
 

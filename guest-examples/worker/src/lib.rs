@@ -18,7 +18,11 @@ struct Worker {
 impl Executor for Worker {
     fn handle(&mut self, ctx: &Context, message: Incoming) -> Result<(), String> {
         let plan: Plan = message.json()?;
-        let results: Vec<String> = plan.plan.iter().map(|step| format!("done: {step}")).collect();
+        let results: Vec<String> = plan
+            .plan
+            .iter()
+            .map(|step| format!("done: {step}"))
+            .collect();
         self.plans_done += 1;
         let report = serde_json::json!({
             "task": plan.task,

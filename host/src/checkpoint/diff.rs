@@ -1,4 +1,5 @@
-//! What changed between two checkpoints: executor states, shared state and queues.
+//! What changed between two checkpoints: executor states, shared state, queues,
+//! pending requests, responses and outputs.
 
 use super::Checkpoint;
 use crate::message::Payload;
@@ -67,6 +68,49 @@ pub fn diff(a: &Checkpoint, b: &Checkpoint) -> Vec<String> {
             ));
             lines.extend(x.iter().map(|m| format!("  - {m}")));
             lines.extend(y.iter().map(|m| format!("  + {m}")));
+        }
+    }
+    let requests = |c: &Checkpoint| -> Vec<String> {
+        c.pending_requests
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} from {} ({}): {}",
+                    r.request_id,
+                    r.executor,
+                    r.kind,
+                    r.body.to_text()
+                )
+            })
+            .collect()
+    };
+    let responses = |c: &Checkpoint| -> Vec<String> {
+        c.responses
+            .values()
+            .flatten()
+            .map(|r| format!("{} ({}): {}", r.request_id, r.kind, r.body.to_text()))
+            .collect()
+    };
+    for (name, render) in [
+        (
+            "pending requests",
+            &requests as &dyn Fn(&Checkpoint) -> Vec<String>,
+        ),
+        ("responses", &responses),
+    ] {
+        let (x, y) = (render(a), render(b));
+        if x != y {
+            lines.push(format!("{name}: {} -> {}", x.len(), y.len()));
+            lines.extend(
+                x.iter()
+                    .filter(|r| !y.contains(r))
+                    .map(|r| format!("  - {r}")),
+            );
+            lines.extend(
+                y.iter()
+                    .filter(|r| !x.contains(r))
+                    .map(|r| format!("  + {r}")),
+            );
         }
     }
     if a.outputs.len() != b.outputs.len() {
