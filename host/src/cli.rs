@@ -378,7 +378,8 @@ fn resume(args: ResumeArgs) -> Result<u8> {
 
 fn load(manifest: &Path, threads: usize) -> Result<Workflow> {
     let manifest = Manifest::load(manifest)?;
-    Workflow::load(Runtime::new(threads)?, manifest)
+    let fuel = manifest.uses_fuel();
+    Workflow::load(Runtime::new(threads, fuel)?, manifest)
 }
 
 /// Runs until the run completes, fails or pauses; with `interactive` and a terminal on
@@ -474,7 +475,8 @@ fn responses_given(respond: &[String], file: Option<&Path>) -> Result<Vec<(Strin
 
 fn validate(path: &Path) -> Result<u8> {
     let manifest = Manifest::load(path)?;
-    let workflow = Workflow::load(Runtime::new(1)?, manifest)?;
+    let fuel = manifest.uses_fuel();
+    let workflow = Workflow::load(Runtime::new(1, fuel)?, manifest)?;
     let manifest = workflow.manifest();
     say!(
         "{}: workflow '{}' is valid: {} executors, {} edges, start '{}'; every component implements superstep:workflow/executor",

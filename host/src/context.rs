@@ -3,6 +3,7 @@
 
 use crate::events::{Event, EventSink, Level};
 use crate::graph::Graph;
+use crate::manifest::Limits;
 use crate::message::Message;
 use crate::sandbox::bindings::superstep::workflow::{context, types};
 use bytes::Bytes;
@@ -38,22 +39,76 @@ pub struct ExecutorContext {
     id: String,
     graph: Arc<Graph>,
     sink: Arc<dyn EventSink>,
+    limits: Limits,
     superstep: u64,
     committed: Arc<SharedState>,
     effects: Effects,
+    /// Messages (sends per receiver, outputs, requests) in the current handler call.
+    messages_this_call: u64,
+    /// The limit the guest broke in the current call, if any; the call then traps.
+    violation: Option<String>,
 }
 
 impl ExecutorContext {
-    /// A context for executor `index` of `graph`, reporting to `sink`.
-    pub fn new(index: usize, graph: Arc<Graph>, sink: Arc<dyn EventSink>) -> ExecutorContext {
+    /// A context for executor `index` of `graph` under `limits`, reporting to `sink`.
+    pub fn new(
+        index: usize,
+        graph: Arc<Graph>,
+        limits: Limits,
+        sink: Arc<dyn EventSink>,
+    ) -> ExecutorContext {
         ExecutorContext {
             index,
             id: graph.id(index).to_string(),
             graph,
             sink,
+            limits,
             superstep: 0,
             committed: Arc::default(),
             effects: Effects::default(),
+            messages_this_call: 0,
+            violation: None,
+        }
+    }
+
+    /// Starts a handler call: its message count starts from zero.
+    pub fn begin_call(&mut self) {
+        self.messages_this_call = 0;
+        self.violation = None;
+    }
+
+    /// The limit the last call broke, if it broke one.
+    pub fn take_violation(&mut self) -> Option<String> {
+        self.violation.take()
+    }
+
+    /// Counts `count` messages of `bytes` bytes each made by `what`; past a limit,
+    /// records the violation and returns the trap that ends the call.
+    fn admit(&mut self, what: &str, bytes: usize, count: u64) -> wasmtime::Result<()> {
+        let limits = self.limits;
+        let violation = if bytes as u64 > limits.max_message_bytes {
+            Some(format!(
+                "{what} of {bytes} bytes exceeds limits.max_message_bytes = {}",
+                limits.max_message_bytes
+            ))
+        } else if self.messages_this_call + count > limits.max_messages_per_call {
+            Some(format!(
+                "{what} would make {} messages in one call, over limits.max_messages_per_call = {}",
+                self.messages_this_call + count,
+                limits.max_messages_per_call
+            ))
+        } else {
+            None
+        };
+        match violation {
+            Some(reason) => {
+                self.violation = Some(reason.clone());
+                Err(wasmtime::Error::msg(reason))
+            }
+            None => {
+                self.messages_this_call += count;
+                Ok(())
+            }
         }
     }
 
@@ -92,16 +147,79 @@ pub struct HostState {
     table: ResourceTable,
     /// The executor's view of the run.
     pub ctx: ExecutorContext,
+    /// Caps the guest's memories and tables.
+    pub limiter: MemoryLimiter,
 }
 
 impl HostState {
     /// Store data for an executor with the given WASI context.
     pub fn new(wasi: WasiCtx, ctx: ExecutorContext) -> HostState {
+        let limiter = MemoryLimiter::new(ctx.limits.memory_mib);
         HostState {
             wasi,
             table: ResourceTable::new(),
             ctx,
+            limiter,
         }
+    }
+}
+
+/// The memory limit of one executor: its linear memories together may not grow past
+/// `limits.memory_mib`; growing past it traps, and the reason is kept for the report.
+pub struct MemoryLimiter {
+    memory_mib: u64,
+    used: usize,
+    /// Why the last growth was refused, if it was.
+    pub violation: Option<String>,
+}
+
+/// Table elements allowed per table; generous, but not unbounded.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl MemoryLimiter {
+    fn new(memory_mib: u64) -> MemoryLimiter {
+        MemoryLimiter {
+            memory_mib,
+            used: 0,
+            violation: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let cap = self.memory_mib.saturating_mul(1 << 20);
+        let total = (self.used - current.min(self.used)) as u64 + desired as u64;
+        if total > cap {
+            let reason = format!(
+                "exceeded limits.memory_mib = {}: linear memory would grow to {} MiB",
+                self.memory_mib,
+                total.div_ceil(1 << 20)
+            );
+            self.violation = Some(reason.clone());
+            return Err(wasmtime::Error::msg(reason));
+        }
+        self.used = self.used - current.min(self.used) + desired;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            let reason = format!("a table would grow to {desired} elements, over {MAX_TABLE_ELEMENTS}");
+            self.violation = Some(reason.clone());
+            return Err(wasmtime::Error::msg(reason));
+        }
+        Ok(true)
     }
 }
 
@@ -127,6 +245,7 @@ impl context::Host for HostState {
             Ok(targets) => targets,
             Err(refusal) => return Ok(Err(refusal)),
         };
+        ctx.admit("a message", message.body.len(), targets.len() as u64)?;
         let message = Message {
             kind: message.kind,
             body: Bytes::from(message.body),
@@ -138,6 +257,7 @@ impl context::Host for HostState {
     }
 
     fn yield_output(&mut self, message: types::Message) -> wasmtime::Result<()> {
+        self.ctx.admit("an output", message.body.len(), 1)?;
         self.ctx.effects.outputs.push(Message {
             kind: message.kind,
             body: Bytes::from(message.body),
@@ -169,6 +289,7 @@ impl context::Host for HostState {
 
     fn request_info(&mut self, request: types::Message) -> wasmtime::Result<String> {
         let ctx = &mut self.ctx;
+        ctx.admit("a request", request.body.len(), 1)?;
         let id = request_id(&ctx.id, ctx.superstep, ctx.effects.requests.len() + 1);
         let request = Message {
             kind: request.kind,

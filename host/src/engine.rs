@@ -31,14 +31,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime whose supersteps use up to `threads` worker threads (0: one per core).
-    pub fn new(threads: usize) -> Result<Arc<Runtime>> {
+    /// A runtime whose supersteps use up to `threads` worker threads (0: one per core);
+    /// with `fuel`, executors can have fuel limits (see [`Manifest::uses_fuel`]).
+    pub fn new(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("superstep-worker-{i}"))
             .build()?;
         Ok(Arc::new(Runtime {
-            sandbox: Sandbox::new()?,
+            sandbox: Sandbox::new(fuel)?,
             pool,
         }))
     }
@@ -59,6 +60,12 @@ impl Workflow {
     /// Compiles every component of `manifest` (each distinct file once) and checks that
     /// it implements the executor world.
     pub fn load(runtime: Arc<Runtime>, manifest: Manifest) -> Result<Workflow> {
+        if manifest.uses_fuel() && !runtime.sandbox.meters_fuel() {
+            return Err(invalid(format!(
+                "{}: an executor sets limits.fuel, but this runtime was created without fuel metering (Runtime::new(threads, true))",
+                manifest.path.display()
+            )));
+        }
         let graph = Arc::new(Graph::new(&manifest));
         let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();
         let mut components = Vec::with_capacity(manifest.executors.len());
@@ -257,8 +264,7 @@ impl Workflow {
         origin: &str,
     ) -> Result<ExecutorInstance> {
         let id = self.graph.id(i);
-        let ctx = ExecutorContext::new(i, self.graph.clone(), sink.clone());
-        let mut instance = ExecutorInstance::new(&self.components[i], ctx)?;
+        let mut instance = self.instance(i, sink)?;
         instance
             .init(&self.configs[i])
             .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
@@ -307,11 +313,15 @@ impl Workflow {
 
     fn instantiate(&self, sink: &Arc<dyn EventSink>) -> Result<Vec<ExecutorInstance>> {
         (0..self.components.len())
-            .map(|i| {
-                let ctx = ExecutorContext::new(i, self.graph.clone(), sink.clone());
-                ExecutorInstance::new(&self.components[i], ctx)
-            })
+            .map(|i| self.instance(i, sink))
             .collect()
+    }
+
+    /// A new, uninitialised instance of executor `i` with its grants and limits.
+    fn instance(&self, i: usize, sink: &Arc<dyn EventSink>) -> Result<ExecutorInstance> {
+        let spec = &self.manifest.executors[i];
+        let ctx = ExecutorContext::new(i, self.graph.clone(), spec.limits, sink.clone());
+        ExecutorInstance::new(&self.components[i], ctx, &spec.grants, spec.limits)
     }
 
     /// Refuses a checkpoint that was not taken with this workflow, saying what differs.

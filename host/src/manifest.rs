@@ -36,6 +36,61 @@ pub struct ExecutorSpec {
     pub component: PathBuf,
     /// The `config` table, as JSON (an empty object when the manifest has none).
     pub config: serde_json::Value,
+    /// What the executor may reach beyond clocks and randomness.
+    pub grants: Grants,
+    /// Its resource limits.
+    pub limits: Limits,
+}
+
+/// Capabilities granted to one executor; nothing else is reachable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Host directories preopened in the guest.
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables, resolved when the manifest is loaded.
+    pub env: Vec<(String, String)>,
+}
+
+/// A host directory the guest sees at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The host directory (absolute).
+    pub host: PathBuf,
+    /// Where the guest sees it (an absolute guest path).
+    pub guest: String,
+    /// Whether the guest may create, change and delete files in it.
+    pub writable: bool,
+}
+
+/// Resource limits of one executor. Time, fuel and message counts are per handler
+/// call (`init`, `handle`, `on-response`, `snapshot`, `restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory (all memories together) in MiB; tables are capped alongside.
+    pub memory_mib: u64,
+    /// Wall time per handler call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Fuel (roughly, wasm instructions) per handler call; `None` does not meter.
+    pub fuel: Option<u64>,
+    /// The largest message body, output or request body, in bytes.
+    pub max_message_bytes: u64,
+    /// The most messages (sends, counted per receiver, outputs and requests) per call.
+    pub max_messages_per_call: u64,
+    /// The largest snapshot, in bytes.
+    pub max_snapshot_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_mib: 512,
+            call_timeout_ms: 30_000,
+            fuel: None,
+            max_message_bytes: 16 << 20,
+            max_messages_per_call: 100_000,
+            max_snapshot_bytes: 256 << 20,
+        }
+    }
 }
 
 /// A directed edge; `kinds` (when set) lists the message kinds it carries.
@@ -65,6 +120,8 @@ struct RawWorkflow {
     name: String,
     start: Option<String>,
     max_supersteps: Option<u64>,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +130,63 @@ struct RawExecutor {
     id: String,
     component: PathBuf,
     config: Option<toml::Table>,
+    #[serde(default)]
+    dirs: Vec<RawDir>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDir {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    max_message_bytes: Option<u64>,
+    max_messages_per_call: Option<u64>,
+    max_snapshot_bytes: Option<u64>,
+}
+
+impl RawLimits {
+    /// These limits over `base`, field by field; `field` names the table in errors.
+    fn over(self, base: Limits, field: &str) -> std::result::Result<Limits, String> {
+        let limits = Limits {
+            memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
+            call_timeout_ms: self.call_timeout_ms.unwrap_or(base.call_timeout_ms),
+            fuel: self.fuel.or(base.fuel),
+            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
+            max_messages_per_call: self
+                .max_messages_per_call
+                .unwrap_or(base.max_messages_per_call),
+            max_snapshot_bytes: self.max_snapshot_bytes.unwrap_or(base.max_snapshot_bytes),
+        };
+        let positive = [
+            ("memory_mib", limits.memory_mib),
+            ("call_timeout_ms", limits.call_timeout_ms),
+            ("fuel", limits.fuel.unwrap_or(1)),
+            ("max_message_bytes", limits.max_message_bytes),
+            ("max_messages_per_call", limits.max_messages_per_call),
+            ("max_snapshot_bytes", limits.max_snapshot_bytes),
+        ];
+        match positive.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(format!("{field}.{name}: must be at least 1")),
+            None if limits.memory_mib > 65_536 => Err(format!(
+                "{field}.memory_mib: at most 65536 (64 GiB)"
+            )),
+            None => Ok(limits),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,6 +235,11 @@ impl Manifest {
             )));
         }
 
+        let default_limits = raw
+            .workflow
+            .limits
+            .over(Limits::default(), "workflow.limits")
+            .map_err(|why| invalid(format!("{file}: {why}")))?;
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut executors = Vec::with_capacity(raw.executors.len());
         for (i, executor) in raw.executors.into_iter().enumerate() {
@@ -136,10 +255,32 @@ impl Manifest {
                 Some(table) => toml_to_json(toml::Value::Table(table)),
                 None => serde_json::Value::Object(Default::default()),
             };
+            let at = |field: &str| format!("{file}: executors[{i}] ('{}').{field}", executor.id);
+            let limits = executor
+                .limits
+                .over(default_limits, "limits")
+                .map_err(|why| invalid(at(&why)))?;
+            let mut grants = Grants::default();
+            for (n, grant) in executor.dirs.iter().enumerate() {
+                let grant = dir_grant(dir, grant).map_err(|why| invalid(at(&format!("dirs[{n}]: {why}"))))?;
+                if grants.dirs.iter().any(|g| g.guest == grant.guest) {
+                    return Err(invalid(at(&format!(
+                        "dirs[{n}].guest: '{}' is granted twice",
+                        grant.guest
+                    ))));
+                }
+                grants.dirs.push(grant);
+            }
+            for (n, entry) in executor.env.iter().enumerate() {
+                let pair = env_grant(entry).map_err(|why| invalid(at(&format!("env[{n}]: {why}"))))?;
+                grants.env.push(pair);
+            }
             executors.push(ExecutorSpec {
                 id: executor.id,
                 component: dir.join(executor.component),
                 config,
+                grants,
+                limits,
             });
         }
         executors.sort_by(|a, b| a.id.cmp(&b.id));
@@ -203,10 +344,63 @@ impl Manifest {
         })
     }
 
+    /// Whether any executor meters fuel (the engine must then be built for it).
+    pub fn uses_fuel(&self) -> bool {
+        self.executors.iter().any(|e| e.limits.fuel.is_some())
+    }
+
     /// The executor with `id`.
     pub fn executor(&self, id: &str) -> Option<&ExecutorSpec> {
         self.executors.iter().find(|e| e.id == id)
     }
+}
+
+/// Resolves a directory grant: the host path (relative to the manifest's directory)
+/// must be an existing directory, the guest path absolute.
+fn dir_grant(manifest_dir: &Path, raw: &RawDir) -> std::result::Result<DirGrant, String> {
+    let writable = match raw.mode.as_deref() {
+        None | Some("ro") => false,
+        Some("rw") => true,
+        Some(other) => return Err(format!("mode: '{other}' is neither \"ro\" nor \"rw\"")),
+    };
+    if !raw.guest.starts_with('/') || raw.guest.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "guest: '{}' must be an absolute guest path without '..'",
+            raw.guest
+        ));
+    }
+    let host = manifest_dir.join(&raw.host);
+    let host = host.canonicalize().map_err(|e| {
+        format!("host: {}: {e} (granted directories must exist)", host.display())
+    })?;
+    if !host.is_dir() {
+        return Err(format!("host: {} is not a directory", host.display()));
+    }
+    Ok(DirGrant {
+        host,
+        guest: raw.guest.clone(),
+        writable,
+    })
+}
+
+/// Resolves an environment grant: `NAME` passes the host's value, `NAME=value` sets one.
+fn env_grant(entry: &str) -> std::result::Result<(String, String), String> {
+    let (name, value) = match entry.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_string())),
+        None => (entry, None),
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err(format!(
+            "'{name}' is not a variable name (letters, digits and '_')"
+        ));
+    }
+    let value = match value {
+        Some(value) => value,
+        None => std::env::var(name)
+            .map_err(|_| format!("host variable '{name}' is not set (set it, or give NAME=value)"))?,
+    };
+    Ok((name.to_string(), value))
 }
 
 /// Executor ids appear in events, checkpoints and file names: keep them plain.

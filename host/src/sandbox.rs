@@ -1,21 +1,26 @@
 //! Where executors run: the wasmtime engine and linker, compiled components, and one
-//! isolated store per executor instance with no ambient capabilities. A guest's stdout
-//! and stderr become log events.
+//! isolated store per executor instance with no capabilities but those the manifest
+//! grants (directories, environment variables), under its limits (memory, time per
+//! call through epoch interruption, optional fuel, message and snapshot sizes). A
+//! guest's stdout and stderr become log events.
 
 use crate::context::{ExecutorContext, HostState};
 use crate::error::invalid;
 use crate::events::Level;
 use crate::graph::sha256_hex;
+use crate::manifest::{Grants, Limits};
 use crate::message::{Envelope, Message};
 use anyhow::Result;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::sync::mpsc::RecvTimeoutError;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -36,24 +41,69 @@ use bindings::superstep::workflow::types;
 /// the rest is dropped with a note.
 pub const STDIO_LIMIT: usize = 64 * 1024;
 
+/// How often the epoch advances: the granularity of call time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
 /// The wasmtime engine and the linker that provides WASI and the `context` interface.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
+    fuel: bool,
+    /// Dropping it stops the epoch ticker.
+    _ticker: EpochTicker,
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Result<EpochTicker> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("superstep-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker { stop: Some(stop) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
 }
 
 impl Sandbox {
-    /// A sandbox with the default engine configuration.
-    pub fn new() -> Result<Sandbox> {
+    /// A sandbox; with `fuel`, the engine meters fuel (executors without a fuel limit
+    /// get unlimited fuel, at some cost in speed).
+    pub fn new(fuel: bool) -> Result<Sandbox> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
             state
         })?;
-        Ok(Sandbox { engine, linker })
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            fuel,
+            _ticker: ticker,
+        })
+    }
+
+    /// Whether the engine meters fuel.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Reads and compiles the component at `path`, checking that it implements the
@@ -82,6 +132,7 @@ impl Sandbox {
             path: path.to_path_buf(),
             digest,
             pre,
+            meters_fuel: self.fuel,
         })
     }
 }
@@ -93,6 +144,7 @@ pub struct CompiledComponent {
     /// SHA-256 of the component file.
     pub digest: String,
     pre: ExecutorPre<HostState>,
+    meters_fuel: bool,
 }
 
 /// One live executor: its own store, memory and WASI context.
@@ -101,19 +153,50 @@ pub struct ExecutorInstance {
     bindings: ExecutorBindings,
     stdout: Capture,
     stderr: Capture,
+    limits: Limits,
+    meters_fuel: bool,
 }
 
 impl ExecutorInstance {
-    /// Instantiates `component` with no capabilities beyond clocks and randomness.
-    pub fn new(component: &CompiledComponent, ctx: ExecutorContext) -> Result<ExecutorInstance> {
+    /// Instantiates `component` with clocks, randomness and what `grants` gives: no
+    /// other file, variable, socket or stdin is reachable.
+    pub fn new(
+        component: &CompiledComponent,
+        ctx: ExecutorContext,
+        grants: &Grants,
+        limits: Limits,
+    ) -> Result<ExecutorInstance> {
+        let id = ctx.id().to_string();
         let stdout = Capture::default();
         let stderr = Capture::default();
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
-            .build();
-        let mut store = Store::new(component.pre.engine(), HostState::new(wasi, ctx));
-        let id = store.data().ctx.id().to_string();
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (name, value) in &grants.env {
+            wasi.env(name, value);
+        }
+        for grant in &grants.dirs {
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "executor '{id}': cannot open granted directory {}: {e:#}",
+                        grant.host.display()
+                    )
+                })?;
+        }
+        let engine = component.pre.engine();
+        let mut store = Store::new(engine, HostState::new(wasi.build(), ctx));
+        store.limiter(|state| &mut state.limiter);
+        let meters_fuel = component.meters_fuel;
+        Self::arm(&mut store, limits, meters_fuel)?;
         let bindings = component
             .pre
             .instantiate(&mut store)
@@ -123,7 +206,25 @@ impl ExecutorInstance {
             bindings,
             stdout,
             stderr,
+            limits,
+            meters_fuel,
         })
+    }
+
+    /// Sets the time (and fuel) budget of the next call.
+    fn arm(store: &mut Store<HostState>, limits: Limits, meters_fuel: bool) -> Result<()> {
+        let ticks = limits
+            .call_timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            // The current tick may be about to end: one more, so no call gets less.
+            + 1;
+        store.set_epoch_deadline(ticks);
+        if meters_fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        store.data_mut().ctx.begin_call();
+        store.data_mut().limiter.violation = None;
+        Ok(())
     }
 
     /// The executor's context, to start and finish supersteps.
@@ -134,12 +235,14 @@ impl ExecutorInstance {
     /// Calls the guest's `init` with the manifest config.
     pub fn init(&mut self, config: &[u8]) -> Result<(), String> {
         let id = self.store.data().ctx.id().to_string();
+        self.arm_call()?;
         let result = self.bindings.call_init(&mut self.store, &id, config);
         self.settle("init", result)
     }
 
     /// Calls the guest's `restore` with a checkpointed snapshot.
     pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.arm_call()?;
         let result = self.bindings.call_restore(&mut self.store, state);
         self.settle("restore", result)
     }
@@ -153,6 +256,7 @@ impl ExecutorInstance {
                 body: envelope.message.body.to_vec(),
             },
         };
+        self.arm_call()?;
         let result = self.bindings.call_handle(&mut self.store, &wit);
         self.settle("handle", result)
     }
@@ -163,19 +267,35 @@ impl ExecutorInstance {
             kind: response.kind.clone(),
             body: response.body.to_vec(),
         };
+        self.arm_call()?;
         let result = self
             .bindings
             .call_on_response(&mut self.store, request_id, &wit);
         self.settle("on-response", result)
     }
 
-    /// Asks the guest for its state.
+    /// Asks the guest for its state, which may not exceed `limits.max_snapshot_bytes`.
     pub fn snapshot(&mut self) -> Result<Bytes, String> {
+        self.arm_call()?;
         let result = self
             .bindings
             .call_snapshot(&mut self.store)
             .map(|state| Ok(Bytes::from(state)));
-        self.settle("snapshot", result)
+        let state = self.settle("snapshot", result)?;
+        let limit = self.limits.max_snapshot_bytes;
+        if state.len() as u64 > limit {
+            return Err(format!(
+                "snapshot of {} bytes exceeds limits.max_snapshot_bytes = {limit}",
+                state.len()
+            ));
+        }
+        Ok(state)
+    }
+
+    /// Sets the budget of the next call; a failure here is the host's.
+    fn arm_call(&mut self) -> Result<(), String> {
+        Self::arm(&mut self.store, self.limits, self.meters_fuel)
+            .map_err(|e| format!("cannot set the call's limits: {e:#}"))
     }
 
     /// Turns a call's outcome into a failure reason, after reporting its stdio.
@@ -185,10 +305,26 @@ impl ExecutorInstance {
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
         self.report_stdio();
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(format!("{call} returned an error: {message}")),
-            Err(trap) => Err(format!("{call} trapped: {trap:#}")),
+        let trap = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(message)) => return Err(format!("{call} returned an error: {message}")),
+            Err(trap) => trap,
+        };
+        let state = self.store.data_mut();
+        let broken = state.ctx.take_violation().or(state.limiter.violation.take());
+        if let Some(limit) = broken {
+            return Err(format!("{call} stopped: {limit}"));
+        }
+        match trap.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Err(format!(
+                "{call} stopped: exceeded limits.call_timeout_ms = {} (the call ran too long)",
+                self.limits.call_timeout_ms
+            )),
+            Some(wasmtime::Trap::OutOfFuel) => Err(format!(
+                "{call} stopped: ran out of fuel (limits.fuel = {})",
+                self.limits.fuel.unwrap_or(u64::MAX)
+            )),
+            _ => Err(format!("{call} trapped: {trap:#}")),
         }
     }
 

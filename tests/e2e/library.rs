@@ -9,7 +9,7 @@ use superstep::{CheckpointStore, Event, MemoryStore, Message, Outcome, Runtime, 
 fn runs_and_resumes_in_process_with_memory_storage() {
     let ws = Workspace::new();
     let manifest = superstep::Manifest::load(&ws.pipeline()).unwrap();
-    let workflow = Workflow::load(Runtime::new(2).unwrap(), manifest).unwrap();
+    let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
     let store = Arc::new(MemoryStore::new());
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = {
@@ -77,7 +77,7 @@ fn a_failed_run_refuses_to_go_on() {
         "#,
     );
     let workflow = Workflow::load(
-        Runtime::new(1).unwrap(),
+        Runtime::new(1, false).unwrap(),
         superstep::Manifest::load(&path).unwrap(),
     )
     .unwrap();
@@ -108,7 +108,7 @@ fn a_failed_run_refuses_to_go_on() {
 fn a_run_pauses_for_input_and_takes_responses_in_process() {
     let ws = Workspace::new();
     let manifest = superstep::Manifest::load(&ws.plan_review()).unwrap();
-    let workflow = Workflow::load(Runtime::new(1).unwrap(), manifest).unwrap();
+    let workflow = Workflow::load(Runtime::new(1, false).unwrap(), manifest).unwrap();
     let store = Arc::new(MemoryStore::new());
     let sink = Arc::new(|_: &Event| {});
     let json = |text: &str| Bytes::from(text.to_string());
