@@ -215,7 +215,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
-            let reason = format!("a table would grow to {desired} elements, over {MAX_TABLE_ELEMENTS}");
+            let reason =
+                format!("a table would grow to {desired} elements, over {MAX_TABLE_ELEMENTS}");
             self.violation = Some(reason.clone());
             return Err(wasmtime::Error::msg(reason));
         }

@@ -181,9 +181,9 @@ impl RawLimits {
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(format!("{field}.{name}: must be at least 1")),
-            None if limits.memory_mib > 65_536 => Err(format!(
-                "{field}.memory_mib: at most 65536 (64 GiB)"
-            )),
+            None if limits.memory_mib > 65_536 => {
+                Err(format!("{field}.memory_mib: at most 65536 (64 GiB)"))
+            }
             None => Ok(limits),
         }
     }
@@ -262,7 +262,8 @@ impl Manifest {
                 .map_err(|why| invalid(at(&why)))?;
             let mut grants = Grants::default();
             for (n, grant) in executor.dirs.iter().enumerate() {
-                let grant = dir_grant(dir, grant).map_err(|why| invalid(at(&format!("dirs[{n}]: {why}"))))?;
+                let grant = dir_grant(dir, grant)
+                    .map_err(|why| invalid(at(&format!("dirs[{n}]: {why}"))))?;
                 if grants.dirs.iter().any(|g| g.guest == grant.guest) {
                     return Err(invalid(at(&format!(
                         "dirs[{n}].guest: '{}' is granted twice",
@@ -272,7 +273,8 @@ impl Manifest {
                 grants.dirs.push(grant);
             }
             for (n, entry) in executor.env.iter().enumerate() {
-                let pair = env_grant(entry).map_err(|why| invalid(at(&format!("env[{n}]: {why}"))))?;
+                let pair =
+                    env_grant(entry).map_err(|why| invalid(at(&format!("env[{n}]: {why}"))))?;
                 grants.env.push(pair);
             }
             executors.push(ExecutorSpec {
@@ -371,7 +373,10 @@ fn dir_grant(manifest_dir: &Path, raw: &RawDir) -> std::result::Result<DirGrant,
     }
     let host = manifest_dir.join(&raw.host);
     let host = host.canonicalize().map_err(|e| {
-        format!("host: {}: {e} (granted directories must exist)", host.display())
+        format!(
+            "host: {}: {e} (granted directories must exist)",
+            host.display()
+        )
     })?;
     if !host.is_dir() {
         return Err(format!("host: {} is not a directory", host.display()));
@@ -397,8 +402,9 @@ fn env_grant(entry: &str) -> std::result::Result<(String, String), String> {
     }
     let value = match value {
         Some(value) => value,
-        None => std::env::var(name)
-            .map_err(|_| format!("host variable '{name}' is not set (set it, or give NAME=value)"))?,
+        None => std::env::var(name).map_err(|_| {
+            format!("host variable '{name}' is not set (set it, or give NAME=value)")
+        })?,
     };
     Ok((name.to_string(), value))
 }

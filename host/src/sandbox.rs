@@ -14,15 +14,15 @@ use anyhow::Result;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// Bindings generated from `wit/superstep.wit`.
 pub mod bindings {
@@ -311,7 +311,10 @@ impl ExecutorInstance {
             Err(trap) => trap,
         };
         let state = self.store.data_mut();
-        let broken = state.ctx.take_violation().or(state.limiter.violation.take());
+        let broken = state
+            .ctx
+            .take_violation()
+            .or(state.limiter.violation.take());
         if let Some(limit) = broken {
             return Err(format!("{call} stopped: {limit}"));
         }
@@ -324,7 +327,14 @@ impl ExecutorInstance {
                 "{call} stopped: ran out of fuel (limits.fuel = {})",
                 self.limits.fuel.unwrap_or(u64::MAX)
             )),
-            _ => Err(format!("{call} trapped: {trap:#}")),
+            Some(cause) => {
+                let backtrace = trap
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|backtrace| format!("\n{backtrace}"))
+                    .unwrap_or_default();
+                Err(format!("{call} trapped: {cause}{backtrace}"))
+            }
+            None => Err(format!("{call} trapped: {trap:#}")),
         }
     }
 

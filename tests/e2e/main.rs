@@ -13,3 +13,4 @@ mod library;
 mod manage;
 mod pipeline;
 mod routing;
+mod sandbox;
