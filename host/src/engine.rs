@@ -488,12 +488,12 @@ impl Step {
     fn to_journal(&self, superstep: u64, executor: &str, graph: &Graph) -> JournalRecord {
         let message = |m: &Message| JournalMessage {
             kind: m.kind.clone(),
-            body: Payload::encode(&m.body),
+            body: Payload::of(&m.body),
         };
         JournalRecord {
             superstep,
             executor: executor.to_string(),
-            state: Payload::encode(&self.state),
+            state: Payload::of(&self.state),
             sends: self
                 .effects
                 .sends
@@ -501,7 +501,7 @@ impl Step {
                 .map(|(to, m)| JournalSend {
                     to: graph.id(*to).to_string(),
                     kind: m.kind.clone(),
-                    body: Payload::encode(&m.body),
+                    body: Payload::of(&m.body),
                 })
                 .collect(),
             outputs: self.effects.outputs.iter().map(message).collect(),
@@ -509,7 +509,7 @@ impl Step {
                 .effects
                 .writes
                 .iter()
-                .map(|(key, value)| (key.clone(), value.as_deref().map(Payload::encode)))
+                .map(|(key, value)| (key.clone(), value.as_ref().map(Payload::of)))
                 .collect(),
             requests: self
                 .effects
@@ -722,7 +722,7 @@ impl Run<'_> {
             executor: request.executor.clone(),
             superstep: request.superstep,
             kind: request.message.kind.clone(),
-            body: Payload::encode(&request.message.body),
+            body: Payload::of(&request.message.body),
         });
     }
 
@@ -858,7 +858,7 @@ impl Run<'_> {
                     superstep,
                     executor: source.to_string(),
                     kind: message.kind.clone(),
-                    body: Payload::encode(&message.body),
+                    body: Payload::of(&message.body),
                 });
                 self.outputs.push(Output {
                     superstep,
@@ -908,7 +908,7 @@ impl Run<'_> {
                 .map(|(i, id)| {
                     let record = ExecutorRecord {
                         component: self.workflow.components[i].digest.clone(),
-                        state: Payload::encode(&self.states[i]),
+                        state: Payload::of(&self.states[i]),
                     };
                     (id.clone(), record)
                 })
@@ -929,7 +929,7 @@ impl Run<'_> {
                         .map(|envelope| QueuedMessage {
                             source: envelope.source.clone(),
                             kind: envelope.message.kind.clone(),
-                            body: Payload::encode(&envelope.message.body),
+                            body: Payload::of(&envelope.message.body),
                         })
                         .collect();
                     (graph.id(i).to_string(), messages)
@@ -943,7 +943,7 @@ impl Run<'_> {
                     executor: request.executor.clone(),
                     superstep: request.superstep,
                     kind: request.message.kind.clone(),
-                    body: Payload::encode(&request.message.body),
+                    body: Payload::of(&request.message.body),
                 })
                 .collect(),
             responses: self
@@ -957,7 +957,7 @@ impl Run<'_> {
                         .map(|(request_id, message)| ResponseRecord {
                             request_id: request_id.clone(),
                             kind: message.kind.clone(),
-                            body: Payload::encode(&message.body),
+                            body: Payload::of(&message.body),
                         })
                         .collect();
                     (graph.id(i).to_string(), records)
@@ -970,7 +970,7 @@ impl Run<'_> {
                     superstep: output.superstep,
                     source: output.source.clone(),
                     kind: output.message.kind.clone(),
-                    body: Payload::encode(&output.message.body),
+                    body: Payload::of(&output.message.body),
                 })
                 .collect(),
         };

@@ -39,6 +39,15 @@ pub enum Payload {
     Json(Box<RawValue>),
     /// The bytes, base64-encoded (standard alphabet, padded).
     Base64(String),
+    /// Bytes that are not JSON, held in memory as they are; written as `{"base64": …}`
+    /// (a checkpoint store may keep them in a blob instead, unencoded). Never read
+    /// from a file: reading gives [`Payload::Base64`].
+    #[serde(
+        rename = "base64",
+        serialize_with = "serialize_base64",
+        skip_deserializing
+    )]
+    Raw(Bytes),
     /// The bytes are kept beside the checkpoint file, named by their digest; the
     /// checkpoint store that wrote the file resolves it.
     Blob(BlobRef),
@@ -54,16 +63,41 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+fn serialize_base64<S: serde::Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&BASE64.encode(bytes))
+}
+
 impl Payload {
     /// Encodes `bytes`, as JSON when they are exactly one JSON value.
     pub fn encode(bytes: &[u8]) -> Payload {
-        if let Ok(text) = std::str::from_utf8(bytes)
-            && let Ok(raw) = serde_json::from_str::<Box<RawValue>>(text)
-            && raw.get().len() == text.len()
-        {
-            return Payload::Json(raw);
+        Payload::json(bytes).unwrap_or_else(|| Payload::Base64(BASE64.encode(bytes)))
+    }
+
+    /// Holds `bytes`: as JSON when they are exactly one JSON value, otherwise as they
+    /// are (no copy, no base64 until written).
+    pub fn of(bytes: &Bytes) -> Payload {
+        Payload::json(bytes).unwrap_or_else(|| Payload::Raw(bytes.clone()))
+    }
+
+    fn json(bytes: &[u8]) -> Option<Payload> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let raw = serde_json::from_str::<Box<RawValue>>(text).ok()?;
+        (raw.get().len() == text.len()).then_some(Payload::Json(raw))
+    }
+
+    /// The number of bytes the payload stands for (for a blob, its recorded size).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(raw) => raw.get().len(),
+            Payload::Base64(text) => text.len() / 4 * 3,
+            Payload::Raw(bytes) => bytes.len(),
+            Payload::Blob(blob) => blob.size as usize,
         }
-        Payload::Base64(BASE64.encode(bytes))
+    }
+
+    /// Whether the payload stands for no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The payload as one line of text: the JSON as written, or `(base64) <text>`.
@@ -71,6 +105,7 @@ impl Payload {
         match self {
             Payload::Json(raw) => raw.get().to_string(),
             Payload::Base64(b64) => format!("(base64) {b64}"),
+            Payload::Raw(bytes) => format!("(base64) {}", BASE64.encode(bytes)),
             Payload::Blob(blob) => format!("(blob {}, {} bytes)", blob.digest, blob.size),
         }
     }
@@ -79,6 +114,7 @@ impl Payload {
     pub fn decode(&self) -> Result<Bytes, String> {
         match self {
             Payload::Json(raw) => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
+            Payload::Raw(bytes) => Ok(bytes.clone()),
             Payload::Base64(text) => BASE64
                 .decode(text)
                 .map(Bytes::from)
@@ -114,6 +150,21 @@ mod tests {
             assert_eq!(is_json, text.starts_with("{\"json\""), "{text}");
         }
         assert!(matches!(Payload::encode(b"{\"a\":1}"), Payload::Json(_)));
+        // Held bytes are written as base64 and read back as such.
+        let held = Payload::of(&Bytes::from_static(b"\xff\x00binary"));
+        assert!(matches!(held, Payload::Raw(_)));
+        let text = serde_json::to_string(&held).unwrap();
+        assert_eq!(
+            text,
+            serde_json::to_string(&Payload::encode(b"\xff\x00binary")).unwrap()
+        );
+        let back: Payload = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, Payload::Base64(_)));
+        assert_eq!(back.decode().unwrap(), held.decode().unwrap());
+        assert!(matches!(
+            Payload::of(&Bytes::from_static(b"[1]")),
+            Payload::Json(_)
+        ));
         assert!(matches!(Payload::encode(b" 12"), Payload::Base64(_)));
     }
 }

@@ -105,7 +105,7 @@ impl FileStore {
                 let state = blobs
                     .get(blob)
                     .map_err(|why| invalid(format!("{origin}: executors.{id}.state: {why}")))?;
-                record.state = Payload::encode(&state);
+                record.state = Payload::of(&state);
             }
         }
         Ok(checkpoint)
@@ -296,13 +296,8 @@ impl CheckpointStore for FileStore {
         let blobs = BlobDir::of(&self.dir);
         let mut document = Cow::Borrowed(checkpoint);
         for (id, record) in &checkpoint.executors {
-            let large = match &record.state {
-                Payload::Json(raw) => raw.get().len() >= BLOB_MIN_SIZE,
-                // Base64 text is 4/3 of the bytes.
-                Payload::Base64(text) => text.len() / 4 * 3 >= BLOB_MIN_SIZE,
-                Payload::Blob(_) => false,
-            };
-            if large {
+            let large = record.state.len() >= BLOB_MIN_SIZE;
+            if large && !matches!(record.state, Payload::Blob(_)) {
                 let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
                 let blob = blobs
                     .put(&bytes)
