@@ -10,7 +10,7 @@ use std::sync::Arc;
 use superstep::checkpoint::{
     Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export, lineage,
 };
-use superstep::engine::{Outcome, Run, Runtime, Workflow};
+use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
 use superstep::manifest::Manifest;
@@ -121,6 +121,11 @@ struct ExecArgs {
     /// Worker threads for the executors of a superstep (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// When checkpoints are written: at every superstep (a crash loses at most the
+    /// superstep in flight), once when the run stops (a crash loses the whole
+    /// process's work), or never (the run cannot be resumed).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Superstep)]
+    durability: DurabilityArg,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +218,26 @@ enum EventsFormat {
     Jsonl,
     /// No events; outputs on stdout.
     Quiet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// A durable checkpoint at every superstep, with the superstep journal.
+    Superstep,
+    /// One durable checkpoint when the run completes, pauses or fails.
+    Exit,
+    /// No checkpoint at all.
+    Off,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(arg: DurabilityArg) -> Durability {
+        match arg {
+            DurabilityArg::Superstep => Durability::Superstep,
+            DurabilityArg::Exit => Durability::Exit,
+            DurabilityArg::Off => Durability::Off,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -344,6 +369,7 @@ fn run(args: RunArgs) -> Result<u8> {
         body,
     };
     let mut run = workflow.start(input, store, sink)?;
+    run.set_durability(args.exec.durability.into());
     drive(&mut run, args.exec.interactive)
 }
 
@@ -366,6 +392,7 @@ fn resume(args: ResumeArgs) -> Result<u8> {
     let sink = sink_for(args.exec.events);
     let responses = responses_given(&args.respond, args.responses.as_deref())?;
     let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;
+    run.set_durability(args.exec.durability.into());
     for (request_id, body) in responses {
         let response = Message {
             kind: RESPONSE_KIND.to_string(),

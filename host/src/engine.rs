@@ -9,6 +9,7 @@ use crate::checkpoint::{
     Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
     RequestRecord, ResponseRecord, Status,
 };
+use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
 use crate::error::invalid;
 use crate::events::{Event, EventSink};
@@ -33,13 +34,14 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime whose supersteps use up to `threads` worker threads (0: one per core);
     /// with `fuel`, executors can have fuel limits (see [`Manifest::uses_fuel`]).
+    /// Compiled components are cached where [`CompileCache::from_env`] says.
     pub fn new(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("superstep-worker-{i}"))
             .build()?;
         Ok(Arc::new(Runtime {
-            sandbox: Sandbox::new(fuel)?,
+            sandbox: Sandbox::new(fuel, CompileCache::from_env())?,
             pool,
         }))
     }
@@ -137,6 +139,8 @@ impl Workflow {
             responses: vec![Vec::new(); instances.len()],
             pending: Vec::new(),
             unsaved_responses: false,
+            unsaved: true,
+            durability: Durability::default(),
             replay: Vec::new(),
             instances,
             shared: Arc::default(),
@@ -243,6 +247,8 @@ impl Workflow {
             responses,
             pending,
             unsaved_responses: false,
+            unsaved: false,
+            durability: Durability::default(),
             replay,
             shared: Arc::new(shared),
             states,
@@ -452,6 +458,10 @@ pub struct Run<'w> {
     pending: Vec<PendingRequest>,
     /// Responses were given since the last checkpoint; saved before the next superstep.
     unsaved_responses: bool,
+    /// Something happened since the last checkpoint (a barrier, or responses).
+    unsaved: bool,
+    /// When checkpoints are written.
+    durability: Durability,
     /// Per executor index (empty when none): results of the next superstep journaled
     /// by an earlier attempt that died before the barrier.
     replay: Vec<Option<Step>>,
@@ -462,6 +472,20 @@ pub struct Run<'w> {
     last_checkpoint: Option<String>,
     /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
     failure: Option<String>,
+}
+
+/// When a run writes checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Durably at every barrier (and before delivering responses), with the superstep
+    /// journal: a crash loses at most the unfinished executors of one superstep.
+    #[default]
+    Superstep,
+    /// Once, when the run stops (completes, pauses or fails, at its last good barrier):
+    /// a crash loses everything since the run started or resumed.
+    Exit,
+    /// Never: the run cannot be resumed. For measurements and throwaway runs.
+    Off,
 }
 
 /// A request for outside input waiting for its response.
@@ -590,6 +614,11 @@ impl Run<'_> {
         &self.shared
     }
 
+    /// Sets when checkpoints are written (by default at every superstep).
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
     /// Requests waiting for a response, oldest first.
     pub fn pending_requests(&self) -> &[PendingRequest] {
         &self.pending
@@ -619,6 +648,7 @@ impl Run<'_> {
             .expect("requests come from the graph's executors");
         self.responses[to].push((request.request_id, response));
         self.unsaved_responses = true;
+        self.unsaved = true;
         Ok(())
     }
 
@@ -638,7 +668,15 @@ impl Run<'_> {
                 self.run_id
             );
         }
-        let outcome = self.run_supersteps();
+        let mut outcome = self.run_supersteps();
+        if self.durability == Durability::Exit
+            && self.unsaved
+            && let Ok(Outcome::Completed | Outcome::Paused { .. } | Outcome::Failed { .. }) =
+                outcome
+            && let Err(error) = self.save_checkpoint()
+        {
+            outcome = Err(error);
+        }
         let reason = match &outcome {
             Ok(Outcome::Completed) => {
                 self.sink.emit(&Event::RunCompleted {
@@ -669,7 +707,7 @@ impl Run<'_> {
     }
 
     fn run_supersteps(&mut self) -> Result<Outcome> {
-        if self.unsaved_responses {
+        if self.unsaved_responses && self.durability == Durability::Superstep {
             // The superstep now starts from a new checkpoint, with the responses: a
             // journal of the old one does not describe it.
             self.replay.clear();
@@ -738,7 +776,9 @@ impl Run<'_> {
         // With more than one executor, each one's results are journaled as it finishes,
         // so that a crash before the barrier does not cost the finished ones' work.
         let journal = match &self.last_checkpoint {
-            Some(base) if active.len() > 1 => Some(base.clone()),
+            Some(base) if active.len() > 1 && self.durability == Durability::Superstep => {
+                Some(base.clone())
+            }
             _ => None,
         };
         self.sink.emit(&Event::SuperstepStarted {
@@ -747,6 +787,10 @@ impl Run<'_> {
             executors: active,
         });
 
+        // Without a checkpoint per superstep, a failure must leave the inboxes as they
+        // were, so that the state saved at exit is the last good barrier's.
+        let inboxes = (self.durability == Durability::Exit)
+            .then(|| (self.queues.clone(), self.responses.clone()));
         let mut results: Vec<(usize, Result<Step, String>)> = Vec::new();
         let replay = std::mem::take(&mut self.replay);
         let replayed = replay.iter().any(Option::is_some);
@@ -819,6 +863,10 @@ impl Run<'_> {
             })
             .collect();
         if !failures.is_empty() {
+            if let Some((queues, responses)) = inboxes {
+                self.queues = queues;
+                self.responses = responses;
+            }
             return Ok(Some(failures.join("; ")));
         }
 
@@ -870,12 +918,15 @@ impl Run<'_> {
         }
         self.queues = next;
         self.superstep += 1;
-        let base = self.last_checkpoint.clone();
-        self.save_checkpoint()?;
-        if let Some(base) = base
-            && (journal.is_some() || replayed)
-        {
-            self.store.remove_journal(&base)?;
+        self.unsaved = true;
+        if self.durability == Durability::Superstep {
+            let base = self.last_checkpoint.clone();
+            self.save_checkpoint()?;
+            if let Some(base) = base
+                && (journal.is_some() || replayed)
+            {
+                self.store.remove_journal(&base)?;
+            }
         }
         self.sink.emit(&Event::SuperstepCompleted {
             superstep,
@@ -987,6 +1038,7 @@ impl Run<'_> {
         });
         self.last_checkpoint = Some(checkpoint.checkpoint_id);
         self.unsaved_responses = false;
+        self.unsaved = false;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! [`CheckpointStore`] ([`FileStore`] or [`MemoryStore`]) and an [`EventSink`].
 
 pub mod checkpoint;
+pub mod compile_cache;
 pub mod context;
 pub mod engine;
 pub mod error;
@@ -16,7 +17,7 @@ pub mod message;
 pub mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
-pub use engine::{Outcome, Output, PendingRequest, Run, Runtime, Workflow};
+pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runtime, Workflow};
 pub use error::InvalidInput;
 pub use events::{Event, EventSink, Level};
 pub use manifest::Manifest;

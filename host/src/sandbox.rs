@@ -4,6 +4,7 @@
 //! call through epoch interruption, optional fuel, message and snapshot sizes). A
 //! guest's stdout and stderr become log events.
 
+use crate::compile_cache::CompileCache;
 use crate::context::{ExecutorContext, HostState};
 use crate::error::invalid;
 use crate::events::Level;
@@ -49,6 +50,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     fuel: bool,
+    cache: Option<CompileCache>,
     /// Dropping it stops the epoch ticker.
     _ticker: EpochTicker,
 }
@@ -80,8 +82,9 @@ impl Drop for EpochTicker {
 
 impl Sandbox {
     /// A sandbox; with `fuel`, the engine meters fuel (executors without a fuel limit
-    /// get unlimited fuel, at some cost in speed).
-    pub fn new(fuel: bool) -> Result<Sandbox> {
+    /// get unlimited fuel, at some cost in speed). Compiled components are kept in
+    /// `cache`, if given.
+    pub fn new(fuel: bool, cache: Option<CompileCache>) -> Result<Sandbox> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -97,6 +100,7 @@ impl Sandbox {
             engine,
             linker,
             fuel,
+            cache,
             _ticker: ticker,
         })
     }
@@ -122,7 +126,11 @@ impl Sandbox {
                 path.display()
             ))
         };
-        let component = Component::new(&self.engine, &bytes).map_err(not_an_executor)?;
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &digest, &bytes),
+            None => Component::new(&self.engine, &bytes),
+        }
+        .map_err(not_an_executor)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

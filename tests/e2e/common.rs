@@ -28,6 +28,11 @@ pub fn components() -> &'static Path {
     })
 }
 
+/// The compile cache the tests share (under Cargo's temp dir, not the user's cache).
+pub fn test_compile_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
+}
+
 /// The path of the built component `name`.
 pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
@@ -130,6 +135,7 @@ impl Workspace {
     pub fn superstep(&self, args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
             .args(args)
+            .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
             .current_dir(self.path())
             .output()
             .expect("start superstep");

@@ -105,6 +105,7 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
 
     // Kill the host once both fast executors have reported completion of superstep 1.
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
         .args(run_args("crashed"))
         .current_dir(ws.path())
         .stdout(Stdio::piped())

@@ -223,3 +223,39 @@ fn checkpoint_dir_option_moves_the_checkpoints() {
     let list = ws.superstep(&["checkpoints", "list", "--dir", "elsewhere/cps", "--json"]);
     assert_eq!(list.stdout.lines().count(), 4);
 }
+
+#[test]
+fn durability_exit_writes_one_checkpoint_and_off_writes_none() {
+    let ws = Workspace::new();
+    let manifest = ws.pipeline();
+    let run = |durability: &str, dir: &str| {
+        let run = ws.superstep(&[
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            "\"hello world\"",
+            "--durability",
+            durability,
+            "--checkpoint-dir",
+            dir,
+            "--events",
+            "jsonl",
+        ]);
+        run.assert_code(0);
+        assert_eq!(run.outputs(), vec![serde_json::json!("dlrow olleh")]);
+        run
+    };
+    run("superstep", "every");
+    run("exit", "once");
+    run("off", "never");
+    let every = latest_checkpoint(&ws.path().join("every"));
+    let once = checkpoint_paths(&ws.path().join("once"));
+    assert_eq!(once.len(), 1);
+    let once = read_checkpoint(&once[0]);
+    assert_eq!(once["parent_id"], serde_json::Value::Null);
+    assert_eq!(once["status"], "completed");
+    assert_eq!(states(&once), states(&every));
+    assert_eq!(once["shared_state"], every["shared_state"]);
+    assert_eq!(once["outputs"], every["outputs"]);
+    assert!(!ws.path().join("never").exists());
+}

@@ -296,3 +296,40 @@ fn message_and_snapshot_limits_fail_the_executor() {
         "limits = { max_snapshot_bytes = 100000 }\nconfig = { state_bytes = 20000 }",
     );
 }
+
+#[test]
+fn with_durability_exit_a_failure_saves_the_last_good_barrier() {
+    let ws = Workspace::new();
+    let manifest = adversary_manifest(&ws, "exit.toml", "config = { trap = \"unreachable\" }");
+    let failed = ws.superstep(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--input",
+        "\"x\"",
+        "--durability",
+        "exit",
+        "--events",
+        "jsonl",
+    ]);
+    failed.assert_code(1);
+    let saved = failed.events_named("checkpoint_saved");
+    assert_eq!(saved.len(), 1, "one checkpoint, when the run stopped");
+    let checkpoint = latest_checkpoint(&ws.path().join("checkpoints"));
+    assert_eq!(
+        checkpoint["superstep"], 1,
+        "the barrier before the failing superstep"
+    );
+    assert_eq!(checkpoint["queued"]["adv"][0]["kind"], "go");
+
+    let fixed = adversary_manifest(&ws, "fixed.toml", "");
+    let resumed = ws.superstep(&[
+        "resume",
+        saved[0]["checkpoint_id"].as_str().unwrap(),
+        "--manifest",
+        fixed.to_str().unwrap(),
+        "--durability",
+        "exit",
+    ]);
+    resumed.assert_code(0);
+    assert_eq!(checkpoint_paths(&ws.path().join("checkpoints")).len(), 2);
+}
