@@ -1,0 +1,489 @@
+//! The five benchmark workloads of `shared/bench/WORKLOADS.md` (W1 pipeline, W2 ring,
+//! W3 fan-out/fan-in, W4 big state, W5 cold resume), run against this build.
+//!
+//! `cargo bench -p superstep --bench workloads [-- w1 w3 ...]` runs them (all by
+//! default); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
+//! 5 for a reported figure) and `SUPERSTEP_BENCH_DIR` where checkpoints go (default: a
+//! temp dir under the system's). Every workload checks its final output and refuses to
+//! report a figure otherwise.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use bytes::Bytes;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use superstep::checkpoint::FileStore;
+use superstep::{
+    CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runtime, Workflow,
+};
+
+fn main() -> Result<()> {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.to_lowercase())
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let samples: usize = std::env::var("SUPERSTEP_BENCH_SAMPLES")
+        .ok()
+        .map(|n| n.parse().context("SUPERSTEP_BENCH_SAMPLES"))
+        .transpose()?
+        .unwrap_or(5);
+    let base = match std::env::var_os("SUPERSTEP_BENCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&base)?;
+    let scratch = tempfile::tempdir_in(&base)?;
+    let bench = Bench {
+        samples,
+        dir: scratch.path().to_path_buf(),
+        components: components()?,
+    };
+    println!("superstep workloads, {samples} samples per figure");
+    println!("machine: {}", machine(&bench.dir));
+    println!();
+    if run("w1") {
+        bench.w1()?;
+    }
+    if run("w2") {
+        bench.w2()?;
+    }
+    if run("w3") {
+        bench.w3()?;
+    }
+    if run("w4") {
+        bench.w4()?;
+    }
+    if run("w5") {
+        bench.w5()?;
+    }
+    Ok(())
+}
+
+struct Bench {
+    samples: usize,
+    dir: PathBuf,
+    components: PathBuf,
+}
+
+/// Median, min and max of some samples.
+fn report(what: &str, unit: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    println!(
+        "{what:<50} {:>10} {unit:<12} (min {}, max {}, n={})",
+        format_value(median),
+        format_value(values[0]),
+        format_value(values[values.len() - 1]),
+        values.len()
+    );
+}
+
+fn format_value(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// Counts messages routed: the run's input plus everything queued at each barrier.
+#[derive(Default)]
+struct Counter {
+    routed: AtomicUsize,
+}
+
+impl EventSink for Counter {
+    fn emit(&self, event: &Event) {
+        if let Event::SuperstepCompleted { queued, .. } = event {
+            self.routed.fetch_add(*queued, Ordering::Relaxed);
+        }
+    }
+}
+
+fn quiet() -> Arc<dyn EventSink> {
+    Arc::new(|_: &Event| {})
+}
+
+fn json_input(kind: &str, body: &str) -> Message {
+    Message {
+        kind: kind.into(),
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+/// Runs to completion and checks the single output's body.
+fn complete(run: &mut superstep::Run, expected: &str) -> Result<()> {
+    let outcome = run.run()?;
+    ensure!(
+        outcome == Outcome::Completed,
+        "the run ended with {outcome:?}"
+    );
+    let outputs = run.outputs();
+    let last = outputs.last().context("no output")?;
+    let body = std::str::from_utf8(&last.message.body)?;
+    ensure!(
+        body == expected,
+        "output {body}, expected {expected}: no figure"
+    );
+    Ok(())
+}
+
+impl Bench {
+    fn workflow(&self, manifest: &Path, threads: usize) -> Result<Workflow> {
+        let manifest = Manifest::load(manifest)?;
+        Workflow::load(Runtime::new(threads, false)?, manifest)
+    }
+
+    fn fresh_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn manifest(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        let text = text.replace("@components@", self.components.to_str().unwrap());
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// W1: 200 sequential runs of the text pipeline, durable checkpoints.
+    fn w1(&self) -> Result<()> {
+        let workflow = self.workflow(&repo().join("guest-examples/pipeline.toml"), 0)?;
+        let (mut rates, mut per_superstep) = (Vec::new(), Vec::new());
+        for sample in 0..self.samples {
+            let store = Arc::new(FileStore::new(self.fresh_dir(&format!("w1-{sample}"))?));
+            let started = Instant::now();
+            for _ in 0..200 {
+                let input = json_input("input", "\"hello world\"");
+                let mut run = workflow.start(input, store.clone(), quiet())?;
+                complete(&mut run, "\"dlrow olleh\"")?;
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            rates.push(200.0 / elapsed);
+            per_superstep.push(elapsed / 800.0 * 1e6);
+        }
+        report("W1 pipeline, durable", "runs/s", rates);
+        report("W1 pipeline, durable, per superstep", "us", per_superstep);
+        Ok(())
+    }
+
+    /// W2: a token around 8 stations for 2,000 supersteps.
+    fn w2(&self) -> Result<()> {
+        let workflow = self.workflow(&repo().join("guest-examples/ring.toml"), 0)?;
+        for (label, durability) in [
+            (
+                "W2 ring, durable checkpoint per superstep",
+                Durability::Superstep,
+            ),
+            ("W2 ring, checkpointing off", Durability::Off),
+        ] {
+            let mut rates = Vec::new();
+            for sample in 0..self.samples {
+                let store = Arc::new(FileStore::new(self.fresh_dir(&format!("w2-{sample}"))?));
+                let input = json_input("token", "{\"hops\":0}");
+                let started = Instant::now();
+                let mut run = workflow.start(input, store, quiet())?;
+                run.set_durability(durability);
+                complete(&mut run, "{\"hops\":2000}")?;
+                rates.push(2000.0 / started.elapsed().as_secs_f64());
+            }
+            report(label, "supersteps/s", rates);
+        }
+        Ok(())
+    }
+
+    /// W3: dispatch -> 64 workers -> gather, 50 rounds.
+    fn w3(&self) -> Result<()> {
+        let mut text = String::from(
+            "[workflow]\nname = \"fan-out\"\nstart = \"dispatch\"\nmax_supersteps = 200\n\n\
+             [[executors]]\nid = \"dispatch\"\ncomponent = \"@components@/fanout.wasm\"\nconfig = { role = \"dispatch\" }\n\n\
+             [[executors]]\nid = \"gather\"\ncomponent = \"@components@/fanout.wasm\"\nconfig = { role = \"gather\", workers = 64, rounds = 50 }\n\n\
+             [[edges]]\nfrom = \"gather\"\nto = \"dispatch\"\n",
+        );
+        for w in 0..64 {
+            text += &format!(
+                "\n[[executors]]\nid = \"worker-{w:02}\"\ncomponent = \"@components@/fanout.wasm\"\nconfig = {{ role = \"worker\" }}\n\
+                 \n[[edges]]\nfrom = \"dispatch\"\nto = \"worker-{w:02}\"\n\
+                 \n[[edges]]\nfrom = \"worker-{w:02}\"\nto = \"gather\"\n"
+            );
+        }
+        let manifest = self.manifest("w3.toml", &text)?;
+        let expected = (0..50u64)
+            .map(|r| (r * 1000..r * 1000 + 1000).sum::<u64>())
+            .sum::<u64>()
+            * 64;
+        let mut off_rates = Vec::new();
+        for (threads, durability) in [
+            (2, Durability::Superstep),
+            (1, Durability::Off),
+            (2, Durability::Off),
+        ] {
+            let workflow = self.workflow(&manifest, threads)?;
+            let (mut messages, mut rounds) = (Vec::new(), Vec::new());
+            for sample in 0..self.samples {
+                let store = Arc::new(FileStore::new(self.fresh_dir(&format!("w3-{sample}"))?));
+                let counter = Arc::new(Counter::default());
+                let started = Instant::now();
+                let mut run =
+                    workflow.start(json_input("round", "{\"round\":0}"), store, counter.clone())?;
+                run.set_durability(durability);
+                complete(&mut run, &expected.to_string())?;
+                let elapsed = started.elapsed().as_secs_f64();
+                let routed = counter.routed.load(Ordering::Relaxed) + 1;
+                messages.push(routed as f64 / elapsed);
+                rounds.push(50.0 / elapsed);
+            }
+            let mode = match durability {
+                Durability::Superstep => "durable",
+                _ => "checkpointing off",
+            };
+            if durability == Durability::Off {
+                off_rates.push(median(&messages));
+            }
+            report(
+                &format!("W3 fan-out/fan-in, {mode}, {threads} thread(s)"),
+                "messages/s",
+                messages,
+            );
+            report(
+                &format!("W3 fan-out/fan-in, {mode}, {threads} thread(s)"),
+                "rounds/s",
+                rounds,
+            );
+        }
+        println!(
+            "{:<50} {:>10.2} x",
+            "W3 scaling 1 -> 2 threads (checkpointing off)",
+            off_rates[1] / off_rates[0]
+        );
+        Ok(())
+    }
+
+    /// W4: 8 executors with 8 MiB states each, one superstep, one durable checkpoint.
+    fn w4(&self) -> Result<()> {
+        let mut text = String::from(
+            "[workflow]\nname = \"big-state\"\nstart = \"start\"\n\n\
+             [[executors]]\nid = \"start\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"touch\" }] }\n",
+        );
+        for b in 0..8 {
+            text += &format!(
+                "\n[[executors]]\nid = \"big-{b}\"\ncomponent = \"@components@/bigstate.wasm\"\nconfig = {{ bytes = 8388608 }}\n\
+                 \n[[edges]]\nfrom = \"start\"\nto = \"big-{b}\"\n"
+            );
+        }
+        let manifest = self.manifest("w4.toml", &text)?;
+        let workflow = self.workflow(&manifest, 0)?;
+        let run_dir = self.fresh_dir("w4-run")?;
+        let store = Arc::new(FileStore::new(&run_dir));
+        let mut run = workflow.start(json_input("input", "\"go\""), store.clone(), quiet())?;
+        ensure!(run.run()? == Outcome::Completed, "W4 did not complete");
+        let last = run.last_checkpoint().context("no checkpoint")?.to_string();
+        let checkpoint = store.load(&last)?;
+        let state_bytes: usize = run
+            .states()
+            .iter()
+            .filter(|(id, _)| id.starts_with("big-"))
+            .map(|(_, state)| state.len())
+            .sum();
+        ensure!(
+            state_bytes == 64 << 20,
+            "W4 states hold {state_bytes} bytes"
+        );
+        let mib = state_bytes as f64 / (1 << 20) as f64;
+
+        let (mut write, mut raw, mut size, mut resume) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for sample in 0..self.samples {
+            let dir = self.fresh_dir(&format!("w4-{sample}"))?;
+            let started = Instant::now();
+            FileStore::new(&dir).save(&checkpoint)?;
+            write.push(mib / started.elapsed().as_secs_f64());
+            size.push(dir_size(&dir)? as f64 / (64u64 << 20) as f64);
+
+            raw.push(mib / raw_disk_write(&dir.join("raw.bin"), 64 << 20)?.as_secs_f64());
+
+            let file = FileStore::new(&dir).path_of(&checkpoint.checkpoint_id);
+            let started = Instant::now();
+            let read = FileStore::read_file(&file)?;
+            let resumed = workflow.resume(read, false, store.clone(), quiet())?;
+            resume.push(started.elapsed().as_secs_f64() * 1e3);
+            ensure!(
+                resumed.states() == run.states(),
+                "W4 resume restored other states"
+            );
+        }
+        let ratio = median(&write) / median(&raw);
+        report("W4 big state, checkpoint write", "MiB/s", write);
+        report("W4 raw disk write+fsync, same directory", "MiB/s", raw);
+        println!("{:<50} {:>10.2} x", "W4 checkpoint write / raw disk", ratio);
+        report("W4 checkpoint size on disk / 64 MiB", "x", size);
+        report("W4 resume (read, verify, restore)", "ms", resume);
+        Ok(())
+    }
+
+    /// W5: process start to the first superstep completed after resuming W1 from its
+    /// second checkpoint, with a cold and a warm compile cache.
+    fn w5(&self) -> Result<()> {
+        let dir = self.fresh_dir("w5")?;
+        let workflow = self.workflow(&repo().join("guest-examples/pipeline.toml"), 0)?;
+        let store = Arc::new(FileStore::new(&dir));
+        let mut run = workflow.start(
+            json_input("input", "\"hello world\""),
+            store.clone(),
+            quiet(),
+        )?;
+        complete(&mut run, "\"dlrow olleh\"")?;
+        let mut listing = store.list()?;
+        listing.sort_by_key(|l| l.summary.as_ref().map(|s| s.superstep).unwrap_or_default());
+        let second = listing
+            .iter()
+            .filter_map(|l| l.summary.as_ref().ok())
+            .find(|s| s.superstep == 2)
+            .context("no second checkpoint")?
+            .checkpoint_id
+            .clone();
+        let file = store.path_of(&second);
+        let warm_cache = self.fresh_dir("w5-cache-warm")?;
+        first_superstep_after_resume(&file, &warm_cache, &self.fresh_dir("w5-out")?)?;
+        for (label, warm) in [
+            ("W5 cold resume, compile cache cold", false),
+            ("W5 cold resume, compile cache warm", true),
+        ] {
+            let mut times = Vec::new();
+            for sample in 0..self.samples {
+                let cache = if warm {
+                    warm_cache.clone()
+                } else {
+                    self.fresh_dir(&format!("w5-cache-cold-{sample}"))?
+                };
+                let out = self.fresh_dir(&format!("w5-out-{sample}"))?;
+                times.push(first_superstep_after_resume(&file, &cache, &out)?.as_secs_f64() * 1e3);
+            }
+            report(label, "ms", times);
+        }
+        Ok(())
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Spawns `superstep resume` and times it to its first `superstep_completed` event.
+fn first_superstep_after_resume(checkpoint: &Path, cache: &Path, out: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .arg("resume")
+        .arg(checkpoint)
+        .arg("--checkpoint-dir")
+        .arg(out)
+        .args(["--events", "jsonl"])
+        .env(superstep::compile_cache::CACHE_ENV, cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut elapsed = None;
+    for line in BufReader::new(stdout).lines() {
+        if line?.contains("\"event\":\"superstep_completed\"") && elapsed.is_none() {
+            elapsed = Some(started.elapsed());
+        }
+    }
+    let status = child.wait()?;
+    ensure!(status.success(), "superstep resume failed: {status}");
+    elapsed.context("no superstep completed")
+}
+
+/// Writes `len` random bytes to `path` and fsyncs it: the raw disk's throughput.
+fn raw_disk_write(path: &Path, len: usize) -> Result<Duration> {
+    let mut bytes = vec![0u8; len];
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let started = Instant::now();
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    let elapsed = started.elapsed();
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The example components, built by `guest-examples/build.sh` when missing.
+fn components() -> Result<PathBuf> {
+    let dir = repo().join("guest-examples/components");
+    let needed = [
+        "upper", "reverse", "lower", "finalize", "probe", "ring", "fanout", "bigstate",
+    ];
+    if needed
+        .iter()
+        .any(|c| !dir.join(format!("{c}.wasm")).exists())
+    {
+        let status = Command::new("bash")
+            .arg(repo().join("guest-examples/build.sh"))
+            .status()?;
+        if !status.success() {
+            bail!("guest-examples/build.sh failed");
+        }
+    }
+    Ok(dir)
+}
+
+/// CPU model, cores and the filesystem of the checkpoint directory.
+fn machine(dir: &Path) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{cpu}, {cores} cores; checkpoints on {fs} ({})",
+        dir.display()
+    )
+}
