@@ -21,8 +21,8 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What workflows share: the sandbox (engine and linker) and the worker threads that
 /// run a superstep's executors in parallel.
@@ -831,26 +831,36 @@ impl Run<'_> {
             .collect();
         let shared = &self.shared;
         let sink = &self.sink;
-        let journal_to = journal.as_deref().map(|base| (self.store.as_ref(), base));
-        let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
-            let executor = Executing {
-                superstep,
-                index: i,
-                graph,
-                journal: journal_to,
+        let store = self.store.as_ref();
+        let pool = &self.workflow.runtime.pool;
+        let executed = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Step, String>)>> {
+            let (finished, journaled) = mpsc::channel::<Finished>();
+            let writer = journal.as_deref().map(|base| {
+                let sink = sink.as_ref();
+                scope.spawn(move || write_journal(store, base, journaled, superstep, graph, sink))
+            });
+            let journal_to = writer.is_some().then_some(&finished);
+            let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
+                let executor = Executing {
+                    superstep,
+                    index: i,
+                    graph,
+                    journal: journal_to,
+                };
+                (i, executor.run(instance, &inbox, shared, sink.as_ref()))
             };
-            (i, executor.run(instance, &inbox, shared, sink.as_ref()))
-        };
-        if work.len() == 1 {
-            results.extend(work.into_iter().map(execute));
-        } else {
-            let executed: Vec<_> = self
-                .workflow
-                .runtime
-                .pool
-                .install(|| work.into_par_iter().map(execute).collect());
-            results.extend(executed);
-        }
+            let executed: Vec<_> = if work.len() == 1 {
+                work.into_iter().map(execute).collect()
+            } else {
+                pool.install(|| work.into_par_iter().map(execute).collect())
+            };
+            drop(finished);
+            if let Some(writer) = writer {
+                writer.join().expect("the journal writer does not panic")?;
+            }
+            Ok(executed)
+        })?;
+        results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
 
         let failures: Vec<String> = results
@@ -1054,9 +1064,58 @@ struct Executing<'a> {
     superstep: u64,
     index: usize,
     graph: &'a Graph,
-    /// Where to journal the results before reporting completion, and the checkpoint the
-    /// superstep starts from.
-    journal: Option<(&'a dyn CheckpointStore, &'a str)>,
+    /// Where to send the results for the journal; the journal writer then reports the
+    /// executor complete once they are durable.
+    journal: Option<&'a mpsc::Sender<Finished>>,
+}
+
+/// A finished executor's results on their way into the journal.
+struct Finished {
+    index: usize,
+    record: JournalRecord,
+    duration_us: u64,
+}
+
+/// How long the journal writer gathers finished executors before one durable append:
+/// many quick executors cost one fsync, and a completion event waits at most this long.
+const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
+
+/// Appends finished executors' results to the journal of checkpoint `base` in batches
+/// (one durable write each) and reports each executor complete once its results are
+/// durable. Returns when every executor of the superstep has finished.
+fn write_journal(
+    store: &dyn CheckpointStore,
+    base: &str,
+    finished: mpsc::Receiver<Finished>,
+    superstep: u64,
+    graph: &Graph,
+    sink: &dyn EventSink,
+) -> Result<()> {
+    while let Ok(first) = finished.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + JOURNAL_WINDOW;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match finished.recv_timeout(left) {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch
+            .into_iter()
+            .map(|f| ((f.index, f.duration_us), f.record))
+            .unzip();
+        store
+            .append_journal(base, &records)
+            .context("the superstep's results could not be journaled")?;
+        for (index, duration_us) in done {
+            sink.emit(&Event::ExecutorCompleted {
+                superstep,
+                executor: graph.id(index).to_string(),
+                duration_us,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Executing<'_> {
@@ -1076,22 +1135,24 @@ impl Executing<'_> {
             executor: id.to_string(),
             messages: inbox.responses.len() + inbox.messages.len(),
         });
-        let outcome = deliver(self.superstep, instance, inbox, shared).and_then(|step| {
-            if let Some((store, base)) = self.journal {
-                let record = step.to_journal(self.superstep, id, self.graph);
-                store
-                    .append_journal(base, &record)
-                    .map_err(|e| format!("its results could not be journaled: {e:#}"))?;
+        let outcome = deliver(self.superstep, instance, inbox, shared);
+        let duration_us = started.elapsed().as_micros() as u64;
+        match (&outcome, self.journal) {
+            (Ok(step), Some(journal)) => {
+                let finished = Finished {
+                    index: self.index,
+                    record: step.to_journal(self.superstep, id, self.graph),
+                    duration_us,
+                };
+                // A closed channel means the writer failed; it reports why.
+                let _ = journal.send(finished);
             }
-            Ok(step)
-        });
-        match &outcome {
-            Ok(_) => sink.emit(&Event::ExecutorCompleted {
+            (Ok(_), None) => sink.emit(&Event::ExecutorCompleted {
                 superstep: self.superstep,
                 executor: id.to_string(),
-                duration_us: started.elapsed().as_micros() as u64,
+                duration_us,
             }),
-            Err(reason) => sink.emit(&Event::ExecutorFailed {
+            (Err(reason), _) => sink.emit(&Event::ExecutorFailed {
                 superstep: self.superstep,
                 executor: id.to_string(),
                 reason: reason.clone(),

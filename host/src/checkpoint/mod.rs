@@ -174,14 +174,6 @@ pub struct OutputRecord {
     pub body: Payload,
 }
 
-#[derive(Serialize)]
-struct DocumentOut<'a> {
-    format: &'static str,
-    format_version: u32,
-    checksum: String,
-    checkpoint: &'a RawValue,
-}
-
 #[derive(Deserialize)]
 struct DocumentIn<'a> {
     format: Option<String>,
@@ -194,16 +186,17 @@ struct DocumentIn<'a> {
 impl Checkpoint {
     /// The checkpoint as a file's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let inner = serde_json::to_string_pretty(self).expect("a checkpoint serialises");
-        let inner: Box<RawValue> = RawValue::from_string(inner).expect("serde_json wrote JSON");
-        let document = DocumentOut {
-            format: FORMAT,
-            format_version: FORMAT_VERSION,
-            checksum: sha256_hex(inner.get().as_bytes()),
-            checkpoint: &inner,
-        };
-        let mut bytes = serde_json::to_vec_pretty(&document).expect("a checkpoint serialises");
-        bytes.push(b'\n');
+        let inner = serde_json::to_vec_pretty(self).expect("a checkpoint serialises");
+        let checksum = sha256_hex(&inner);
+        // The envelope is written by hand around the content, which serde_json wrote:
+        // the checksum covers exactly the bytes that follow `"checkpoint": `.
+        let head = format!(
+            "{{\n  \"format\": \"{FORMAT}\",\n  \"format_version\": {FORMAT_VERSION},\n  \"checksum\": \"{checksum}\",\n  \"checkpoint\": "
+        );
+        let mut bytes = Vec::with_capacity(head.len() + inner.len() + 3);
+        bytes.extend_from_slice(head.as_bytes());
+        bytes.extend_from_slice(&inner);
+        bytes.extend_from_slice(b"\n}\n");
         bytes
     }
 

@@ -28,9 +28,9 @@ pub trait CheckpointStore: Send + Sync {
     fn list(&self) -> Result<Vec<Listed>>;
     /// Deletes the checkpoint with `id` (durably, for file storage).
     fn delete(&self, id: &str) -> Result<()>;
-    /// Appends `record`, durably, to the journal of the superstep that starts from
-    /// checkpoint `base`.
-    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()>;
+    /// Appends `records`, durably and in one write, to the journal of the superstep that
+    /// starts from checkpoint `base`.
+    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()>;
     /// The records of `base`'s journal, in append order; empty when there is none.
     fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>>;
     /// Removes `base`'s journal, if there is one.
@@ -345,14 +345,15 @@ impl CheckpointStore for FileStore {
         Ok(())
     }
 
-    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()> {
+    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
         let path = self.journal_path(base);
+        let lines: Vec<u8> = records.iter().flat_map(JournalRecord::encode).collect();
         let _appending = self.journal_lock.lock().expect("journal lock");
         let append = || -> std::io::Result<()> {
             let created = !path.exists();
             std::fs::create_dir_all(&self.dir)?;
             let mut file = File::options().create(true).append(true).open(&path)?;
-            file.write_all(&record.encode())?;
+            file.write_all(&lines)?;
             file.sync_data()?;
             if created {
                 File::open(&self.dir)?.sync_all()?;
@@ -494,12 +495,12 @@ impl CheckpointStore for MemoryStore {
             .ok_or_else(|| invalid(format!("no checkpoint '{id}' in memory")))
     }
 
-    fn append_journal(&self, base: &str, record: &JournalRecord) -> Result<()> {
+    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
         let mut journals = self.journals.lock().expect("journal map lock");
-        journals
-            .entry(base.to_string())
-            .or_default()
-            .extend(record.encode());
+        let journal = journals.entry(base.to_string()).or_default();
+        for record in records {
+            journal.extend(record.encode());
+        }
         Ok(())
     }
 
