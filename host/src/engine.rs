@@ -950,6 +950,7 @@ impl Run<'_> {
         let queued = self.queues.iter().map(Vec::len).sum::<usize>()
             + self.responses.iter().map(Vec::len).sum::<usize>();
         let status = Status::of(queued, self.pending.len());
+        let mut bodies = BodyPayloads::default();
         let checkpoint = Checkpoint {
             checkpoint_id: uuid::Uuid::now_v7().to_string(),
             parent_id: self.last_checkpoint.clone(),
@@ -990,7 +991,7 @@ impl Run<'_> {
                         .map(|envelope| QueuedMessage {
                             source: envelope.source.clone(),
                             kind: envelope.message.kind.clone(),
-                            body: Payload::of(&envelope.message.body),
+                            body: bodies.payload(&envelope.message.body),
                         })
                         .collect();
                     (graph.id(i).to_string(), messages)
@@ -1067,6 +1068,22 @@ struct Executing<'a> {
     /// Where to send the results for the journal; the journal writer then reports the
     /// executor complete once they are durable.
     journal: Option<&'a mpsc::Sender<Finished>>,
+}
+
+/// Payloads of message bodies, made once per body: a fanned-out message is one buffer
+/// queued for many receivers, and its JSON is checked once.
+#[derive(Default)]
+struct BodyPayloads {
+    made: HashMap<(usize, usize), Payload>,
+}
+
+impl BodyPayloads {
+    fn payload(&mut self, body: &Bytes) -> Payload {
+        self.made
+            .entry((body.as_ptr() as usize, body.len()))
+            .or_insert_with(|| Payload::of(body))
+            .clone()
+    }
 }
 
 /// A finished executor's results on their way into the journal.

@@ -267,3 +267,100 @@ fn prune_collects_blobs_no_kept_checkpoint_refers_to() {
     .assert_code(2)
     .assert_stderr("nowhere: no such checkpoint directory");
 }
+
+#[test]
+fn a_fanned_out_body_is_kept_once_as_a_blob() {
+    let ws = Workspace::new();
+    let manifest = ws.manifest(
+        "fan.toml",
+        r#"
+[workflow]
+name = "fan"
+start = "src"
+
+[[executors]]
+id = "src"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "copy" }] }
+
+[[executors]]
+id = "a"
+component = "@components@/probe.wasm"
+
+[[executors]]
+id = "b"
+component = "@components@/probe.wasm"
+
+[[edges]]
+from = "src"
+to = "a"
+
+[[edges]]
+from = "src"
+to = "b"
+"#,
+    );
+    let input = serde_json::to_string(&"x".repeat(3000)).unwrap();
+    let run = ws.superstep(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--input",
+        &input,
+        "--events",
+        "jsonl",
+    ]);
+    run.assert_code(0);
+    let first = &run.events_named("checkpoint_saved")[0];
+    let file = ws.path().join(first["location"].as_str().unwrap());
+    let checkpoint = read_checkpoint(&file);
+    let a = &checkpoint["queued"]["a"][0]["body"]["blob"];
+    assert!(a["digest"].is_string(), "{checkpoint:#}");
+    assert_eq!(a, &checkpoint["queued"]["b"][0]["body"]["blob"]);
+    // The state of `src` holds the body once; the two queued copies are references.
+    assert!(std::fs::metadata(&file).unwrap().len() < 6000);
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("checkpoints/blobs"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Resuming it delivers the body to both; export folds it back in.
+    let id = first["checkpoint_id"].as_str().unwrap();
+    let resumed = ws.superstep(&["resume", id, "--events", "jsonl"]);
+    resumed.assert_code(0);
+    let saved = resumed.events_named("checkpoint_saved");
+    let last = read_checkpoint(
+        &ws.path()
+            .join(saved.last().unwrap()["location"].as_str().unwrap()),
+    );
+    for station in ["a", "b"] {
+        let state = &last["executors"][station]["state"]["json"];
+        assert_eq!(
+            state["received"][0]["body"]["body"].as_str().unwrap().len(),
+            3000
+        );
+    }
+    let exported = ws.path().join("one.json");
+    ws.superstep(&[
+        "checkpoints",
+        "export",
+        id,
+        "-o",
+        exported.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    let folded = read_checkpoint(&exported);
+    assert!(folded["queued"]["a"][0]["body"]["json"]["body"].is_string());
+
+    let blob = a["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    std::fs::remove_file(ws.path().join("checkpoints/blobs").join(blob)).unwrap();
+    let listed = ws.superstep(&["checkpoints", "list", "--json"]);
+    let damaged: Vec<Value> = listed
+        .events()
+        .into_iter()
+        .filter(|e| e["damaged"].is_string())
+        .collect();
+    assert_eq!(damaged.len(), 1, "{}", listed.stdout);
+    assert_eq!(damaged[0]["checkpoint_id"], id);
+}

@@ -216,27 +216,16 @@ impl Checkpoint {
     /// Consistency checks that the JSON schema alone does not make.
     fn check(&self) -> Result<(), String> {
         check_ids(&self.checkpoint_id, self.parent_id.as_deref())?;
-        for (id, record) in &self.executors {
-            if let Payload::Blob(blob) = &record.state {
-                blobs::check_ref(&format!("executors.{id}.state"), blob)?;
+        for (field, payload) in self.blob_capable() {
+            match payload {
+                Payload::Blob(blob) => blobs::check_ref(&field, blob)?,
+                _ => drop(payload.decode().map_err(|e| format!("{field}: {e}"))?),
             }
         }
         let payloads = self
-            .executors
+            .shared_state
             .iter()
-            .filter(|(_, e)| !matches!(e.state, Payload::Blob(_)))
-            .map(|(id, e)| (format!("executors.{id}.state"), &e.state))
-            .chain(
-                self.shared_state
-                    .iter()
-                    .map(|(k, v)| (format!("shared_state.{k}"), v)),
-            )
-            .chain(self.queued.iter().flat_map(|(id, queue)| {
-                queue
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
-            }))
+            .map(|(k, v)| (format!("shared_state.{k}"), v))
             .chain(
                 self.pending_requests
                     .iter()
@@ -296,12 +285,44 @@ impl Checkpoint {
         }
     }
 
-    /// The blobs that executor states refer to.
+    /// The blobs that executor states and queued bodies refer to.
     pub fn blob_refs(&self) -> impl Iterator<Item = &BlobRef> {
-        self.executors.values().filter_map(|e| match &e.state {
-            Payload::Blob(blob) => Some(blob),
-            _ => None,
-        })
+        self.blob_capable()
+            .filter_map(|(_, payload)| match payload {
+                Payload::Blob(blob) => Some(blob),
+                _ => None,
+            })
+    }
+
+    /// The payloads a file store may keep as blobs, with their fields: executor states
+    /// and queued message bodies.
+    pub fn blob_capable(&self) -> impl Iterator<Item = (String, &Payload)> {
+        let states = self
+            .executors
+            .iter()
+            .map(|(id, e)| (format!("executors.{id}.state"), &e.state));
+        let bodies = self.queued.iter().flat_map(|(id, queue)| {
+            queue
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
+        });
+        states.chain(bodies)
+    }
+
+    /// [`Checkpoint::blob_capable`], to change.
+    pub fn blob_capable_mut(&mut self) -> impl Iterator<Item = (String, &mut Payload)> {
+        let states = self
+            .executors
+            .iter_mut()
+            .map(|(id, e)| (format!("executors.{id}.state"), &mut e.state));
+        let bodies = self.queued.iter_mut().flat_map(|(id, queue)| {
+            queue
+                .iter_mut()
+                .enumerate()
+                .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &mut m.body))
+        });
+        states.chain(bodies)
     }
 }
 
@@ -350,7 +371,8 @@ struct SummaryView<'a> {
     #[serde(borrow)]
     executors: BTreeMap<String, ExecutorView<'a>>,
     shared_state: BTreeMap<String, serde::de::IgnoredAny>,
-    queued: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
+    #[serde(borrow)]
+    queued: BTreeMap<String, Vec<QueuedView<'a>>>,
     #[serde(default)]
     pending_requests: Vec<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -364,6 +386,27 @@ struct ExecutorView<'a> {
     state: &'a RawValue,
 }
 
+#[derive(Deserialize)]
+struct QueuedView<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// The blob a payload's raw JSON refers to, if it is `{"blob": …}`; checked.
+fn blob_in(raw: &RawValue, field: &str) -> Result<Option<BlobRef>, String> {
+    // A payload is a one-key object: `{"json": …}`, `{"base64": …}` or `{"blob": …}`.
+    let text = raw.get();
+    let key = text.strip_prefix('{').map(str::trim_start);
+    if !key.is_some_and(|key| key.starts_with("\"blob\"")) {
+        return Ok(None);
+    }
+    match serde_json::from_str(text) {
+        Ok(Payload::Blob(blob)) => blobs::check_ref(field, &blob).map(|()| Some(blob)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(format!("{field}: {e}")),
+    }
+}
+
 impl Summary {
     /// Verifies a checkpoint file's bytes like [`Checkpoint::decode`] and reads its
     /// summary without decoding states, messages or outputs.
@@ -372,18 +415,22 @@ impl Summary {
         let bad =
             |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
         let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
+        let states = view
+            .executors
+            .iter()
+            .map(|(id, e)| (format!("executors.{id}.state"), e.state));
+        let bodies = view.queued.iter().flat_map(|(id, queue)| {
+            queue
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (format!("queued.{id}[{i}].body"), m.body))
+        });
         let mut blobs = Vec::new();
-        for (id, executor) in &view.executors {
-            // A payload is a one-key object: `{"json": …}`, `{"base64": …}` or `{"blob": …}`.
-            let state = executor.state.get();
-            let key = state.strip_prefix('{').map(str::trim_start);
-            if key.is_some_and(|key| key.starts_with("\"blob\"")) {
-                let payload: Payload = serde_json::from_str(state).map_err(bad)?;
-                if let Payload::Blob(blob) = payload {
-                    blobs::check_ref(&format!("executors.{id}.state"), &blob)
-                        .map_err(|why| invalid(format!("{origin}: {why}")))?;
-                    blobs.push(blob);
-                }
+        for (field, raw) in states.chain(bodies) {
+            if let Some(blob) =
+                blob_in(raw, &field).map_err(|why| invalid(format!("{origin}: {why}")))?
+            {
+                blobs.push(blob);
             }
         }
         check_ids(&view.checkpoint_id, view.parent_id.as_deref())
@@ -398,12 +445,8 @@ impl Summary {
             status: view.status,
             executors: view.executors.into_keys().collect(),
             shared_keys: view.shared_state.into_keys().collect(),
-            queued: view
-                .queued
-                .values()
-                .chain(view.responses.values())
-                .map(Vec::len)
-                .sum(),
+            queued: view.queued.values().map(Vec::len).sum::<usize>()
+                + view.responses.values().map(Vec::len).sum::<usize>(),
             pending: view.pending_requests.len(),
             outputs: view.outputs.len(),
             blobs,

@@ -1,14 +1,15 @@
 //! Where checkpoints live: one trait, a durable file store and an in-memory store.
 
-use super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::blobs::{BLOB_MIN_SIZE, BlobDir, SHARED_BODY_MIN_SIZE};
 use super::journal::JournalRecord;
 use super::{Checkpoint, PrunePolicy, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
-use crate::message::Payload;
+use crate::message::{BlobRef, Payload};
 use anyhow::{Context as _, Result};
+use bytes::Bytes;
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,12 +101,12 @@ impl FileStore {
             .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
         let mut checkpoint = Checkpoint::decode(&bytes, &origin)?;
         let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
-        for (id, record) in &mut checkpoint.executors {
-            if let Payload::Blob(blob) = &record.state {
-                let state = blobs
+        for (field, payload) in checkpoint.blob_capable_mut() {
+            if let Payload::Blob(blob) = payload {
+                let bytes = blobs
                     .get(blob)
-                    .map_err(|why| invalid(format!("{origin}: executors.{id}.state: {why}")))?;
-                record.state = Payload::of(&state);
+                    .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
+                *payload = Payload::of(&bytes);
             }
         }
         Ok(checkpoint)
@@ -267,6 +268,29 @@ impl FileStore {
     }
 }
 
+/// The fields of `checkpoint` that a file store keeps as blobs: executor states of at
+/// least [`BLOB_MIN_SIZE`] bytes, and bodies of at least [`SHARED_BODY_MIN_SIZE`] bytes
+/// queued more than once (a fan-out).
+fn blob_fields(checkpoint: &Checkpoint) -> Result<BTreeSet<String>> {
+    let mut copies: HashMap<Bytes, Vec<String>> = HashMap::new();
+    let mut fields = BTreeSet::new();
+    for (field, payload) in checkpoint.blob_capable() {
+        if matches!(payload, Payload::Blob(_)) {
+            continue;
+        }
+        if field.starts_with("executors.") {
+            if payload.len() >= BLOB_MIN_SIZE {
+                fields.insert(field);
+            }
+        } else if payload.len() >= SHARED_BODY_MIN_SIZE {
+            let body = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
+            copies.entry(body).or_default().push(field);
+        }
+    }
+    fields.extend(copies.into_values().filter(|f| f.len() > 1).flatten());
+    Ok(fields)
+}
+
 /// What [`FileStore::prune`] deleted (or, in a dry run, would delete).
 #[derive(Debug)]
 pub struct Pruned {
@@ -295,15 +319,25 @@ impl CheckpointStore for FileStore {
         let _lock = self.lock(false)?;
         let blobs = BlobDir::of(&self.dir);
         let mut document = Cow::Borrowed(checkpoint);
-        for (id, record) in &checkpoint.executors {
-            let large = record.state.len() >= BLOB_MIN_SIZE;
-            if large && !matches!(record.state, Payload::Blob(_)) {
-                let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
-                let blob = blobs
-                    .put(&bytes)
-                    .with_context(|| format!("cannot write the blob of executor {id}'s state"))?;
-                let records = &mut document.to_mut().executors;
-                records.get_mut(id).expect("same executors").state = Payload::Blob(blob);
+        let wanted = blob_fields(checkpoint)?;
+        if !wanted.is_empty() {
+            let mut written: HashMap<Bytes, BlobRef> = HashMap::new();
+            for (field, payload) in document.to_mut().blob_capable_mut() {
+                if !wanted.contains(&field) {
+                    continue;
+                }
+                let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
+                let blob = match written.get(&bytes) {
+                    Some(blob) => blob.clone(),
+                    None => {
+                        let blob = blobs
+                            .put(&bytes)
+                            .with_context(|| format!("cannot write the blob of {field}"))?;
+                        written.insert(bytes, blob.clone());
+                        blob
+                    }
+                };
+                *payload = Payload::Blob(blob);
             }
         }
         write_durably(&self.dir, &path, &document.encode())
