@@ -384,9 +384,10 @@ fn resume(args: ResumeArgs) -> Result<u8> {
         Some(dir) => dir,
         None => file.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    let manifest = args
-        .manifest
-        .unwrap_or_else(|| PathBuf::from(&checkpoint.manifest.path));
+    let manifest = match args.manifest {
+        Some(manifest) => manifest,
+        None => recorded_manifest(&checkpoint)?,
+    };
     let workflow = load(&manifest, args.exec.threads)?;
     let store = Arc::new(FileStore::new(dir));
     let sink = sink_for(args.exec.events);
@@ -401,6 +402,20 @@ fn resume(args: ResumeArgs) -> Result<u8> {
         run.respond(&request_id, response)?;
     }
     drive(&mut run, args.exec.interactive)
+}
+
+/// The manifest a checkpoint names. A checkpoint is input like any file, so the path
+/// must at least name a `.toml` file: no other file is read because a checkpoint says so.
+fn recorded_manifest(checkpoint: &Checkpoint) -> Result<PathBuf> {
+    let path = PathBuf::from(&checkpoint.manifest.path);
+    if path.is_absolute() && path.extension().is_some_and(|e| e == "toml") {
+        Ok(path)
+    } else {
+        Err(invalid(format!(
+            "checkpoint {} names the manifest '{}', which is not an absolute path to a .toml file; pass --manifest",
+            checkpoint.checkpoint_id, checkpoint.manifest.path
+        )))
+    }
 }
 
 fn load(manifest: &Path, threads: usize) -> Result<Workflow> {

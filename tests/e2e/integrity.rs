@@ -364,3 +364,40 @@ to = "b"
     assert_eq!(damaged.len(), 1, "{}", listed.stdout);
     assert_eq!(damaged[0]["checkpoint_id"], id);
 }
+
+#[test]
+fn a_resigned_checkpoint_cannot_point_resume_at_any_file() {
+    let ws = Workspace::new();
+    ws.run_pipeline("\"hello world\"");
+    let file = checkpoint_paths(&ws.path().join("checkpoints")).remove(0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Re-sign the content, as someone who edits the file on purpose would.
+    let at = text.find("\"checkpoint\": ").unwrap() + "\"checkpoint\": ".len();
+    let inner = &text[at..text.len() - "\n}\n".len()];
+    let path = read_checkpoint(&file)["manifest"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = inner.replace(&path, "/etc/passwd");
+    let old_sum = superstep::graph::sha256_hex(inner.as_bytes());
+    let new_sum = superstep::graph::sha256_hex(forged.as_bytes());
+    let forged = format!("{}{forged}\n}}\n", &text[..at]).replace(&old_sum, &new_sum);
+    let elsewhere = ws.path().join("forged");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let name = elsewhere.join(file.file_name().unwrap());
+    std::fs::write(&name, forged).unwrap();
+
+    let refused = ws.superstep(&["resume", name.to_str().unwrap()]);
+    refused
+        .assert_code(2)
+        .assert_stderr("names the manifest '/etc/passwd', which is not an absolute path to a .toml file; pass --manifest");
+    assert!(!refused.stderr.contains("root:"), "{}", refused.stderr);
+    let manifest = ws.pipeline();
+    ws.superstep(&[
+        "resume",
+        name.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ])
+    .assert_code(0);
+}
