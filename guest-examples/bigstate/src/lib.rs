@@ -1,6 +1,7 @@
 //! `bigstate`: the W4 executor (`shared/bench/WORKLOADS.md`). Its state is `bytes`
-//! bytes from a generator seeded by its executor id (so that it does not compress);
-//! each message it handles changes one byte. The state
+//! bytes from a generator seeded by its executor id (so that it does not compress),
+//! made when it handles its first message (so that `init` stays cheap on resume); each
+//! message it handles changes one byte. The state
 //! is binary: `snapshot` and `restore` move the bytes as they are.
 //!
 //! Config: `{ "bytes": 8388608 }`.
@@ -11,6 +12,8 @@ struct BigState;
 
 thread_local! {
     static STATE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The executor id and the state size, from `init`.
+    static SEED: RefCell<(String, usize)> = const { RefCell::new((String::new(), 0)) };
 }
 
 /// `len` bytes of xorshift output seeded by `seed`.
@@ -34,12 +37,15 @@ impl Guest for BigState {
         let config: serde_json::Value =
             serde_json::from_slice(&config).map_err(|e| format!("config is not JSON: {e}"))?;
         let len = config["bytes"].as_u64().unwrap_or(8 << 20) as usize;
-        STATE.with_borrow_mut(|state| *state = generate(&executor_id, len));
+        SEED.with_borrow_mut(|seed| *seed = (executor_id, len));
         Ok(())
     }
 
     fn handle(_: bindings::Envelope) -> Result<(), String> {
         STATE.with_borrow_mut(|state| {
+            if state.is_empty() {
+                *state = SEED.with_borrow(|(id, len)| generate(id, *len));
+            }
             if let Some(first) = state.first_mut() {
                 *first = first.wrapping_add(1);
             }
