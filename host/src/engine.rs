@@ -833,33 +833,38 @@ impl Run<'_> {
         let sink = &self.sink;
         let store = self.store.as_ref();
         let pool = &self.workflow.runtime.pool;
-        let executed = std::thread::scope(|scope| -> Result<Vec<(usize, Result<Step, String>)>> {
-            let (finished, journaled) = mpsc::channel::<Finished>();
-            let writer = journal.as_deref().map(|base| {
-                let sink = sink.as_ref();
-                scope.spawn(move || write_journal(store, base, journaled, superstep, graph, sink))
-            });
-            let journal_to = writer.is_some().then_some(&finished);
-            let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
-                let executor = Executing {
-                    superstep,
-                    index: i,
-                    graph,
-                    journal: journal_to,
+        type Executed = Vec<(usize, Result<Step, String>)>;
+        let (executed, unreported) =
+            std::thread::scope(|scope| -> Result<(Executed, Vec<(usize, u64)>)> {
+                let (finished, journaled) = mpsc::channel::<Finished>();
+                let writer = journal.as_deref().map(|base| {
+                    let sink = sink.as_ref();
+                    scope.spawn(move || {
+                        write_journal(store, base, journaled, superstep, graph, sink)
+                    })
+                });
+                let journal_to = writer.is_some().then_some(&finished);
+                let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
+                    let executor = Executing {
+                        superstep,
+                        index: i,
+                        graph,
+                        journal: journal_to,
+                    };
+                    (i, executor.run(instance, &inbox, shared, sink.as_ref()))
                 };
-                (i, executor.run(instance, &inbox, shared, sink.as_ref()))
-            };
-            let executed: Vec<_> = if work.len() == 1 {
-                work.into_iter().map(execute).collect()
-            } else {
-                pool.install(|| work.into_par_iter().map(execute).collect())
-            };
-            drop(finished);
-            if let Some(writer) = writer {
-                writer.join().expect("the journal writer does not panic")?;
-            }
-            Ok(executed)
-        })?;
+                let executed: Vec<_> = if work.len() == 1 {
+                    work.into_iter().map(execute).collect()
+                } else {
+                    pool.install(|| work.into_par_iter().map(execute).collect())
+                };
+                drop(finished);
+                let unreported = match writer {
+                    Some(writer) => writer.join().expect("the journal writer does not panic")?,
+                    None => Vec::new(),
+                };
+                Ok((executed, unreported))
+            })?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
 
@@ -873,6 +878,7 @@ impl Run<'_> {
             })
             .collect();
         if !failures.is_empty() {
+            report_completed(self.sink.as_ref(), superstep, graph, &unreported);
             if let Some((queues, responses)) = inboxes {
                 self.queues = queues;
                 self.responses = responses;
@@ -932,6 +938,8 @@ impl Run<'_> {
         if self.durability == Durability::Superstep {
             let base = self.last_checkpoint.clone();
             self.save_checkpoint()?;
+            let graph = &self.workflow.graph;
+            report_completed(self.sink.as_ref(), superstep, graph, &unreported);
             if let Some(base) = base
                 && (journal.is_some() || replayed)
             {
@@ -1099,7 +1107,10 @@ const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
 
 /// Appends finished executors' results to the journal of checkpoint `base` in batches
 /// (one durable write each) and reports each executor complete once its results are
-/// durable. Returns when every executor of the superstep has finished.
+/// durable. Returns when every executor of the superstep has finished, with the last
+/// batch unwritten when the superstep ended within its window: the barrier's
+/// checkpoint, written next, makes those results durable, and the caller reports them
+/// (index and duration) then.
 fn write_journal(
     store: &dyn CheckpointStore,
     base: &str,
@@ -1107,15 +1118,23 @@ fn write_journal(
     superstep: u64,
     graph: &Graph,
     sink: &dyn EventSink,
-) -> Result<()> {
+) -> Result<Vec<(usize, u64)>> {
     while let Ok(first) = finished.recv() {
         let mut batch = vec![first];
         let deadline = Instant::now() + JOURNAL_WINDOW;
+        let mut last = false;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match finished.recv_timeout(left) {
                 Ok(next) => batch.push(next),
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    last = true;
+                    break;
+                }
             }
+        }
+        if last {
+            return Ok(batch.iter().map(|f| (f.index, f.duration_us)).collect());
         }
         let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch
             .into_iter()
@@ -1124,15 +1143,20 @@ fn write_journal(
         store
             .append_journal(base, &records)
             .context("the superstep's results could not be journaled")?;
-        for (index, duration_us) in done {
-            sink.emit(&Event::ExecutorCompleted {
-                superstep,
-                executor: graph.id(index).to_string(),
-                duration_us,
-            });
-        }
+        report_completed(sink, superstep, graph, &done);
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// Emits `executor_completed` for each (executor index, duration in µs).
+fn report_completed(sink: &dyn EventSink, superstep: u64, graph: &Graph, done: &[(usize, u64)]) {
+    for &(index, duration_us) in done {
+        sink.emit(&Event::ExecutorCompleted {
+            superstep,
+            executor: graph.id(index).to_string(),
+            duration_us,
+        });
+    }
 }
 
 impl Executing<'_> {

@@ -191,3 +191,60 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
 
     assert_eq!(final_state(&ws, "crashed"), final_state(&ws, "reference"));
 }
+
+#[test]
+fn a_superstep_that_ends_within_the_window_needs_no_journal() {
+    let ws = Workspace::new();
+    // The fan-out without the slow executor: all finish at once.
+    let manifest = ws.manifest("quick.toml", &FAN_OUT.replace(", sleep_ms = 3000", ""));
+    let run = ws.superstep(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--input",
+        "\"go\"",
+        "--events",
+        "jsonl",
+    ]);
+    run.assert_code(0);
+    let events = run.events();
+    let position = |name: &str, executor: Option<&str>| {
+        events
+            .iter()
+            .position(|e| {
+                e["event"] == name
+                    && e["superstep"] == 1
+                    && executor.is_none_or(|x| e["executor"] == x)
+            })
+            .unwrap_or_else(|| panic!("no {name} in superstep 1"))
+    };
+    // Completion is reported once the results are durable: here, by the checkpoint.
+    let saved = events
+        .iter()
+        .position(|e| e["event"] == "checkpoint_saved" && e["superstep"] == 2)
+        .unwrap();
+    for executor in ["fast1", "fast2", "slow"] {
+        assert!(
+            position("executor_completed", Some(executor)) > saved,
+            "{executor}"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["event"] == "executor_completed" && e["executor"] == executor)
+                .count(),
+            1
+        );
+    }
+    assert!(position("executor_invoked", Some("slow")) < saved);
+    let journals = std::fs::read_dir(ws.path().join("checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "journal")
+        })
+        .count();
+    assert_eq!(journals, 0);
+}
