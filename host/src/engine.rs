@@ -138,7 +138,6 @@ impl Workflow {
             queues,
             responses: vec![Vec::new(); instances.len()],
             pending: Vec::new(),
-            unsaved_responses: false,
             unsaved: true,
             durability: Durability::default(),
             replay: Vec::new(),
@@ -246,7 +245,6 @@ impl Workflow {
             queues,
             responses,
             pending,
-            unsaved_responses: false,
             unsaved: false,
             durability: Durability::default(),
             replay,
@@ -456,8 +454,6 @@ pub struct Run<'w> {
     responses: Vec<Vec<(String, Message)>>,
     /// Requests waiting for a response, oldest first.
     pending: Vec<PendingRequest>,
-    /// Responses were given since the last checkpoint; saved before the next superstep.
-    unsaved_responses: bool,
     /// Something happened since the last checkpoint (a barrier, or responses).
     unsaved: bool,
     /// When checkpoints are written.
@@ -647,8 +643,10 @@ impl Run<'_> {
             .index_of(&request.executor)
             .expect("requests come from the graph's executors");
         self.responses[to].push((request.request_id, response));
-        self.unsaved_responses = true;
         self.unsaved = true;
+        // The next superstep now delivers responses: a journal of an earlier attempt
+        // at it, made without them, does not describe it.
+        self.replay.clear();
         Ok(())
     }
 
@@ -707,10 +705,8 @@ impl Run<'_> {
     }
 
     fn run_supersteps(&mut self) -> Result<Outcome> {
-        if self.unsaved_responses && self.durability == Durability::Superstep {
-            // The superstep now starts from a new checkpoint, with the responses: a
-            // journal of the old one does not describe it.
-            self.replay.clear();
+        let unsaved_responses = self.unsaved && self.responses.iter().any(|r| !r.is_empty());
+        if unsaved_responses && self.durability == Durability::Superstep {
             self.save_checkpoint()?;
         }
         let cap = self.workflow.manifest.max_supersteps;
@@ -1056,7 +1052,6 @@ impl Run<'_> {
             location,
         });
         self.last_checkpoint = Some(checkpoint.checkpoint_id);
-        self.unsaved_responses = false;
         self.unsaved = false;
         Ok(())
     }
