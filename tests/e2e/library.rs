@@ -174,3 +174,33 @@ fn a_run_pauses_for_input_and_takes_responses_in_process() {
     let resumed = workflow.resume(checkpoint, false, store, sink).unwrap();
     assert_eq!(resumed.pending_requests().len(), 1);
 }
+
+#[test]
+fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
+    let ws = Workspace::new();
+    let path = ws.manifest(
+        "fuel.toml",
+        r#"
+        [workflow]
+        name = "fuel"
+        start = "a"
+
+        [[executors]]
+        id = "a"
+        component = "@components@/probe.wasm"
+        limits = { fuel = 1000000 }
+        "#,
+    );
+    let manifest = superstep::Manifest::load(&path).unwrap();
+    assert!(manifest.uses_fuel());
+    let error = Workflow::load(Runtime::new(1, false).unwrap(), manifest.clone())
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains(
+            "an executor sets limits.fuel, but this runtime was created without fuel metering"
+        ),
+        "{error}"
+    );
+    Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
+}
