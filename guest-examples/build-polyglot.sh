@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the Python, JavaScript and C example executors into guest-examples/components/
+# (upper_py, finalize_py, reverse_js, upper_c), where polyglot.toml finds them.
+# Needs the tools that scripts/install-guest-tools installs: componentize-py, node with
+# guest-examples/js's npm packages, clang with wasi-libc, wit-bindgen, wasm-tools and the
+# WASI preview1 adapter. A component newer than all of its sources is not rebuilt.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+wit="$here/../wit"
+out="$here/components"
+tools="${SUPERSTEP_GUEST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/superstep/tools}"
+export PATH="$tools/bin:$PATH"
+mkdir -p "$out"
+
+# up_to_date OUT SOURCE...: true when OUT exists and no source (file or directory
+# tree) is newer.
+up_to_date() {
+    local target="$1"
+    shift
+    [[ -f "$target" ]] || return 1
+    [[ -z "$(find "$@" "$wit" -newer "$target" -print -quit)" ]]
+}
+
+# publish TMP NAME: moves a finished build into place, so that a reader never sees
+# half a component.
+publish() {
+    mv "$1" "$out/$2.wasm"
+    echo "built $2.wasm ($(($(stat -c %s "$out/$2.wasm") / 1024)) KiB)"
+}
+
+for name in upper finalize; do
+    target="$out/${name}_py.wasm"
+    up_to_date "$target" "$here/python/superstep_guest.py" "$here/python/$name" && continue
+    componentize-py -d "$wit" -w executor componentize \
+        -p "$here/python" -p "$here/python/$name" app -o "$target.tmp" >/dev/null
+    publish "$target.tmp" "${name}_py"
+done
+
+for name in reverse; do
+    target="$out/${name}_js.wasm"
+    up_to_date "$target" "$here/js/superstep-guest.js" "$here/js/build.mjs" "$here/js/$name" && continue
+    node "$here/js/build.mjs" "$here/js/$name/$name.js" "$target.tmp"
+    publish "$target.tmp" "${name}_js"
+done
+
+for name in upper; do
+    target="$out/${name}_c.wasm"
+    up_to_date "$target" "$here/c/$name.c" && continue
+    build="$(mktemp -d)"
+    wit-bindgen c "$wit" --world executor --out-dir "$build" 2>&1 | { grep -v "^Generating" || true; }
+    # A preview1 reactor module (no main), then a component through the adapter.
+    clang --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Wextra -Werror \
+        -mexec-model=reactor -I "$build" \
+        -o "$build/$name.core.wasm" "$here/c/$name.c" "$build/executor.c" \
+        "$build/executor_component_type.o"
+    wasm-tools component new "$build/$name.core.wasm" \
+        --adapt "wasi_snapshot_preview1=$tools/wasi_snapshot_preview1.reactor.wasm" \
+        -o "$target.tmp"
+    rm -rf "$build"
+    publish "$target.tmp" "${name}_c"
+done

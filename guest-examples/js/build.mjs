@@ -1,0 +1,25 @@
+// Builds a JavaScript executor into a component with componentize-js:
+//   node guest-examples/js/build.mjs <source.js> <out.wasm>
+// The source may import relative modules (the SDK); the WIT is the project's world.
+import { componentize } from "@bytecodealliance/componentize-js";
+import { writeFile, rename } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
+
+const [source, out] = process.argv.slice(2);
+if (!source || !out) {
+  console.error("usage: node build.mjs <source.js> <out.wasm>");
+  process.exit(2);
+}
+const here = dirname(fileURLToPath(import.meta.url));
+const { component } = await componentize({
+  sourcePath: resolve(source),
+  witPath: resolve(here, "../../wit"),
+  worldName: "executor",
+  // The sandbox grants no network; keep the component to the executor world and the
+  // WASI it needs for stdio, clocks and random numbers.
+  disableFeatures: ["http", "fetch-event"],
+});
+// Write then rename, so that a reader never sees half a component.
+await writeFile(`${out}.tmp`, component);
+await rename(`${out}.tmp`, out);
