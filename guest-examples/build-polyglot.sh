@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Python, JavaScript and C example executors into guest-examples/components/
-# (upper_py, finalize_py, reverse_js, upper_c), where polyglot.toml finds them.
+# (upper_py, finalize_py, approve_py, reverse_js, approve_js, upper_c), where
+# polyglot.toml and the tests find them.
 # Needs the tools that scripts/install-guest-tools installs: componentize-py, node with
 # guest-examples/js's npm packages, clang with wasi-libc, wit-bindgen, wasm-tools and the
 # WASI preview1 adapter. A component newer than all of its sources is not rebuilt.
@@ -28,7 +29,7 @@ publish() {
     echo "built $2.wasm ($(($(stat -c %s "$out/$2.wasm") / 1024)) KiB)"
 }
 
-for name in upper finalize; do
+for name in upper finalize approve; do
     target="$out/${name}_py.wasm"
     up_to_date "$target" "$here/python/superstep_guest.py" "$here/python/$name" && continue
     componentize-py -d "$wit" -w executor componentize \
@@ -36,7 +37,7 @@ for name in upper finalize; do
     publish "$target.tmp" "${name}_py"
 done
 
-for name in reverse; do
+for name in reverse approve; do
     target="$out/${name}_js.wasm"
     up_to_date "$target" "$here/js/superstep-guest.js" "$here/js/build.mjs" "$here/js/$name" && continue
     node "$here/js/build.mjs" "$here/js/$name/$name.js" "$target.tmp"

@@ -1,6 +1,6 @@
 //! Test helpers: building the guests, workspaces with manifests, running the binary.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,6 +24,24 @@ pub fn components() -> &'static Path {
             .status()
             .expect("run build.sh");
         assert!(status.success(), "guest-examples/build.sh failed");
+        repo().join("guest-examples/components")
+    })
+}
+
+/// Builds the Python, JavaScript and C example guests once per test process (with the
+/// tools scripts/install-guest-tools installs); returns their directory.
+pub fn polyglot_components() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = repo().join("guest-examples/build-polyglot.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run build-polyglot.sh");
+        assert!(
+            status.success(),
+            "guest-examples/build-polyglot.sh failed (scripts/install-guest-tools installs its tools)"
+        );
         repo().join("guest-examples/components")
     })
 }
@@ -96,6 +114,17 @@ impl Workspace {
             );
         }
         self.manifest("ring.toml", &text)
+    }
+
+    /// The three-language text pipeline (`polyglot.toml`) with its components resolved
+    /// to the built ones.
+    pub fn polyglot(&self) -> PathBuf {
+        polyglot_components();
+        let text = std::fs::read_to_string(repo().join("guest-examples/polyglot.toml")).unwrap();
+        self.manifest(
+            "polyglot.toml",
+            &text.replace("components/", "@components@/"),
+        )
     }
 
     /// The plan-review manifest with its components resolved to the built ones.
@@ -286,4 +315,66 @@ pub fn states(checkpoint: &Value) -> BTreeMap<String, Value> {
         .iter()
         .map(|(id, record)| (id.clone(), record["state"]["json"].clone()))
         .collect()
+}
+
+/// Resumes each checkpoint of the text pipeline's completed run in `ws/checkpoints`, in
+/// a fresh process and a copy of the directory: the resume changes no file, writes one
+/// checkpoint per remaining superstep and ends with the run's states, shared state and
+/// output.
+pub fn assert_every_checkpoint_resumes_like_the_run(ws: &Workspace) {
+    let reference = latest_checkpoint(&ws.path().join("checkpoints"));
+    let original = ws.checkpoint_files("checkpoints");
+
+    for name in original.keys() {
+        // Each resume gets its own copy of the run's checkpoints.
+        let dir = format!("branch-{}", name.trim_end_matches(".json"));
+        std::fs::create_dir(ws.path().join(&dir)).unwrap();
+        for (file, bytes) in &original {
+            std::fs::write(ws.path().join(&dir).join(file), bytes).unwrap();
+        }
+        let resumed_from = read_checkpoint(&ws.path().join(&dir).join(name));
+        let path = format!("{dir}/{name}");
+        let run = ws.superstep(&["resume", &path, "--events", "jsonl"]);
+        run.assert_code(0);
+
+        let after = ws.checkpoint_files(&dir);
+        for (file, bytes) in &original {
+            assert_eq!(
+                after.get(file),
+                Some(bytes),
+                "{file} was changed by the resume"
+            );
+        }
+        let new: Vec<&String> = after
+            .keys()
+            .filter(|f| !original.contains_key(*f))
+            .collect();
+        let remaining = 4 - resumed_from["superstep"].as_u64().unwrap();
+        assert_eq!(
+            new.len() as u64,
+            remaining,
+            "one new checkpoint per superstep run"
+        );
+
+        let started = &run.events_named("run_started")[0];
+        assert_eq!(started["resumed_from"], resumed_from["checkpoint_id"]);
+        if remaining == 0 {
+            assert!(run.events_named("superstep_started").is_empty());
+            continue;
+        }
+        // The new branch's last checkpoint equals the uninterrupted run's.
+        let branch_last = new
+            .iter()
+            .map(|f| read_checkpoint(&ws.path().join(&dir).join(f)))
+            .find(|c| c["status"] == "completed")
+            .expect("the resumed run completed");
+        assert_eq!(states(&branch_last), states(&reference));
+        assert_eq!(branch_last["shared_state"], reference["shared_state"]);
+        assert_eq!(branch_last["outputs"], reference["outputs"]);
+        assert_eq!(branch_last["run_id"], reference["run_id"]);
+        assert_eq!(branch_last["superstep"], 4);
+        assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
+        let first_new = &run.events_named("checkpoint_saved")[0];
+        assert_eq!(first_new["parent_id"], resumed_from["checkpoint_id"]);
+    }
 }

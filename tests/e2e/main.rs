@@ -12,5 +12,6 @@ mod journal;
 mod library;
 mod manage;
 mod pipeline;
+mod polyglot;
 mod routing;
 mod sandbox;

@@ -93,61 +93,7 @@ fn human_mode_prints_the_output_on_stdout() {
 fn resuming_any_checkpoint_in_a_fresh_process_ends_like_the_uninterrupted_run() {
     let ws = Workspace::new();
     ws.run_pipeline("\"hello world\"");
-    let reference = latest_checkpoint(&ws.path().join("checkpoints"));
-    let original = ws.checkpoint_files("checkpoints");
-
-    for name in original.keys() {
-        // Each resume gets its own copy of the run's checkpoints.
-        let dir = format!("branch-{}", name.trim_end_matches(".json"));
-        std::fs::create_dir(ws.path().join(&dir)).unwrap();
-        for (file, bytes) in &original {
-            std::fs::write(ws.path().join(&dir).join(file), bytes).unwrap();
-        }
-        let resumed_from = read_checkpoint(&ws.path().join(&dir).join(name));
-        let path = format!("{dir}/{name}");
-        let run = ws.superstep(&["resume", &path, "--events", "jsonl"]);
-        run.assert_code(0);
-
-        let after = ws.checkpoint_files(&dir);
-        for (file, bytes) in &original {
-            assert_eq!(
-                after.get(file),
-                Some(bytes),
-                "{file} was changed by the resume"
-            );
-        }
-        let new: Vec<&String> = after
-            .keys()
-            .filter(|f| !original.contains_key(*f))
-            .collect();
-        let remaining = 4 - resumed_from["superstep"].as_u64().unwrap();
-        assert_eq!(
-            new.len() as u64,
-            remaining,
-            "one new checkpoint per superstep run"
-        );
-
-        let started = &run.events_named("run_started")[0];
-        assert_eq!(started["resumed_from"], resumed_from["checkpoint_id"]);
-        if remaining == 0 {
-            assert!(run.events_named("superstep_started").is_empty());
-            continue;
-        }
-        // The new branch's last checkpoint equals the uninterrupted run's.
-        let branch_last = new
-            .iter()
-            .map(|f| read_checkpoint(&ws.path().join(&dir).join(f)))
-            .find(|c| c["status"] == "completed")
-            .expect("the resumed run completed");
-        assert_eq!(states(&branch_last), states(&reference));
-        assert_eq!(branch_last["shared_state"], reference["shared_state"]);
-        assert_eq!(branch_last["outputs"], reference["outputs"]);
-        assert_eq!(branch_last["run_id"], reference["run_id"]);
-        assert_eq!(branch_last["superstep"], 4);
-        assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
-        let first_new = &run.events_named("checkpoint_saved")[0];
-        assert_eq!(first_new["parent_id"], resumed_from["checkpoint_id"]);
-    }
+    assert_every_checkpoint_resumes_like_the_run(&ws);
 }
 
 #[test]
