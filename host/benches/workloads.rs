@@ -1,8 +1,10 @@
 //! The five benchmark workloads of `shared/bench/WORKLOADS.md` (W1 pipeline, W2 ring,
-//! W3 fan-out/fan-in, W4 big state, W5 cold resume), run against this build.
+//! W3 fan-out/fan-in, W4 big state, W5 cold resume), run against this build, and the
+//! three-language pipeline (`languages`).
 //!
-//! `cargo bench -p superstep --bench workloads [-- w1 w3 ...]` runs them (all by
-//! default); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
+//! `cargo bench -p superstep --bench workloads [-- w1 w3 languages ...]` runs them (W1 to
+//! W5 by default; `languages` only when named, since it needs the guest tools of
+//! scripts/install-guest-tools); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
 //! 5 for a reported figure) and `SUPERSTEP_BENCH_DIR` where checkpoints go (default: a
 //! temp dir under the system's). Every workload checks its final output and refuses to
 //! report a figure otherwise.
@@ -12,8 +14,8 @@ use bytes::Bytes;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use superstep::checkpoint::FileStore;
 use superstep::{
@@ -60,6 +62,9 @@ fn main() -> Result<()> {
     }
     if run("w5") {
         bench.w5()?;
+    }
+    if wanted.iter().any(|w| w == "languages") {
+        bench.languages()?;
     }
     Ok(())
 }
@@ -370,6 +375,120 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+impl Bench {
+    /// The three-language pipeline (`polyglot.toml`): process start to exit with a cold
+    /// and a warm compile cache, and the time of one `handle` call per language (one
+    /// message on an instance made for the run; checkpointing off).
+    fn languages(&self) -> Result<()> {
+        let status = Command::new("bash")
+            .arg(repo().join("guest-examples/build-polyglot.sh"))
+            .status()?;
+        ensure!(status.success(), "guest-examples/build-polyglot.sh failed");
+        let polyglot = repo().join("guest-examples/polyglot.toml");
+        let warm_cache = self.fresh_dir("languages-cache-warm")?;
+        run_to_output(&polyglot, &warm_cache, &self.fresh_dir("languages-out")?)?;
+        for (label, warm) in [
+            ("languages: run, compile cache cold", false),
+            ("languages: run, compile cache warm", true),
+        ] {
+            let mut times = Vec::new();
+            for sample in 0..self.samples {
+                let cache = if warm {
+                    warm_cache.clone()
+                } else {
+                    self.fresh_dir(&format!("languages-cache-cold-{sample}"))?
+                };
+                let out = self.fresh_dir(&format!("languages-out-{sample}"))?;
+                times.push(run_to_output(&polyglot, &cache, &out)?.as_secs_f64() * 1e3);
+            }
+            report(label, "ms", times);
+        }
+
+        // The same pipeline with the C `upper`, for the C figure.
+        let text = std::fs::read_to_string(&polyglot)?
+            .replace("components/", "@components@/")
+            .replace("upper_py.wasm", "upper_c.wasm");
+        let with_c = self.manifest("languages-c.toml", &text)?;
+        let mut calls: Vec<(String, Vec<f64>)> = Vec::new();
+        for (manifest, steps) in [
+            (
+                &polyglot,
+                &[
+                    ("upper", "Python"),
+                    ("reverse", "JavaScript"),
+                    ("lower", "Rust"),
+                    ("finalize", "Python"),
+                ][..],
+            ),
+            (&with_c, &[("upper", "C")][..]),
+        ] {
+            let workflow = self.workflow(manifest, 0)?;
+            let durations = Arc::new(Mutex::new(Vec::new()));
+            let sink = durations.clone();
+            let sink = Arc::new(move |event: &Event| {
+                if let Event::ExecutorCompleted {
+                    executor,
+                    duration_us,
+                    ..
+                } = event
+                {
+                    sink.lock().unwrap().push((executor.clone(), *duration_us));
+                }
+            });
+            let store = Arc::new(superstep::checkpoint::MemoryStore::default());
+            for _ in 0..200 {
+                let input = json_input("input", "\"hello world\"");
+                let mut run = workflow.start(input, store.clone(), sink.clone())?;
+                run.set_durability(Durability::Off);
+                complete(&mut run, "\"dlrow olleh\"")?;
+            }
+            let durations = durations.lock().unwrap();
+            for (executor, language) in steps {
+                let values = durations
+                    .iter()
+                    .filter(|(e, _)| e == executor)
+                    .map(|(_, us)| *us as f64)
+                    .collect();
+                calls.push((
+                    format!("languages: one call, {executor} ({language})"),
+                    values,
+                ));
+            }
+        }
+        for (label, values) in calls {
+            report(&label, "us", values);
+        }
+        Ok(())
+    }
+}
+
+/// Spawns `superstep run <manifest>` on the text pipeline's input and times it from
+/// process start to exit, checking its output.
+fn run_to_output(manifest: &Path, cache: &Path, out: &Path) -> Result<Duration> {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .arg("run")
+        .arg(manifest)
+        .args(["--input", "\"hello world\"", "--events", "quiet"])
+        .arg("--checkpoint-dir")
+        .arg(out)
+        .env(superstep::compile_cache::CACHE_ENV, cache)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let elapsed = started.elapsed();
+    ensure!(
+        output.status.success(),
+        "superstep run failed: {}",
+        output.status
+    );
+    ensure!(
+        output.stdout == b"\"dlrow olleh\"\n",
+        "output {:?}: no figure",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    Ok(elapsed)
 }
 
 fn median(values: &[f64]) -> f64 {
