@@ -69,20 +69,29 @@ impl Workflow {
             )));
         }
         let graph = Arc::new(Graph::new(&manifest));
-        let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();
-        let mut components = Vec::with_capacity(manifest.executors.len());
+        // Each distinct file once, in parallel: loading a big component from the compile
+        // cache is mostly hashing and copying, which spreads across cores.
+        let mut distinct: Vec<(&std::path::Path, &str)> = Vec::new();
         for executor in &manifest.executors {
-            let component = match compiled.get(executor.component.as_path()) {
-                Some(component) => component.clone(),
-                None => {
-                    let component =
-                        Arc::new(runtime.sandbox.compile(&executor.component, &executor.id)?);
-                    compiled.insert(&executor.component, component.clone());
-                    component
-                }
-            };
-            components.push(component);
+            if !distinct.iter().any(|(path, _)| *path == executor.component) {
+                distinct.push((&executor.component, &executor.id));
+            }
         }
+        let loaded: Vec<Result<CompiledComponent>> = runtime.pool.install(|| {
+            distinct
+                .par_iter()
+                .map(|(path, executor)| runtime.sandbox.compile(path, executor))
+                .collect()
+        });
+        let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();
+        for ((path, _), component) in distinct.into_iter().zip(loaded) {
+            compiled.insert(path, Arc::new(component?));
+        }
+        let components = manifest
+            .executors
+            .iter()
+            .map(|executor| compiled[executor.component.as_path()].clone())
+            .collect();
         let configs = manifest
             .executors
             .iter()
