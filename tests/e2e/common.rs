@@ -14,36 +14,30 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the example guests once per test process; returns their directory.
+/// Builds the example Rust guests once per test process; returns their directory.
 pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = repo().join("guest-examples/build.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run build.sh");
-        assert!(status.success(), "guest-examples/build.sh failed");
-        repo().join("guest-examples/components")
-    })
+    BUILT.get_or_init(|| build_guests("build.sh"))
 }
 
 /// Builds the Python, JavaScript and C example guests once per test process (with the
 /// tools scripts/install-guest-tools installs); returns their directory.
 pub fn polyglot_components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let script = repo().join("guest-examples/build-polyglot.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("run build-polyglot.sh");
-        assert!(
-            status.success(),
-            "guest-examples/build-polyglot.sh failed (scripts/install-guest-tools installs its tools)"
-        );
-        repo().join("guest-examples/components")
-    })
+    BUILT.get_or_init(|| build_guests("build-polyglot.sh"))
+}
+
+/// Runs a build script of guest-examples/; returns the components' directory.
+fn build_guests(script: &str) -> PathBuf {
+    let status = Command::new("bash")
+        .arg(repo().join("guest-examples").join(script))
+        .status()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        status.success(),
+        "guest-examples/{script} failed (scripts/install-guest-tools installs the guest tools)"
+    );
+    repo().join("guest-examples/components")
 }
 
 /// The compile cache the tests share (under Cargo's temp dir, not the user's cache).
