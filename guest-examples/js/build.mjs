@@ -12,8 +12,14 @@ if (!source || !out) {
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
+const sourcePath = resolve(source);
+const outPath = resolve(out);
+// componentize-js lets the source import modules from the working directory's tree
+// (when the source lies in it) or else only from the source's own directory: work from
+// here, so that an executor in a subdirectory can import the SDK beside this script.
+process.chdir(here);
 const { component } = await componentize({
-  sourcePath: resolve(source),
+  sourcePath,
   witPath: resolve(here, "../../wit"),
   worldName: "executor",
   // The sandbox grants no network; keep the component to the executor world and the
@@ -21,5 +27,5 @@ const { component } = await componentize({
   disableFeatures: ["http", "fetch-event"],
 });
 // Write then rename, so that a reader never sees half a component.
-await writeFile(`${out}.tmp`, component);
-await rename(`${out}.tmp`, out);
+await writeFile(`${outPath}.tmp`, component);
+await rename(`${outPath}.tmp`, outPath);
