@@ -3,6 +3,7 @@
 
 use crate::events::{Event, EventSink, Level};
 use crate::graph::Graph;
+use crate::http::HttpPolicy;
 use crate::manifest::Limits;
 use crate::message::Message;
 use crate::sandbox::bindings::superstep::workflow::{context, types};
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Shared state as committed at a barrier.
 pub type SharedState = BTreeMap<String, Bytes>;
@@ -144,6 +146,9 @@ impl ExecutorContext {
 /// The data of an executor's wasmtime store.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// The executor's outbound HTTP allowlist and limits.
+    pub http_policy: HttpPolicy,
     table: ResourceTable,
     /// The executor's view of the run.
     pub ctx: ExecutorContext,
@@ -153,10 +158,12 @@ pub struct HostState {
 
 impl HostState {
     /// Store data for an executor with the given WASI context.
-    pub fn new(wasi: WasiCtx, ctx: ExecutorContext) -> HostState {
+    pub fn new(wasi: WasiCtx, http_policy: HttpPolicy, ctx: ExecutorContext) -> HostState {
         let limiter = MemoryLimiter::new(ctx.limits.memory_mib);
         HostState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_policy,
             table: ResourceTable::new(),
             ctx,
             limiter,
@@ -229,6 +236,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }

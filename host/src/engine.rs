@@ -56,6 +56,9 @@ pub struct Workflow {
     components: Vec<Arc<CompiledComponent>>,
     /// Per executor index: the config passed to `init`, as JSON.
     configs: Vec<Vec<u8>>,
+    /// Per executor index: whether it may make outbound HTTP requests. Its results are
+    /// journaled even when it is alone in its superstep: its calls may cost money.
+    pays: Vec<bool>,
 }
 
 impl Workflow {
@@ -97,12 +100,14 @@ impl Workflow {
             .iter()
             .map(|e| serde_json::to_vec(&e.config).expect("config is JSON"))
             .collect();
+        let pays = manifest.executors.iter().map(|e| e.grants.http()).collect();
         Ok(Workflow {
             runtime,
             manifest,
             graph,
             components,
             configs,
+            pays,
         })
     }
 
@@ -774,18 +779,23 @@ impl Run<'_> {
     fn superstep(&mut self) -> Result<Option<String>> {
         let superstep = self.superstep;
         let graph = &self.workflow.graph;
-        let active: Vec<String> = (0..self.queues.len())
+        let active: Vec<usize> = (0..self.queues.len())
             .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
-            .map(|i| graph.id(i).to_string())
             .collect();
-        // With more than one executor, each one's results are journaled as it finishes,
-        // so that a crash before the barrier does not cost the finished ones' work.
+        let pays = &self.workflow.pays;
+        // With more than one executor, or one that makes HTTP requests, each one's
+        // results are journaled as it finishes, so that a crash before the barrier does
+        // not cost the finished ones' work (or their paid calls) again.
         let journal = match &self.last_checkpoint {
-            Some(base) if active.len() > 1 && self.durability == Durability::Superstep => {
+            Some(base)
+                if (active.len() > 1 || active.iter().any(|&i| pays[i]))
+                    && self.durability == Durability::Superstep =>
+            {
                 Some(base.clone())
             }
             _ => None,
         };
+        let active = active.iter().map(|&i| graph.id(i).to_string()).collect();
         self.sink.emit(&Event::SuperstepStarted {
             superstep,
             from_checkpoint: self.last_checkpoint.clone(),
@@ -855,6 +865,7 @@ impl Run<'_> {
                         index: i,
                         graph,
                         journal: journal_to,
+                        pays: pays[i],
                     };
                     (i, executor.run(instance, &inbox, shared, sink.as_ref()))
                 };
@@ -1080,6 +1091,8 @@ struct Executing<'a> {
     /// Where to send the results for the journal; the journal writer then reports the
     /// executor complete once they are durable.
     journal: Option<&'a mpsc::Sender<Finished>>,
+    /// Whether the executor may make outbound HTTP requests.
+    pays: bool,
 }
 
 /// Payloads of message bodies, made once per body: a fanned-out message is one buffer
@@ -1103,6 +1116,9 @@ struct Finished {
     index: usize,
     record: JournalRecord,
     duration_us: u64,
+    /// Whether the executor may have made paid calls: then its results are written even
+    /// in the superstep's last batch.
+    pays: bool,
 }
 
 /// How long the journal writer gathers finished executors before one durable append:
@@ -1112,9 +1128,9 @@ const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
 /// Appends finished executors' results to the journal of checkpoint `base` in batches
 /// (one durable write each) and reports each executor complete once its results are
 /// durable. Returns when every executor of the superstep has finished, with the last
-/// batch unwritten when the superstep ended within its window: the barrier's
-/// checkpoint, written next, makes those results durable, and the caller reports them
-/// (index and duration) then.
+/// batch unwritten when the superstep ended within its window and no executor in it
+/// makes HTTP requests: the barrier's checkpoint, written next, makes those results
+/// durable, and the caller reports them (index and duration) then.
 fn write_journal(
     store: &dyn CheckpointStore,
     base: &str,
@@ -1137,7 +1153,7 @@ fn write_journal(
                 }
             }
         }
-        if last {
+        if last && !batch.iter().any(|f| f.pays) {
             return Ok(batch.iter().map(|f| (f.index, f.duration_us)).collect());
         }
         let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch
@@ -1188,6 +1204,7 @@ impl Executing<'_> {
                     index: self.index,
                     record: step.to_journal(self.superstep, id, self.graph),
                     duration_us,
+                    pays: self.pays,
                 };
                 // A closed channel means the writer failed; it reports why.
                 let _ = journal.send(finished);

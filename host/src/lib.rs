@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod graph;
+pub mod http;
 pub mod manifest;
 pub mod message;
 pub mod sandbox;

@@ -2,10 +2,12 @@
 //! config, the edges between them, the start executor and the run's limits.
 
 use crate::error::invalid;
+use crate::http::HostPattern;
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The superstep cap when the manifest sets none.
 pub const DEFAULT_MAX_SUPERSTEPS: u64 = 1000;
@@ -43,12 +45,21 @@ pub struct ExecutorSpec {
 }
 
 /// Capabilities granted to one executor; nothing else is reachable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {
     /// Host directories preopened in the guest.
     pub dirs: Vec<DirGrant>,
     /// Environment variables, resolved when the manifest is loaded.
     pub env: Vec<(String, String)>,
+    /// Where outbound HTTP may go (`wasi:http`); empty refuses every request.
+    pub allowed_hosts: Arc<[HostPattern]>,
+}
+
+impl Grants {
+    /// Whether the executor may make outbound HTTP requests.
+    pub fn http(&self) -> bool {
+        !self.allowed_hosts.is_empty()
+    }
 }
 
 /// A host directory the guest sees at `guest`.
@@ -78,6 +89,13 @@ pub struct Limits {
     pub max_messages_per_call: u64,
     /// The largest snapshot, in bytes.
     pub max_snapshot_bytes: u64,
+    /// Outbound HTTP: the longest wait to connect, for the response's first byte and
+    /// between its bytes, in milliseconds.
+    pub http_timeout_ms: u64,
+    /// Outbound HTTP: the largest response body, in bytes.
+    pub http_max_response_bytes: u64,
+    /// Outbound HTTP: the most requests in flight at once.
+    pub http_max_concurrent: u64,
 }
 
 impl Default for Limits {
@@ -89,6 +107,9 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_messages_per_call: 100_000,
             max_snapshot_bytes: 256 << 20,
+            http_timeout_ms: 60_000,
+            http_max_response_bytes: 16 << 20,
+            http_max_concurrent: 4,
         }
     }
 }
@@ -135,6 +156,8 @@ struct RawExecutor {
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
     limits: RawLimits,
 }
 
@@ -156,6 +179,9 @@ struct RawLimits {
     max_message_bytes: Option<u64>,
     max_messages_per_call: Option<u64>,
     max_snapshot_bytes: Option<u64>,
+    http_timeout_ms: Option<u64>,
+    http_max_response_bytes: Option<u64>,
+    http_max_concurrent: Option<u64>,
 }
 
 impl RawLimits {
@@ -170,6 +196,11 @@ impl RawLimits {
                 .max_messages_per_call
                 .unwrap_or(base.max_messages_per_call),
             max_snapshot_bytes: self.max_snapshot_bytes.unwrap_or(base.max_snapshot_bytes),
+            http_timeout_ms: self.http_timeout_ms.unwrap_or(base.http_timeout_ms),
+            http_max_response_bytes: self
+                .http_max_response_bytes
+                .unwrap_or(base.http_max_response_bytes),
+            http_max_concurrent: self.http_max_concurrent.unwrap_or(base.http_max_concurrent),
         };
         let positive = [
             ("memory_mib", limits.memory_mib),
@@ -178,6 +209,9 @@ impl RawLimits {
             ("max_message_bytes", limits.max_message_bytes),
             ("max_messages_per_call", limits.max_messages_per_call),
             ("max_snapshot_bytes", limits.max_snapshot_bytes),
+            ("http_timeout_ms", limits.http_timeout_ms),
+            ("http_max_response_bytes", limits.http_max_response_bytes),
+            ("http_max_concurrent", limits.http_max_concurrent),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(format!("{field}.{name}: must be at least 1")),
@@ -260,7 +294,20 @@ impl Manifest {
                 .limits
                 .over(default_limits, "limits")
                 .map_err(|why| invalid(at(&why)))?;
-            let mut grants = Grants::default();
+            let allowed_hosts = executor
+                .allowed_hosts
+                .iter()
+                .enumerate()
+                .map(|(n, entry)| {
+                    HostPattern::parse(entry)
+                        .map_err(|why| invalid(at(&format!("allowed_hosts[{n}]: {why}"))))
+                })
+                .collect::<Result<Arc<[HostPattern]>>>()?;
+            let mut grants = Grants {
+                dirs: Vec::new(),
+                env: Vec::new(),
+                allowed_hosts,
+            };
             for (n, grant) in executor.dirs.iter().enumerate() {
                 let grant = dir_grant(dir, grant)
                     .map_err(|why| invalid(at(&format!("dirs[{n}]: {why}"))))?;

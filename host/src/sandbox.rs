@@ -9,6 +9,7 @@ use crate::context::{ExecutorContext, HostState};
 use crate::error::invalid;
 use crate::events::Level;
 use crate::graph::sha256_hex;
+use crate::http::HttpPolicy;
 use crate::manifest::{Grants, Limits};
 use crate::message::{Envelope, Message};
 use anyhow::Result;
@@ -92,6 +93,7 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
             state
         })?;
@@ -201,7 +203,8 @@ impl ExecutorInstance {
                 })?;
         }
         let engine = component.pre.engine();
-        let mut store = Store::new(engine, HostState::new(wasi.build(), ctx));
+        let http = HttpPolicy::new(grants.allowed_hosts.clone(), &limits);
+        let mut store = Store::new(engine, HostState::new(wasi.build(), http, ctx));
         store.limiter(|state| &mut state.limiter);
         let meters_fuel = component.meters_fuel;
         Self::arm(&mut store, limits, meters_fuel)?;
@@ -313,6 +316,10 @@ impl ExecutorInstance {
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
         self.report_stdio();
+        let state = self.store.data_mut();
+        for note in state.http_policy.take_notes() {
+            state.ctx.log(Level::Warn, note);
+        }
         let trap = match result {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(message)) => return Err(format!("{call} returned an error: {message}")),
