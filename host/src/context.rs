@@ -49,16 +49,29 @@ pub struct ExecutorContext {
     messages_this_call: u64,
     /// The limit the guest broke in the current call, if any; the call then traps.
     violation: Option<String>,
+    /// Granted environment values long enough to be secrets, by variable name: they
+    /// are masked in everything this executor reports (logs, failure reasons).
+    secrets: Vec<(String, String)>,
 }
 
+/// Granted environment values shorter than this are not masked (`1`, `true`, a port).
+const SECRET_MIN_LEN: usize = 8;
+
 impl ExecutorContext {
-    /// A context for executor `index` of `graph` under `limits`, reporting to `sink`.
+    /// A context for executor `index` of `graph` under `limits`, reporting to `sink`;
+    /// the values of `env` (its granted variables) never appear in what it reports.
     pub fn new(
         index: usize,
         graph: Arc<Graph>,
         limits: Limits,
+        env: &[(String, String)],
         sink: Arc<dyn EventSink>,
     ) -> ExecutorContext {
+        let secrets = env
+            .iter()
+            .filter(|(_, value)| value.len() >= SECRET_MIN_LEN)
+            .cloned()
+            .collect();
         ExecutorContext {
             index,
             id: graph.id(index).to_string(),
@@ -70,7 +83,18 @@ impl ExecutorContext {
             effects: Effects::default(),
             messages_this_call: 0,
             violation: None,
+            secrets,
         }
+    }
+
+    /// `text` with every granted secret replaced by `[NAME]`.
+    pub fn mask(&self, mut text: String) -> String {
+        for (name, value) in &self.secrets {
+            if text.contains(value.as_str()) {
+                text = text.replace(value.as_str(), &format!("[{name}]"));
+            }
+        }
+        text
     }
 
     /// Starts a handler call: its message count starts from zero.
@@ -138,7 +162,7 @@ impl ExecutorContext {
             superstep: self.superstep,
             executor: self.id.clone(),
             level,
-            text,
+            text: self.mask(text),
         });
     }
 }

@@ -338,7 +338,13 @@ impl Workflow {
     /// A new, uninitialised instance of executor `i` with its grants and limits.
     fn instance(&self, i: usize, sink: &Arc<dyn EventSink>) -> Result<ExecutorInstance> {
         let spec = &self.manifest.executors[i];
-        let ctx = ExecutorContext::new(i, self.graph.clone(), spec.limits, sink.clone());
+        let ctx = ExecutorContext::new(
+            i,
+            self.graph.clone(),
+            spec.limits,
+            &spec.grants.env,
+            sink.clone(),
+        );
         ExecutorInstance::new(&self.components[i], ctx, &spec.grants, spec.limits)
     }
 

@@ -63,7 +63,9 @@ impl HostPattern {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c)));
         if !valid_host {
-            return Err(format!("'{text}': '{host}' is not a host name, address or wildcard"));
+            return Err(format!(
+                "'{text}': '{host}' is not a host name, address or wildcard"
+            ));
         }
         let (port, any_port) = match port {
             None => (None, false),
@@ -275,9 +277,24 @@ mod tests {
 
     #[test]
     fn patterns_match_scheme_host_and_port() {
-        assert!(allows("https://api.openai.com", "https", "api.openai.com", 443));
-        assert!(!allows("https://api.openai.com", "http", "api.openai.com", 80));
-        assert!(!allows("https://api.openai.com", "https", "api.openai.com", 8443));
+        assert!(allows(
+            "https://api.openai.com",
+            "https",
+            "api.openai.com",
+            443
+        ));
+        assert!(!allows(
+            "https://api.openai.com",
+            "http",
+            "api.openai.com",
+            80
+        ));
+        assert!(!allows(
+            "https://api.openai.com",
+            "https",
+            "api.openai.com",
+            8443
+        ));
         assert!(allows("http://127.0.0.1:8080", "http", "127.0.0.1", 8080));
         assert!(!allows("http://127.0.0.1:8080", "http", "127.0.0.1", 8081));
         assert!(allows("*.example.com", "https", "a.b.example.com", 443));
@@ -286,7 +303,12 @@ mod tests {
         assert!(!allows("*.example.com", "https", "evil-example.com", 443));
         assert!(allows("http://localhost:*", "http", "localhost", 1234));
         assert!(allows("https://*", "https", "anything.test", 443));
-        assert!(allows("HTTPS://API.Example.COM/", "https", "api.example.com", 443));
+        assert!(allows(
+            "HTTPS://API.Example.COM/",
+            "https",
+            "api.example.com",
+            443
+        ));
         assert!(allows("http://[::1]:8080", "http", "[::1]", 8080));
     }
 

@@ -315,6 +315,16 @@ impl ExecutorInstance {
         call: &str,
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
+        let settled = self.settle_unmasked(call, result);
+        settled.map_err(|reason| self.store.data().ctx.mask(reason))
+    }
+
+    /// [`Self::settle`] before granted secrets are masked in the reason.
+    fn settle_unmasked<T>(
+        &mut self,
+        call: &str,
+        result: wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, String> {
         self.report_stdio();
         let state = self.store.data_mut();
         for note in state.http_policy.take_notes() {

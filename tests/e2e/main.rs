@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agents;
 mod cli;
 mod crash;
 mod failures;

@@ -1,0 +1,457 @@
+//! Agent executors: outbound HTTP by allowlist and the `chat` executor against a local
+//! OpenAI-compatible server (never the internet), secrets kept out of checkpoints and
+//! events, failed calls resumable, and a call finished before a crash not paid twice.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the test server answers `/v1/chat/completions`.
+#[derive(Clone)]
+enum Mode {
+    /// A deterministic "model": the reply is the prompt's text after `Text: `,
+    /// lower-cased.
+    Lowercase,
+    /// This status with an error body that echoes the authorization header, as some
+    /// APIs do for a bad key.
+    Fail(u16),
+    /// Never answers.
+    Hang,
+    /// A 307 to this URL.
+    Redirect(String),
+    /// A reply with a body of this many bytes.
+    Big(usize),
+}
+
+/// A small OpenAI-compatible server on 127.0.0.1 that counts requests.
+struct ChatServer {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    authorizations: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChatServer {
+    fn start(mode: Mode) -> ChatServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = ChatServer {
+            port: listener.local_addr().unwrap().port(),
+            requests: Arc::default(),
+            mode: Arc::new(Mutex::new(mode)),
+            authorizations: Arc::default(),
+        };
+        let (requests, mode, authorizations) = (
+            server.requests.clone(),
+            server.mode.clone(),
+            server.authorizations.clone(),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (requests, mode, authorizations) =
+                    (requests.clone(), mode.clone(), authorizations.clone());
+                std::thread::spawn(move || serve(stream, &requests, &mode, &authorizations));
+            }
+        });
+        server
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    requests: &AtomicUsize,
+    mode: &Mutex<Mode>,
+    authorizations: &Mutex<Vec<String>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).unwrap();
+    let mut length = 0;
+    let mut authorization = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().unwrap(),
+            "authorization" => {
+                authorization = value.trim().to_string();
+                authorizations.lock().unwrap().push(authorization.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    requests.fetch_add(1, Ordering::SeqCst);
+    let mode = mode.lock().unwrap().clone();
+    let (status, headers, reply) = match mode {
+        Mode::Lowercase => {
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let prompt = request["messages"].as_array().unwrap().last().unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let text = prompt.rsplit_once("Text: ").map_or(&*prompt, |(_, t)| t);
+            let reply = json!({
+                "object": "chat.completion",
+                "model": request["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text.to_lowercase()}}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
+            });
+            (200, String::new(), reply.to_string())
+        }
+        Mode::Fail(status) => (
+            status,
+            String::new(),
+            json!({"error": format!("overloaded; your key: {authorization}")}).to_string(),
+        ),
+        Mode::Hang => {
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        Mode::Redirect(to) => (307, format!("location: {to}\r\n"), String::new()),
+        Mode::Big(size) => (200, String::new(), "x".repeat(size)),
+    };
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+}
+
+/// The key the tests grant; it must reach the server and nowhere else.
+const KEY: &str = "sk-test-5f0e1d2c3b4a59687766554433221100";
+
+/// The notebook's agent pipeline (`agent_pipeline.toml`) pointed at `server`, with
+/// `allowed_hosts` and `limits` for `lower_agent` replaced.
+fn agent_pipeline(ws: &Workspace, server: &ChatServer, allowed: &str, limits: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("guest-examples/agent_pipeline.toml"))
+        .unwrap()
+        .replace("components/", "@components@/")
+        .replace("https://api.openai.com/v1", &server.base_url())
+        .replace("OPENAI_API_KEY", "SUPERSTEP_TEST_KEY")
+        .replace(r#"allowed_hosts = ["https://api.openai.com"]"#, allowed)
+        .replace(
+            "limits = { http_timeout_ms = 60000, http_max_response_bytes = 1048576, http_max_concurrent = 1 }",
+            limits,
+        );
+    let path = ws.manifest("agents.toml", &text);
+    path.to_str().unwrap().to_string()
+}
+
+fn run_with_key(ws: &Workspace, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .args(args)
+        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env("SUPERSTEP_TEST_KEY", KEY)
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    Run::from(output)
+}
+
+fn allow(server: &ChatServer) -> String {
+    format!(r#"allowed_hosts = ["http://127.0.0.1:{}"]"#, server.port)
+}
+
+#[test]
+fn the_notebook_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
+    let run = run_with_key(
+        &ws,
+        &[
+            "run",
+            &manifest,
+            "--input",
+            "\"hello world\"",
+            "--events",
+            "jsonl",
+        ],
+    );
+    run.assert_code(0);
+    assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
+    assert_eq!(server.requests(), 1);
+    assert_eq!(
+        *server.authorizations.lock().unwrap(),
+        [format!("Bearer {KEY}")]
+    );
+    let last = latest_checkpoint(&ws.path().join("checkpoints"));
+    assert_eq!(
+        states(&last)["lower_agent"],
+        json!({"count": 1, "last_input": "Convert the following text to lowercase. Return ONLY the transformed text.\n\nText: DLROW OLLEH", "last_output": "dlrow olleh", "total_tokens": 23})
+    );
+    // The key went to the server, and into no event, log or checkpoint.
+    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY));
+    for (name, bytes) in ws.checkpoint_files("checkpoints") {
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "{name} holds the key"
+        );
+    }
+}
+
+#[test]
+fn requests_to_hosts_not_allowed_are_refused_before_the_network() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let port = server.port;
+    for (allowed, what) in [
+        ("", "no grant"),
+        (r#"allowed_hosts = ["http://127.0.0.1:1"]"#, "another port"),
+        (r#"allowed_hosts = ["https://127.0.0.1"]"#, "another scheme"),
+        (r#"allowed_hosts = ["*.example.com"]"#, "another host"),
+    ] {
+        let manifest = agent_pipeline(&ws, &server, allowed, "");
+        let run = run_with_key(
+            &ws,
+            &[
+                "run",
+                &manifest,
+                "--input",
+                "\"hello world\"",
+                "--events",
+                "jsonl",
+            ],
+        );
+        run.assert_code(1);
+        let failed = &run.events_named("executor_failed")[0];
+        assert_eq!(failed["executor"], "lower_agent", "{what}");
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("the host refused the request (not in allowed_hosts)"),
+            "{what}: {reason}"
+        );
+        let logs = run.events_named("log");
+        assert!(
+            logs.iter().any(|e| e["executor"] == "lower_agent"
+                && e["text"] == format!("HTTP request to http://127.0.0.1:{port} refused: the host is not in allowed_hosts")),
+            "{what}: {logs:?}"
+        );
+    }
+    assert_eq!(server.requests(), 0, "nothing reached the server");
+
+    // A bad entry is a manifest error that names the executor and the entry.
+    let manifest = agent_pipeline(&ws, &server, r#"allowed_hosts = ["ftp://example.com"]"#, "");
+    let refused = run_with_key(&ws, &["validate", &manifest]);
+    refused.assert_code(2).assert_stderr(
+        "('lower_agent').allowed_hosts[0]: 'ftp://example.com': the scheme must be http or https",
+    );
+
+    // A redirect is a new request, checked the same way.
+    server.set_mode(Mode::Redirect(format!(
+        "http://localhost:{port}/v1/chat/completions"
+    )));
+    let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
+    let run = run_with_key(
+        &ws,
+        &[
+            "run",
+            &manifest,
+            "--input",
+            "\"hello world\"",
+            "--events",
+            "jsonl",
+        ],
+    );
+    run.assert_code(1);
+    assert_eq!(server.requests(), 1, "the redirect was not followed");
+    assert!(run.events_named("log").iter().any(|e| e["text"]
+        == format!(
+            "HTTP request to http://localhost:{port} refused: the host is not in allowed_hosts"
+        )));
+}
+
+#[test]
+fn failed_hung_and_oversized_calls_fail_the_executor_and_resume_reaches_the_server_once() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Fail(503));
+    let limits = "limits = { http_timeout_ms = 500, http_max_response_bytes = 4096 }";
+    let manifest = agent_pipeline(&ws, &server, &allow(&server), limits);
+    let run = run_with_key(
+        &ws,
+        &[
+            "run",
+            &manifest,
+            "--input",
+            "\"hello world\"",
+            "--events",
+            "jsonl",
+        ],
+    );
+    run.assert_code(1);
+    let reason = |run: &Run| {
+        run.events_named("executor_failed")[0]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        reason(&run).contains("the chat endpoint answered 503"),
+        "{}",
+        reason(&run)
+    );
+    // The guest's error quotes the key the server echoed; the host masks it.
+    assert!(
+        reason(&run).contains("your key: Bearer [SUPERSTEP_TEST_KEY]"),
+        "{}",
+        reason(&run)
+    );
+    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY));
+    assert_eq!(server.requests(), 1);
+    let resume = |ws: &Workspace| {
+        let latest = ws.superstep(&["checkpoints", "latest"]);
+        latest.assert_code(0);
+        run_with_key(ws, &["resume", latest.stdout.trim(), "--events", "jsonl"])
+    };
+
+    server.set_mode(Mode::Hang);
+    let hung = resume(&ws);
+    hung.assert_code(1);
+    assert!(
+        reason(&hung).contains("timed out (limits.http_timeout_ms)"),
+        "{}",
+        reason(&hung)
+    );
+    assert_eq!(server.requests(), 2);
+
+    server.set_mode(Mode::Big(10_000));
+    let big = resume(&ws);
+    big.assert_code(1);
+    assert!(
+        reason(&big).contains("larger than limits.http_max_response_bytes"),
+        "{}",
+        reason(&big)
+    );
+    assert_eq!(server.requests(), 3);
+
+    // The endpoint is back: the retry reaches it exactly once.
+    server.set_mode(Mode::Lowercase);
+    let done = resume(&ws);
+    done.assert_code(0);
+    assert_eq!(done.outputs(), vec![json!("dlrow olleh")]);
+    assert_eq!(server.requests(), 4);
+}
+
+#[test]
+fn an_agent_call_finished_before_a_crash_is_not_paid_again() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    // The agent and a slow executor share a superstep; the host is killed once the
+    // agent's results are journaled, while the slow one still runs.
+    let manifest = ws.manifest(
+        "crash.toml",
+        &format!(
+            r#"[workflow]
+name = "agent-crash"
+start = "src"
+
+[[executors]]
+id = "src"
+component = "@components@/upper.wasm"
+
+[[executors]]
+id = "agent"
+component = "@components@/chat.wasm"
+env = ["SUPERSTEP_TEST_KEY"]
+allowed_hosts = ["http://127.0.0.1:{port}"]
+config = {{ base_url = "{base}", model = "m", api_key_env = "SUPERSTEP_TEST_KEY" }}
+
+[[executors]]
+id = "slow"
+component = "@components@/probe.wasm"
+config = {{ sleep_ms = 3000 }}
+
+[[executors]]
+id = "out"
+component = "@components@/finalize.wasm"
+
+[[edges]]
+from = "src"
+to = "agent"
+[[edges]]
+from = "src"
+to = "slow"
+[[edges]]
+from = "agent"
+to = "out"
+"#,
+            port = server.port,
+            base = server.base_url()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env("SUPERSTEP_TEST_KEY", KEY)
+        .args([
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            "\"Hello\"",
+            "--threads",
+            "2",
+            "--events",
+            "jsonl",
+        ])
+        .current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "executor_completed" && event["executor"] == "agent" {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(server.requests(), 1);
+
+    let latest = ws.superstep(&["checkpoints", "latest"]);
+    let resumed = run_with_key(
+        &ws,
+        &[
+            "resume",
+            latest.stdout.trim(),
+            "--threads",
+            "2",
+            "--events",
+            "jsonl",
+        ],
+    );
+    resumed.assert_code(0);
+    let events = resumed.events();
+    let skipped: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "executor_skipped")
+        .map(|e| &e["executor"])
+        .collect();
+    assert_eq!(skipped, [&json!("agent")]);
+    assert_eq!(resumed.outputs(), vec![json!("hello")]);
+    assert_eq!(server.requests(), 1, "the paid call was not made again");
+}
