@@ -267,7 +267,15 @@ impl Body for CappedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::HostPattern;
+    use super::{HostPattern, HttpPolicy};
+    use crate::manifest::Limits;
+    use http_body_util::{BodyExt, Empty};
+    use wasmtime_wasi_http::WasiHttpHooks;
+
+    fn request(url: &str) -> http::Request<wasmtime_wasi_http::WasiBody> {
+        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        http::Request::post(url).body(body).unwrap()
+    }
 
     fn allows(pattern: &str, scheme: &str, host: &str, port: u16) -> bool {
         HostPattern::parse(pattern)
@@ -310,6 +318,49 @@ mod tests {
             443
         ));
         assert!(allows("http://[::1]:8080", "http", "[::1]", 8080));
+    }
+
+    #[test]
+    fn the_policy_refuses_unlisted_hosts_and_requests_past_the_concurrency_limit() {
+        let allowed = [HostPattern::parse("http://127.0.0.1:9").unwrap()];
+        let limits = Limits {
+            http_max_concurrent: 1,
+            ..Limits::default()
+        };
+        let mut policy = HttpPolicy::new(allowed.into(), &limits);
+        // Not polled, the first request stays in flight.
+        let first = policy.send_request(
+            request("http://127.0.0.1:9/a"),
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        let _second = policy.send_request(
+            request("http://127.0.0.1:9/b"),
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        let _elsewhere = policy.send_request(
+            request("http://localhost:9/"),
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        assert_eq!(
+            policy.take_notes(),
+            [
+                "HTTP request to http://127.0.0.1:9 refused: limits.http_max_concurrent = 1 requests are in flight",
+                "HTTP request to http://localhost:9 refused: the host is not in allowed_hosts",
+            ]
+        );
+        drop(first);
+        let _third = policy.send_request(
+            request("http://127.0.0.1:9/c"),
+            None,
+            Box::new(async { Ok(()) }),
+        );
+        assert!(
+            policy.take_notes().is_empty(),
+            "the first request's slot is free again"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Where executors run: the wasmtime engine and linker, compiled components, and one
 //! isolated store per executor instance with no capabilities but those the manifest
-//! grants (directories, environment variables), under its limits (memory, time per
-//! call through epoch interruption, optional fuel, message and snapshot sizes). A
-//! guest's stdout and stderr become log events.
+//! grants (directories, environment variables, HTTP hosts), under its limits (memory,
+//! time per call through epoch interruption, optional fuel, message and snapshot
+//! sizes). A guest's stdout and stderr become log events.
 
 use crate::compile_cache::CompileCache;
 use crate::context::{ExecutorContext, HostState};
