@@ -155,7 +155,7 @@ fn agent_pipeline(ws: &Workspace, server: &ChatServer, allowed: &str, limits: &s
         .replace("OPENAI_API_KEY", "SUPERSTEP_TEST_KEY")
         .replace(r#"allowed_hosts = ["https://api.openai.com"]"#, allowed)
         .replace(
-            "limits = { http_timeout_ms = 60000, http_max_response_bytes = 1048576, http_max_concurrent = 1 }",
+            "limits = { call_timeout_ms = 120000, http_timeout_ms = 60000, http_max_response_bytes = 1048576, http_max_concurrent = 1 }",
             limits,
         );
     let path = ws.manifest("agents.toml", &text);
