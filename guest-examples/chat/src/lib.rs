@@ -60,7 +60,9 @@ impl Executor for Chat {
         let response = loop {
             let response = post(&url, key.as_deref(), &body)?;
             match (response.status, &response.location) {
-                (301 | 302 | 303 | 307 | 308, Some(location)) if redirects < config.max_redirects => {
+                (301 | 302 | 303 | 307 | 308, Some(location))
+                    if redirects < config.max_redirects =>
+                {
                     ctx.log(Level::Info, &format!("redirected to {location}"));
                     url = location.clone();
                     redirects += 1;
@@ -188,7 +190,9 @@ fn stream_error(error: StreamError) -> String {
 /// A readable reason for a `wasi:http` error code.
 fn describe(code: &ErrorCode) -> String {
     match code {
-        ErrorCode::HttpRequestDenied => "the host refused the request (not in allowed_hosts)".into(),
+        ErrorCode::HttpRequestDenied => {
+            "the host refused the request (not in allowed_hosts)".into()
+        }
         ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionTimeout => {
             "timed out (limits.http_timeout_ms)".into()
         }
