@@ -56,9 +56,6 @@ pub struct Workflow {
     components: Vec<Arc<CompiledComponent>>,
     /// Per executor index: the config passed to `init`, as JSON.
     configs: Vec<Vec<u8>>,
-    /// Per executor index: whether it may make outbound HTTP requests. Its results are
-    /// journaled even when it is alone in its superstep: its calls may cost money.
-    pays: Vec<bool>,
 }
 
 impl Workflow {
@@ -100,14 +97,12 @@ impl Workflow {
             .iter()
             .map(|e| serde_json::to_vec(&e.config).expect("config is JSON"))
             .collect();
-        let pays = manifest.executors.iter().map(|e| e.grants.http()).collect();
         Ok(Workflow {
             runtime,
             manifest,
             graph,
             components,
             configs,
-            pays,
         })
     }
 
@@ -333,6 +328,12 @@ impl Workflow {
         (0..self.components.len())
             .map(|i| self.instance(i, sink))
             .collect()
+    }
+
+    /// Whether executor `i` may make outbound HTTP requests. Its results are journaled
+    /// even when it is alone in its superstep: its calls may cost money.
+    fn pays(&self, i: usize) -> bool {
+        self.manifest.executors[i].grants.http()
     }
 
     /// A new, uninitialised instance of executor `i` with its grants and limits.
@@ -788,13 +789,13 @@ impl Run<'_> {
         let active: Vec<usize> = (0..self.queues.len())
             .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
             .collect();
-        let pays = &self.workflow.pays;
+        let workflow = self.workflow;
         // With more than one executor, or one that makes HTTP requests, each one's
         // results are journaled as it finishes, so that a crash before the barrier does
         // not cost the finished ones' work (or their paid calls) again.
         let journal = match &self.last_checkpoint {
             Some(base)
-                if (active.len() > 1 || active.iter().any(|&i| pays[i]))
+                if (active.len() > 1 || active.iter().any(|&i| workflow.pays(i)))
                     && self.durability == Durability::Superstep =>
             {
                 Some(base.clone())
@@ -871,7 +872,7 @@ impl Run<'_> {
                         index: i,
                         graph,
                         journal: journal_to,
-                        pays: pays[i],
+                        pays: workflow.pays(i),
                     };
                     (i, executor.run(instance, &inbox, shared, sink.as_ref()))
                 };
