@@ -6,13 +6,13 @@
 
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
-    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
-    RequestRecord, ResponseRecord, Status,
+    BackgroundSave, Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord,
+    QueuedMessage, RequestRecord, ResponseRecord, Status,
 };
 use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
 use crate::error::invalid;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, Gate};
 use crate::graph::Graph;
 use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message, Payload};
@@ -123,6 +123,8 @@ impl Workflow {
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
     ) -> Result<Run<'_>> {
+        let gate = Arc::new(Gate::new(sink));
+        let sink: Arc<dyn EventSink> = gate.clone();
         let mut instances = self.instantiate(&sink)?;
         let mut states = Vec::with_capacity(instances.len());
         for (i, instance) in instances.iter_mut().enumerate() {
@@ -141,7 +143,9 @@ impl Workflow {
         let run = Run {
             workflow: self,
             store,
+            gate,
             sink,
+            in_flight: None,
             run_id: uuid::Uuid::now_v7().to_string(),
             superstep: 0,
             queues,
@@ -172,6 +176,8 @@ impl Workflow {
         sink: Arc<dyn EventSink>,
     ) -> Result<Run<'_>> {
         self.check_fits(&checkpoint, allow_changed_components)?;
+        let gate = Arc::new(Gate::new(sink));
+        let sink: Arc<dyn EventSink> = gate.clone();
         let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
         let decode = |payload: &Payload, field: String| {
             payload
@@ -247,7 +253,9 @@ impl Workflow {
         let run = Run {
             workflow: self,
             store,
+            gate,
             sink,
+            in_flight: None,
             instances,
             run_id: checkpoint.run_id,
             superstep: checkpoint.superstep,
@@ -463,7 +471,13 @@ pub enum Outcome {
 pub struct Run<'w> {
     workflow: &'w Workflow,
     store: Arc<dyn CheckpointStore>,
+    /// In front of the caller's sink: holds a superstep's events back while the
+    /// previous barrier's checkpoint is still being written.
+    gate: Arc<Gate>,
+    /// The gate, as the sink that instances and the engine emit to.
     sink: Arc<dyn EventSink>,
+    /// The latest barrier's checkpoint while it is being written (during `run` only).
+    in_flight: Option<InFlight>,
     instances: Vec<ExecutorInstance>,
     run_id: String,
     /// Supersteps completed: the next one to run.
@@ -486,6 +500,7 @@ pub struct Run<'w> {
     /// Per executor index: the latest snapshot.
     states: Vec<Bytes>,
     outputs: Vec<Output>,
+    /// The latest checkpoint, counting one still in flight.
     last_checkpoint: Option<String>,
     /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
     failure: Option<String>,
@@ -495,7 +510,10 @@ pub struct Run<'w> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Durably at every barrier (and before delivering responses), with the superstep
-    /// journal: a crash loses at most the unfinished executors of one superstep.
+    /// journal. The next superstep runs while a barrier's checkpoint is written, its
+    /// events held back until the checkpoint is durable: a crash loses at most the
+    /// unfinished executors of the running superstep and, while its checkpoint was in
+    /// flight, the barrier before it.
     #[default]
     Superstep,
     /// Once, when the run stops (completes, pauses or fails, at its last good barrier):
@@ -688,6 +706,10 @@ impl Run<'_> {
             );
         }
         let mut outcome = self.run_supersteps();
+        // A checkpoint that could not be saved comes first: the work after it is lost.
+        if let Err(error) = self.settle() {
+            outcome = Err(error);
+        }
         if self.durability == Durability::Exit
             && self.unsaved
             && let Ok(Outcome::Completed | Outcome::Paused { .. } | Outcome::Failed { .. }) =
@@ -790,6 +812,18 @@ impl Run<'_> {
             .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
             .collect();
         let workflow = self.workflow;
+        // Work that reaches outside the sandbox waits until the previous barrier is
+        // durable, so that no crash can make it run twice; other work runs while that
+        // checkpoint is written, its events held back until it is durable.
+        let reaches_outside = active
+            .iter()
+            .any(|&i| workflow.manifest.executors[i].grants.reaches_outside());
+        if reaches_outside {
+            self.settle()?;
+        }
+        if self.in_flight.is_some() {
+            self.gate.hold();
+        }
         // With more than one executor, or one that makes HTTP requests, each one's
         // results are journaled as it finishes, so that a crash before the barrier does
         // not cost the finished ones' work (or their paid calls) again.
@@ -855,6 +889,7 @@ impl Run<'_> {
         let sink = &self.sink;
         let store = self.store.as_ref();
         let pool = &self.workflow.runtime.pool;
+        let base_save = self.in_flight.as_ref().map(|f| f.save.clone());
         type Executed = Vec<(usize, Result<Step, String>)>;
         let (executed, unreported) =
             std::thread::scope(|scope| -> Result<(Executed, Vec<(usize, u64)>)> {
@@ -862,7 +897,15 @@ impl Run<'_> {
                 let writer = journal.as_deref().map(|base| {
                     let sink = sink.as_ref();
                     scope.spawn(move || {
-                        write_journal(store, base, journaled, superstep, graph, sink)
+                        let journal = Journal {
+                            store,
+                            base,
+                            base_save,
+                            superstep,
+                            graph,
+                            sink,
+                        };
+                        journal.write(journaled)
                     })
                 });
                 let journal_to = writer.is_some().then_some(&finished);
@@ -888,6 +931,7 @@ impl Run<'_> {
                 };
                 Ok((executed, unreported))
             })?;
+        self.settle()?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
 
@@ -958,31 +1002,108 @@ impl Run<'_> {
         self.queues = next;
         self.superstep += 1;
         self.unsaved = true;
+        let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
-            let base = self.last_checkpoint.clone();
-            self.save_checkpoint()?;
-            let graph = &self.workflow.graph;
-            report_completed(self.sink.as_ref(), superstep, graph, &unreported);
-            if let Some(base) = base
-                && (journal.is_some() || replayed)
-            {
-                self.store.remove_journal(&base)?;
-            }
+            // Written while the next superstep runs; `settle` reports it.
+            let checkpoint = self.checkpoint();
+            let journal_to_remove = self
+                .last_checkpoint
+                .clone()
+                .filter(|_| journal.is_some() || replayed);
+            self.in_flight = Some(InFlight {
+                checkpoint_id: checkpoint.checkpoint_id.clone(),
+                parent_id: checkpoint.parent_id.clone(),
+                status: checkpoint.status,
+                superstep,
+                queued,
+                unreported,
+                journal_to_remove,
+                save: BackgroundSave::start(
+                    self.store.clone(),
+                    checkpoint,
+                    format!("superstep {superstep}: checkpoint not saved"),
+                ),
+            });
+            self.last_checkpoint = self.in_flight.as_ref().map(|f| f.checkpoint_id.clone());
+            self.unsaved = false;
+        } else {
+            self.sink
+                .emit(&Event::SuperstepCompleted { superstep, queued });
         }
-        self.sink.emit(&Event::SuperstepCompleted {
-            superstep,
-            queued: self.queues.iter().map(Vec::len).sum(),
-        });
         Ok(None)
     }
 
+    /// Waits until the checkpoint in flight, if any, is durable, reports it and lets the
+    /// events held meanwhile through. If it could not be saved, the run's last
+    /// checkpoint is the one before and the held events, of work that built on the
+    /// lost barrier, are dropped.
+    fn settle(&mut self) -> Result<()> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let location = match in_flight.save.wait() {
+            Ok(location) => location,
+            Err(reason) => {
+                self.last_checkpoint = in_flight.parent_id;
+                self.gate.open(&[], true);
+                return Err(anyhow::anyhow!(reason));
+            }
+        };
+        let mut events = vec![Event::CheckpointSaved {
+            checkpoint_id: in_flight.checkpoint_id,
+            parent_id: in_flight.parent_id,
+            superstep: in_flight.superstep + 1,
+            status: in_flight.status.as_str().to_string(),
+            location,
+        }];
+        let graph = &self.workflow.graph;
+        events.extend(completed_events(
+            in_flight.superstep,
+            graph,
+            &in_flight.unreported,
+        ));
+        let removed = match &in_flight.journal_to_remove {
+            Some(base) => self.store.remove_journal(base),
+            None => Ok(()),
+        };
+        if removed.is_ok() {
+            events.push(Event::SuperstepCompleted {
+                superstep: in_flight.superstep,
+                queued: in_flight.queued,
+            });
+        }
+        self.gate.open(&events, removed.is_err());
+        removed
+    }
+
+    /// Saves the run as it stands, now.
     fn save_checkpoint(&mut self) -> Result<()> {
+        let checkpoint = self.checkpoint();
+        let status = checkpoint.status;
+        let location = self
+            .store
+            .save(&checkpoint)
+            .with_context(|| format!("superstep {}: checkpoint not saved", self.superstep - 1))?;
+        self.sink.emit(&Event::CheckpointSaved {
+            checkpoint_id: checkpoint.checkpoint_id.clone(),
+            parent_id: checkpoint.parent_id,
+            superstep: checkpoint.superstep,
+            status: status.as_str().to_string(),
+            location,
+        });
+        self.last_checkpoint = Some(checkpoint.checkpoint_id);
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// The run as it stands, as a checkpoint whose parent is the latest one.
+    fn checkpoint(&self) -> Checkpoint {
         let graph = &self.workflow.graph;
         let queued = self.queues.iter().map(Vec::len).sum::<usize>()
             + self.responses.iter().map(Vec::len).sum::<usize>();
         let status = Status::of(queued, self.pending.len());
         let mut bodies = BodyPayloads::default();
-        let checkpoint = Checkpoint {
+        Checkpoint {
             checkpoint_id: uuid::Uuid::now_v7().to_string(),
             parent_id: self.last_checkpoint.clone(),
             run_id: self.run_id.clone(),
@@ -1066,22 +1187,27 @@ impl Run<'_> {
                     body: Payload::of(&output.message.body),
                 })
                 .collect(),
-        };
-        let location = self
-            .store
-            .save(&checkpoint)
-            .with_context(|| format!("superstep {}: checkpoint not saved", self.superstep - 1))?;
-        self.sink.emit(&Event::CheckpointSaved {
-            checkpoint_id: checkpoint.checkpoint_id.clone(),
-            parent_id: checkpoint.parent_id,
-            superstep: checkpoint.superstep,
-            status: status.as_str().to_string(),
-            location,
-        });
-        self.last_checkpoint = Some(checkpoint.checkpoint_id);
-        self.unsaved = false;
-        Ok(())
+        }
     }
+}
+
+/// The checkpoint of the latest barrier while it is being written, and what reports it
+/// once it is durable.
+struct InFlight {
+    save: BackgroundSave,
+    checkpoint_id: String,
+    /// The checkpoint before: the run's last one if this save fails.
+    parent_id: Option<String>,
+    status: Status,
+    /// The superstep whose barrier it saves.
+    superstep: u64,
+    /// Messages queued for the next superstep.
+    queued: usize,
+    /// Executors of the superstep whose completion this checkpoint makes durable (index,
+    /// duration in µs).
+    unreported: Vec<(usize, u64)>,
+    /// The journal that the checkpoint makes obsolete.
+    journal_to_remove: Option<String>,
 }
 
 /// What an executor gets in a superstep: responses to its requests, then messages.
@@ -1132,58 +1258,84 @@ struct Finished {
 /// many quick executors cost one fsync, and a completion event waits at most this long.
 const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
 
-/// Appends finished executors' results to the journal of checkpoint `base` in batches
-/// (one durable write each) and reports each executor complete once its results are
-/// durable. Returns when every executor of the superstep has finished, with the last
-/// batch unwritten when the superstep ended within its window and no executor in it
-/// makes HTTP requests: the barrier's checkpoint, written next, makes those results
-/// durable, and the caller reports them (index and duration) then.
-fn write_journal(
-    store: &dyn CheckpointStore,
-    base: &str,
-    finished: mpsc::Receiver<Finished>,
+/// The journal of one superstep: where finished executors' results go before the
+/// barrier.
+struct Journal<'a> {
+    store: &'a dyn CheckpointStore,
+    /// The checkpoint the superstep starts from.
+    base: &'a str,
+    /// The save of `base` while it is still being written: nothing is appended before
+    /// it is durable.
+    base_save: Option<BackgroundSave>,
     superstep: u64,
-    graph: &Graph,
-    sink: &dyn EventSink,
-) -> Result<Vec<(usize, u64)>> {
-    while let Ok(first) = finished.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + JOURNAL_WINDOW;
-        let mut last = false;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match finished.recv_timeout(left) {
-                Ok(next) => batch.push(next),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    last = true;
-                    break;
+    graph: &'a Graph,
+    sink: &'a dyn EventSink,
+}
+
+impl Journal<'_> {
+    /// Appends finished executors' results in batches (one durable write each) and
+    /// reports each executor complete once its results are durable. Returns when every
+    /// executor of the superstep has finished, with the last batch unwritten when the
+    /// superstep ended within its window and no executor in it makes HTTP requests: the
+    /// barrier's checkpoint, written next, makes those results durable, and the caller
+    /// reports them (index and duration) then.
+    fn write(mut self, finished: mpsc::Receiver<Finished>) -> Result<Vec<(usize, u64)>> {
+        while let Ok(first) = finished.recv() {
+            let mut batch = vec![first];
+            let deadline = Instant::now() + JOURNAL_WINDOW;
+            let mut last = false;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match finished.recv_timeout(left) {
+                    Ok(next) => batch.push(next),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        last = true;
+                        break;
+                    }
                 }
             }
+            if last && !batch.iter().any(|f| f.pays) {
+                return Ok(batch.iter().map(|f| (f.index, f.duration_us)).collect());
+            }
+            if let Some(save) = self.base_save.take()
+                && save.wait().is_err()
+            {
+                // The run fails with the reason the base was not saved (see
+                // `Run::settle`); a journal without its base would be of no use.
+                return Ok(Vec::new());
+            }
+            let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch
+                .into_iter()
+                .map(|f| ((f.index, f.duration_us), f.record))
+                .unzip();
+            self.store
+                .append_journal(self.base, &records)
+                .context("the superstep's results could not be journaled")?;
+            report_completed(self.sink, self.superstep, self.graph, &done);
         }
-        if last && !batch.iter().any(|f| f.pays) {
-            return Ok(batch.iter().map(|f| (f.index, f.duration_us)).collect());
-        }
-        let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch
-            .into_iter()
-            .map(|f| ((f.index, f.duration_us), f.record))
-            .unzip();
-        store
-            .append_journal(base, &records)
-            .context("the superstep's results could not be journaled")?;
-        report_completed(sink, superstep, graph, &done);
+        Ok(Vec::new())
     }
-    Ok(Vec::new())
 }
 
 /// Emits `executor_completed` for each (executor index, duration in µs).
 fn report_completed(sink: &dyn EventSink, superstep: u64, graph: &Graph, done: &[(usize, u64)]) {
-    for &(index, duration_us) in done {
-        sink.emit(&Event::ExecutorCompleted {
+    for event in completed_events(superstep, graph, done) {
+        sink.emit(&event);
+    }
+}
+
+/// `executor_completed` for each (executor index, duration in µs).
+fn completed_events<'a>(
+    superstep: u64,
+    graph: &'a Graph,
+    done: &'a [(usize, u64)],
+) -> impl Iterator<Item = Event> + 'a {
+    done.iter()
+        .map(move |&(index, duration_us)| Event::ExecutorCompleted {
             superstep,
             executor: graph.id(index).to_string(),
             duration_us,
-        });
-    }
+        })
 }
 
 impl Executing<'_> {

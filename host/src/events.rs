@@ -3,6 +3,7 @@
 
 use crate::message::Payload;
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
 
 /// The severity of a log event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,5 +156,58 @@ pub trait EventSink: Send + Sync {
 impl<F: Fn(&Event) + Send + Sync> EventSink for F {
     fn emit(&self, event: &Event) {
         self(event)
+    }
+}
+
+/// A sink in front of another that can hold events back: while a checkpoint is still
+/// being written, the next superstep already runs, and its events wait here until that
+/// checkpoint is durable, so that the stream reads as if the two had run one after the
+/// other.
+pub(crate) struct Gate {
+    inner: Arc<dyn EventSink>,
+    /// `Some` while holding: the events held, in arrival order.
+    held: Mutex<Option<Vec<Event>>>,
+}
+
+impl Gate {
+    /// A gate in front of `inner`, open.
+    pub(crate) fn new(inner: Arc<dyn EventSink>) -> Gate {
+        Gate {
+            inner,
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Holds every event from now on until [`Gate::open`].
+    pub(crate) fn hold(&self) {
+        let mut held = self.held.lock().expect("event gate lock");
+        held.get_or_insert_with(Vec::new);
+    }
+
+    /// Passes `first` on, then the held events (unless `discard`), and lets events
+    /// through again. Called when no other thread is emitting.
+    pub(crate) fn open(&self, first: &[Event], discard: bool) {
+        let held = self.held.lock().expect("event gate lock").take();
+        for event in first {
+            self.inner.emit(event);
+        }
+        if !discard {
+            for event in held.iter().flatten() {
+                self.inner.emit(event);
+            }
+        }
+    }
+}
+
+impl EventSink for Gate {
+    fn emit(&self, event: &Event) {
+        let mut held = self.held.lock().expect("event gate lock");
+        match held.as_mut() {
+            Some(events) => events.push(event.clone()),
+            None => {
+                drop(held);
+                self.inner.emit(event);
+            }
+        }
     }
 }

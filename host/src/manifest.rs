@@ -60,6 +60,12 @@ impl Grants {
     pub fn http(&self) -> bool {
         !self.allowed_hosts.is_empty()
     }
+
+    /// Whether the executor can change something outside its sandbox that a rerun of
+    /// its superstep would change again: outbound HTTP or a writable directory.
+    pub fn reaches_outside(&self) -> bool {
+        self.http() || self.dirs.iter().any(|dir| dir.writable)
+    }
 }
 
 /// A host directory the guest sees at `guest`.

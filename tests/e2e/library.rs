@@ -204,3 +204,120 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
     );
     Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
 }
+
+/// A memory store whose save of the checkpoint taken after superstep `fail_after`
+/// fails, as a full disk would.
+struct FailingStore {
+    inner: MemoryStore,
+    fail_after: u64,
+}
+
+impl CheckpointStore for FailingStore {
+    fn save(&self, checkpoint: &superstep::Checkpoint) -> anyhow::Result<String> {
+        if checkpoint.superstep == self.fail_after + 1 {
+            anyhow::bail!("No space left on device (injected)");
+        }
+        self.inner.save(checkpoint)
+    }
+    fn load(&self, id: &str) -> anyhow::Result<superstep::Checkpoint> {
+        self.inner.load(id)
+    }
+    fn list(&self) -> anyhow::Result<Vec<superstep::checkpoint::Listed>> {
+        self.inner.list()
+    }
+    fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.inner.delete(id)
+    }
+    fn append_journal(
+        &self,
+        base: &str,
+        records: &[superstep::checkpoint::journal::JournalRecord],
+    ) -> anyhow::Result<()> {
+        self.inner.append_journal(base, records)
+    }
+    fn read_journal(
+        &self,
+        base: &str,
+    ) -> anyhow::Result<Vec<superstep::checkpoint::journal::JournalRecord>> {
+        self.inner.read_journal(base)
+    }
+    fn remove_journal(&self, base: &str) -> anyhow::Result<()> {
+        self.inner.remove_journal(base)
+    }
+}
+
+/// The next superstep runs while a checkpoint is written; when that checkpoint cannot
+/// be written, nothing of the superstep that ran meanwhile shows: the event stream ends
+/// as a run that stopped at the failed save would, and the last checkpoint resumes.
+#[test]
+fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
+    let ws = Workspace::new();
+    let manifest = superstep::Manifest::load(&ws.pipeline()).unwrap();
+    let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let store = Arc::new(FailingStore {
+        inner: MemoryStore::new(),
+        fail_after: 1,
+    });
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let events = events.clone();
+        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
+    };
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello world\""),
+    };
+    let mut run = workflow.start(input, store.clone(), sink.clone()).unwrap();
+    let error = format!("{:#}", run.run().unwrap_err());
+    assert!(
+        error.contains("superstep 1: checkpoint not saved") && error.contains("(injected)"),
+        "{error}"
+    );
+
+    let events = events.lock().unwrap().clone();
+    let saved: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CheckpointSaved { checkpoint_id, .. } => Some(checkpoint_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved.len(), 1, "only superstep 0's checkpoint was saved");
+    assert_eq!(run.last_checkpoint(), Some(saved[0]));
+    // Superstep 2 ran while the failing save was written; none of it shows.
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let tail: Vec<&str> = names
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["executor_completed", "run_failed"], "{names:?}");
+    assert!(events.iter().all(|e| !matches!(
+        e,
+        Event::SuperstepStarted { superstep: 2.., .. }
+            | Event::SuperstepCompleted { superstep: 1.., .. }
+    )));
+    match events.last().unwrap() {
+        Event::RunFailed {
+            last_checkpoint, ..
+        } => assert_eq!(last_checkpoint.as_deref(), Some(saved[0])),
+        other => panic!("{other:?}"),
+    }
+
+    // The last checkpoint resumes to the output of an undisturbed run.
+    let checkpoint = store.load(saved[0]).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut resumed = workflow.resume(checkpoint, false, store, sink).unwrap();
+    assert_eq!(resumed.run().unwrap(), Outcome::Completed);
+    assert_eq!(&resumed.outputs()[0].message.body[..], b"\"dlrow olleh\"");
+}

@@ -7,6 +7,7 @@
 //! inside is trusted. A file store may keep large executor states beside the file as
 //! content-addressed blobs (see [`blobs`]).
 
+mod background;
 pub mod blobs;
 mod diff;
 pub mod journal;
@@ -14,6 +15,7 @@ pub mod lineage;
 mod prune;
 mod store;
 
+pub(crate) use background::BackgroundSave;
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
