@@ -1258,6 +1258,11 @@ struct Finished {
 /// many quick executors cost one fsync, and a completion event waits at most this long.
 const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
 
+/// Nothing is journaled before the superstep has run this long, unless an executor that
+/// makes HTTP requests finished: redoing a few milliseconds of work after a crash costs
+/// less than the fsyncs of a journal, and a quick superstep needs none.
+const JOURNAL_DELAY: Duration = Duration::from_millis(10);
+
 /// The journal of one superstep: where finished executors' results go before the
 /// barrier.
 struct Journal<'a> {
@@ -1273,18 +1278,28 @@ struct Journal<'a> {
 }
 
 impl Journal<'_> {
-    /// Appends finished executors' results in batches (one durable write each) and
-    /// reports each executor complete once its results are durable. Returns when every
+    /// Appends finished executors' results in batches (one durable write each, none
+    /// before [`JOURNAL_DELAY`] unless an HTTP executor finished) and reports each
+    /// executor complete once its results are durable. Returns when every
     /// executor of the superstep has finished, with the last batch unwritten when the
     /// superstep ended within its window and no executor in it makes HTTP requests: the
     /// barrier's checkpoint, written next, makes those results durable, and the caller
     /// reports them (index and duration) then.
     fn write(mut self, finished: mpsc::Receiver<Finished>) -> Result<Vec<(usize, u64)>> {
+        let started = Instant::now();
         while let Ok(first) = finished.recv() {
             let mut batch = vec![first];
-            let deadline = Instant::now() + JOURNAL_WINDOW;
+            let window = Instant::now() + JOURNAL_WINDOW;
             let mut last = false;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            loop {
+                let deadline = if batch.iter().any(|f| f.pays) {
+                    window
+                } else {
+                    window.max(started + JOURNAL_DELAY)
+                };
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
                 match finished.recv_timeout(left) {
                     Ok(next) => batch.push(next),
                     Err(mpsc::RecvTimeoutError::Timeout) => break,

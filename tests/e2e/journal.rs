@@ -197,7 +197,7 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
 fn a_superstep_that_ends_within_the_window_needs_no_journal() {
     let ws = Workspace::new();
     // The fan-out without the slow executor: all finish at once. "At once" means within
-    // the writer's 2 ms window, which a loaded machine can stretch by descheduling a
+    // the superstep's first 10 ms, which a loaded machine can stretch by descheduling a
     // worker: a few attempts get one where the scheduler kept out of the way.
     let manifest = ws.manifest("quick.toml", &FAN_OUT.replace(", sleep_ms = 3000", ""));
     let mut failures = Vec::new();
