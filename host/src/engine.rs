@@ -510,8 +510,9 @@ pub struct Run<'w> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Durably at every barrier (and before delivering responses), with the superstep
-    /// journal. The next superstep runs while a barrier's checkpoint is written, its
-    /// events held back until the checkpoint is durable: a crash loses at most the
+    /// journal. A next superstep with several executors runs while a barrier's
+    /// checkpoint is written, its events held back until the checkpoint is durable:
+    /// a crash loses at most the
     /// unfinished executors of the running superstep and, while its checkpoint was in
     /// flight, the barrier before it.
     #[default]
@@ -1004,7 +1005,17 @@ impl Run<'_> {
         self.unsaved = true;
         let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
-            // Written while the next superstep runs; `settle` reports it.
+            // Written while the next superstep runs when several executors will run in
+            // it, whose work can hide the disk's; otherwise handing the save to another
+            // thread costs more than it overlaps, and it is written here. `settle`
+            // reports it either way.
+            let overlap = self
+                .queues
+                .iter()
+                .zip(&self.responses)
+                .filter(|(queue, responses)| !queue.is_empty() || !responses.is_empty())
+                .count()
+                > 1;
             let checkpoint = self.checkpoint();
             let journal_to_remove = self
                 .last_checkpoint
@@ -1022,10 +1033,14 @@ impl Run<'_> {
                     self.store.clone(),
                     checkpoint,
                     format!("superstep {superstep}: checkpoint not saved"),
+                    overlap,
                 ),
             });
             self.last_checkpoint = self.in_flight.as_ref().map(|f| f.checkpoint_id.clone());
             self.unsaved = false;
+            if !overlap {
+                self.settle()?;
+            }
         } else {
             self.sink
                 .emit(&Event::SuperstepCompleted { superstep, queued });

@@ -246,27 +246,101 @@ impl CheckpointStore for FailingStore {
     }
 }
 
-/// The next superstep runs while a checkpoint is written; when that checkpoint cannot
-/// be written, nothing of the superstep that ran meanwhile shows: the event stream ends
-/// as a run that stopped at the failed save would, and the last checkpoint resumes.
+/// `src -> mid -> (a, b) -> sink`: the checkpoint taken before `a` and `b` run is
+/// written while they run.
+const BRANCHING: &str = r#"
+[workflow]
+name = "branching"
+start = "src"
+[[executors]]
+id = "src"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "work" }] }
+[[executors]]
+id = "mid"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "work" }] }
+[[executors]]
+id = "a"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "done" }] }
+[[executors]]
+id = "b"
+component = "@components@/probe.wasm"
+config = { forward = [{ kind = "done" }] }
+[[executors]]
+id = "sink"
+component = "@components@/probe.wasm"
+config = { yield = true }
+[[edges]]
+from = "src"
+to = "mid"
+[[edges]]
+from = "mid"
+to = "a"
+[[edges]]
+from = "mid"
+to = "b"
+[[edges]]
+from = "a"
+to = "sink"
+[[edges]]
+from = "b"
+to = "sink"
+"#;
+
+/// A superstep with several executors runs while the previous checkpoint is written;
+/// when that checkpoint cannot be written, nothing of the superstep that ran meanwhile
+/// shows: the event stream ends as a run that stopped at the failed save would, and
+/// the last checkpoint resumes.
 #[test]
 fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     let ws = Workspace::new();
-    let manifest = superstep::Manifest::load(&ws.pipeline()).unwrap();
+    let manifest = superstep::Manifest::load(&ws.manifest("branching.toml", BRANCHING)).unwrap();
     let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello\""),
+    };
+    let collect = || {
+        let events = Arc::new(Mutex::new(Vec::<Event>::new()));
+        let sink = {
+            let events = events.clone();
+            Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
+        };
+        (events, sink)
+    };
+
+    let (events, sink) = collect();
+    let store = Arc::new(MemoryStore::new());
+    let mut undisturbed = workflow.start(input.clone(), store, sink).unwrap();
+    assert_eq!(undisturbed.run().unwrap(), Outcome::Completed);
+    // Overlapped or not, every superstep starts after the checkpoint it starts from is
+    // reported saved, and after the superstep before it completed.
+    let mut saved = None;
+    let mut completed = None;
+    for event in events.lock().unwrap().iter() {
+        match event {
+            Event::CheckpointSaved { checkpoint_id, .. } => saved = Some(checkpoint_id.clone()),
+            Event::SuperstepCompleted { superstep, .. } => completed = Some(*superstep),
+            Event::SuperstepStarted {
+                superstep,
+                from_checkpoint,
+                ..
+            } => {
+                assert_eq!(from_checkpoint, &saved, "superstep {superstep}");
+                assert_eq!(completed, superstep.checked_sub(1), "superstep {superstep}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(completed, Some(3));
+
+    let (events, sink) = collect();
     let store = Arc::new(FailingStore {
         inner: MemoryStore::new(),
         fail_after: 1,
     });
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = {
-        let events = events.clone();
-        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
-    };
-    let input = Message {
-        kind: "input".into(),
-        body: Bytes::from_static(b"\"hello world\""),
-    };
     let mut run = workflow.start(input, store.clone(), sink.clone()).unwrap();
     let error = format!("{:#}", run.run().unwrap_err());
     assert!(
@@ -284,28 +358,18 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
         .collect();
     assert_eq!(saved.len(), 1, "only superstep 0's checkpoint was saved");
     assert_eq!(run.last_checkpoint(), Some(saved[0]));
-    // Superstep 2 ran while the failing save was written; none of it shows.
+    // Superstep 2 (a and b) ran while the failing save was written; none of it shows.
     let names: Vec<String> = events
         .iter()
-        .map(|e| {
-            serde_json::to_value(e).unwrap()["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_string())
         .collect();
-    let tail: Vec<&str> = names
-        .iter()
-        .rev()
-        .take(2)
-        .rev()
-        .map(String::as_str)
-        .collect();
+    let tail: Vec<&str> = names.iter().rev().take(2).rev().map(String::as_str).collect();
     assert_eq!(tail, ["executor_completed", "run_failed"], "{names:?}");
     assert!(events.iter().all(|e| !matches!(
         e,
         Event::SuperstepStarted { superstep: 2.., .. }
             | Event::SuperstepCompleted { superstep: 1.., .. }
+            | Event::ExecutorInvoked { superstep: 2.., .. }
     )));
     match events.last().unwrap() {
         Event::RunFailed {
@@ -314,10 +378,12 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
         other => panic!("{other:?}"),
     }
 
-    // The last checkpoint resumes to the output of an undisturbed run.
+    // The last checkpoint resumes to the outputs and states of an undisturbed run.
     let checkpoint = store.load(saved[0]).unwrap();
+    let (_, sink) = collect();
     let store = Arc::new(MemoryStore::new());
     let mut resumed = workflow.resume(checkpoint, false, store, sink).unwrap();
     assert_eq!(resumed.run().unwrap(), Outcome::Completed);
-    assert_eq!(&resumed.outputs()[0].message.body[..], b"\"dlrow olleh\"");
+    assert_eq!(resumed.outputs(), undisturbed.outputs());
+    assert_eq!(resumed.states(), undisturbed.states());
 }

@@ -4,32 +4,39 @@
 use super::{Checkpoint, CheckpointStore};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// A save in progress; clones wait for the same save.
+/// A checkpoint save, possibly still in progress; clones wait for the same save.
 #[derive(Clone)]
 pub(crate) struct BackgroundSave {
     outcome: Arc<(Mutex<Option<Result<String, String>>>, Condvar)>,
 }
 
 impl BackgroundSave {
-    /// Starts saving `checkpoint` to `store`; `what` names it in the error.
+    /// Saves `checkpoint` to `store`, on a thread of its own when `background`, else
+    /// before returning; `what` names it in the error.
     pub(crate) fn start(
         store: Arc<dyn CheckpointStore>,
         checkpoint: Checkpoint,
         what: String,
+        background: bool,
     ) -> BackgroundSave {
         let save = BackgroundSave {
             outcome: Arc::default(),
         };
-        let done = save.clone();
-        let spawned = std::thread::Builder::new()
-            .name("superstep-checkpoint".into())
-            .spawn(move || {
+        let run = {
+            let done = save.clone();
+            move || {
                 let saved = store
                     .save(&checkpoint)
                     .map_err(|error| format!("{what}: {error:#}"));
                 done.finish(saved);
-            });
-        if let Err(error) = spawned {
+            }
+        };
+        if !background {
+            run();
+        } else if let Err(error) = std::thread::Builder::new()
+            .name("superstep-checkpoint".into())
+            .spawn(run)
+        {
             save.finish(Err(format!("cannot start the checkpoint writer: {error}")));
         }
         save
