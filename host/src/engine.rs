@@ -6,8 +6,8 @@
 
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
-    BackgroundSave, Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord,
-    QueuedMessage, RequestRecord, ResponseRecord, Status,
+    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
+    RequestRecord, ResponseRecord, SaveHandle, Status,
 };
 use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
@@ -1029,7 +1029,7 @@ impl Run<'_> {
                 queued,
                 unreported,
                 journal_to_remove,
-                save: BackgroundSave::start(
+                save: SaveHandle::start(
                     self.store.clone(),
                     checkpoint,
                     format!("superstep {superstep}: checkpoint not saved"),
@@ -1209,7 +1209,7 @@ impl Run<'_> {
 /// The checkpoint of the latest barrier while it is being written, and what reports it
 /// once it is durable.
 struct InFlight {
-    save: BackgroundSave,
+    save: SaveHandle,
     checkpoint_id: String,
     /// The checkpoint before: the run's last one if this save fails.
     parent_id: Option<String>,
@@ -1286,7 +1286,7 @@ struct Journal<'a> {
     base: &'a str,
     /// The save of `base` while it is still being written: nothing is appended before
     /// it is durable.
-    base_save: Option<BackgroundSave>,
+    base_save: Option<SaveHandle>,
     superstep: u64,
     graph: &'a Graph,
     sink: &'a dyn EventSink,

@@ -361,9 +361,20 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     // Superstep 2 (a and b) ran while the failing save was written; none of it shows.
     let names: Vec<String> = events
         .iter()
-        .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    let tail: Vec<&str> = names.iter().rev().take(2).rev().map(String::as_str).collect();
+    let tail: Vec<&str> = names
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
     assert_eq!(tail, ["executor_completed", "run_failed"], "{names:?}");
     assert!(events.iter().all(|e| !matches!(
         e,

@@ -1,16 +1,20 @@
-//! A checkpoint save on a thread of its own, so that the next superstep can run while
-//! the disk syncs the previous barrier's checkpoint.
+//! A checkpoint save that may run on a thread of its own, so that the next superstep
+//! can run while the disk syncs the previous barrier's checkpoint.
 
 use super::{Checkpoint, CheckpointStore};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// Where the store put a checkpoint, or why it could not.
+type Saved = Result<String, String>;
+
 /// A checkpoint save, possibly still in progress; clones wait for the same save.
 #[derive(Clone)]
-pub(crate) struct BackgroundSave {
-    outcome: Arc<(Mutex<Option<Result<String, String>>>, Condvar)>,
+pub(crate) struct SaveHandle {
+    /// `None` until the save finished; the condvar announces it.
+    outcome: Arc<(Mutex<Option<Saved>>, Condvar)>,
 }
 
-impl BackgroundSave {
+impl SaveHandle {
     /// Saves `checkpoint` to `store`, on a thread of its own when `background`, else
     /// before returning; `what` names it in the error.
     pub(crate) fn start(
@@ -18,8 +22,8 @@ impl BackgroundSave {
         checkpoint: Checkpoint,
         what: String,
         background: bool,
-    ) -> BackgroundSave {
-        let save = BackgroundSave {
+    ) -> SaveHandle {
+        let save = SaveHandle {
             outcome: Arc::default(),
         };
         let run = {
@@ -42,7 +46,7 @@ impl BackgroundSave {
         save
     }
 
-    fn finish(&self, saved: Result<String, String>) {
+    fn finish(&self, saved: Saved) {
         let (outcome, done) = &*self.outcome;
         *outcome.lock().expect("checkpoint save lock") = Some(saved);
         done.notify_all();
@@ -50,7 +54,7 @@ impl BackgroundSave {
 
     /// Waits until the checkpoint is durable; returns where the store put it, or why it
     /// could not.
-    pub(crate) fn wait(&self) -> Result<String, String> {
+    pub(crate) fn wait(&self) -> Saved {
         let (outcome, done) = &*self.outcome;
         let finished = done
             .wait_while(outcome.lock().expect("checkpoint save lock"), |outcome| {
