@@ -1016,28 +1016,16 @@ impl Run<'_> {
                 .filter(|(queue, responses)| !queue.is_empty() || !responses.is_empty())
                 .count()
                 > 1;
-            let checkpoint = self.checkpoint();
-            let journal_to_remove = self
-                .last_checkpoint
-                .clone()
-                .filter(|_| journal.is_some() || replayed);
-            self.in_flight = Some(InFlight {
-                checkpoint_id: checkpoint.checkpoint_id.clone(),
-                parent_id: checkpoint.parent_id.clone(),
-                status: checkpoint.status,
+            let barrier = Barrier {
                 superstep,
                 queued,
                 unreported,
-                journal_to_remove,
-                save: SaveHandle::start(
-                    self.store.clone(),
-                    checkpoint,
-                    format!("superstep {superstep}: checkpoint not saved"),
-                    overlap,
-                ),
-            });
-            self.last_checkpoint = self.in_flight.as_ref().map(|f| f.checkpoint_id.clone());
-            self.unsaved = false;
+                journal_to_remove: self
+                    .last_checkpoint
+                    .clone()
+                    .filter(|_| journal.is_some() || replayed),
+            };
+            self.start_save(Some(barrier), overlap);
             if !overlap {
                 self.settle()?;
             }
@@ -1067,24 +1055,28 @@ impl Run<'_> {
         let mut events = vec![Event::CheckpointSaved {
             checkpoint_id: in_flight.checkpoint_id,
             parent_id: in_flight.parent_id,
-            superstep: in_flight.superstep + 1,
+            superstep: in_flight.superstep,
             status: in_flight.status.as_str().to_string(),
             location,
         }];
+        let Some(barrier) = in_flight.barrier else {
+            self.gate.open(&events, false);
+            return Ok(());
+        };
         let graph = &self.workflow.graph;
         events.extend(completed_events(
-            in_flight.superstep,
+            barrier.superstep,
             graph,
-            &in_flight.unreported,
+            &barrier.unreported,
         ));
-        let removed = match &in_flight.journal_to_remove {
+        let removed = match &barrier.journal_to_remove {
             Some(base) => self.store.remove_journal(base),
             None => Ok(()),
         };
         if removed.is_ok() {
             events.push(Event::SuperstepCompleted {
-                superstep: in_flight.superstep,
-                queued: in_flight.queued,
+                superstep: barrier.superstep,
+                queued: barrier.queued,
             });
         }
         self.gate.open(&events, removed.is_err());
@@ -1093,22 +1085,28 @@ impl Run<'_> {
 
     /// Saves the run as it stands, now.
     fn save_checkpoint(&mut self) -> Result<()> {
+        self.start_save(None, false);
+        self.settle()
+    }
+
+    /// Starts saving the run as it stands (at `barrier`, if it is a barrier's save), on
+    /// a thread of its own when `background`; [`Run::settle`] waits for it and reports it.
+    fn start_save(&mut self, barrier: Option<Barrier>, background: bool) {
         let checkpoint = self.checkpoint();
-        let status = checkpoint.status;
-        let location = self
-            .store
-            .save(&checkpoint)
-            .with_context(|| format!("superstep {}: checkpoint not saved", self.superstep - 1))?;
-        self.sink.emit(&Event::CheckpointSaved {
-            checkpoint_id: checkpoint.checkpoint_id.clone(),
-            parent_id: checkpoint.parent_id,
-            superstep: checkpoint.superstep,
-            status: status.as_str().to_string(),
-            location,
-        });
-        self.last_checkpoint = Some(checkpoint.checkpoint_id);
+        let what = match &barrier {
+            Some(barrier) => format!("superstep {}: checkpoint not saved", barrier.superstep),
+            None => format!("checkpoint before superstep {}: not saved", self.superstep),
+        };
+        self.last_checkpoint = Some(checkpoint.checkpoint_id.clone());
         self.unsaved = false;
-        Ok(())
+        self.in_flight = Some(InFlight {
+            checkpoint_id: checkpoint.checkpoint_id.clone(),
+            parent_id: checkpoint.parent_id.clone(),
+            status: checkpoint.status,
+            superstep: checkpoint.superstep,
+            barrier,
+            save: SaveHandle::start(self.store.clone(), checkpoint, what, background),
+        });
     }
 
     /// The run as it stands, as a checkpoint whose parent is the latest one.
@@ -1206,19 +1204,27 @@ impl Run<'_> {
     }
 }
 
-/// The checkpoint of the latest barrier while it is being written, and what reports it
-/// once it is durable.
+/// The latest checkpoint while it is being written, and what reports it once it is
+/// durable.
 struct InFlight {
     save: SaveHandle,
     checkpoint_id: String,
     /// The checkpoint before: the run's last one if this save fails.
     parent_id: Option<String>,
     status: Status,
-    /// The superstep whose barrier it saves.
+    /// The checkpoint's superstep: the next one to run.
+    superstep: u64,
+    /// Set when the checkpoint is a barrier's.
+    barrier: Option<Barrier>,
+}
+
+/// What reports a barrier complete once its checkpoint is durable.
+struct Barrier {
+    /// The superstep whose barrier it is.
     superstep: u64,
     /// Messages queued for the next superstep.
     queued: usize,
-    /// Executors of the superstep whose completion this checkpoint makes durable (index,
+    /// Executors of the superstep whose completion the checkpoint makes durable (index,
     /// duration in µs).
     unreported: Vec<(usize, u64)>,
     /// The journal that the checkpoint makes obsolete.
