@@ -205,16 +205,18 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
     Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
 }
 
-/// A memory store whose save of the checkpoint taken after superstep `fail_after`
-/// fails, as a full disk would.
+/// A memory store that fails, as a full disk would: the save of the checkpoint taken
+/// after superstep `fail_save_after`, and every journal append if `fail_journal`.
+#[derive(Default)]
 struct FailingStore {
     inner: MemoryStore,
-    fail_after: u64,
+    fail_save_after: Option<u64>,
+    fail_journal: bool,
 }
 
 impl CheckpointStore for FailingStore {
     fn save(&self, checkpoint: &superstep::Checkpoint) -> anyhow::Result<String> {
-        if checkpoint.superstep == self.fail_after + 1 {
+        if Some(checkpoint.superstep) == self.fail_save_after.map(|s| s + 1) {
             anyhow::bail!("No space left on device (injected)");
         }
         self.inner.save(checkpoint)
@@ -233,6 +235,9 @@ impl CheckpointStore for FailingStore {
         base: &str,
         records: &[superstep::checkpoint::journal::JournalRecord],
     ) -> anyhow::Result<()> {
+        if self.fail_journal {
+            anyhow::bail!("No space left on device (injected)");
+        }
         self.inner.append_journal(base, records)
     }
     fn read_journal(
@@ -338,8 +343,8 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
 
     let (events, sink) = collect();
     let store = Arc::new(FailingStore {
-        inner: MemoryStore::new(),
-        fail_after: 1,
+        fail_save_after: Some(1),
+        ..FailingStore::default()
     });
     let mut run = workflow.start(input, store.clone(), sink.clone()).unwrap();
     let error = format!("{:#}", run.run().unwrap_err());
@@ -397,4 +402,70 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     assert_eq!(resumed.run().unwrap(), Outcome::Completed);
     assert_eq!(resumed.outputs(), undisturbed.outputs());
     assert_eq!(resumed.states(), undisturbed.states());
+}
+
+/// A journal that cannot be appended to fails the run with that reason before the
+/// barrier; the checkpoint the superstep started from stays the last one and resumes.
+#[test]
+fn a_journal_that_cannot_be_written_fails_the_run_before_the_barrier() {
+    let ws = Workspace::new();
+    // `b` is slow, so `a`'s results are journaled while `b` still runs.
+    let text = BRANCHING.replace(
+        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
+        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }], sleep_ms = 300 }",
+    );
+    assert_ne!(text, BRANCHING);
+    let manifest = superstep::Manifest::load(&ws.manifest("slow-b.toml", &text)).unwrap();
+    let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let events = Arc::new(Mutex::new(Vec::<Event>::new()));
+    let sink = {
+        let events = events.clone();
+        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
+    };
+    let store = Arc::new(FailingStore {
+        fail_journal: true,
+        ..FailingStore::default()
+    });
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello\""),
+    };
+    let mut run = workflow.start(input, store.clone(), sink.clone()).unwrap();
+    let error = format!("{:#}", run.run().unwrap_err());
+    assert!(
+        error.contains("could not be journaled") && error.contains("(injected)"),
+        "{error}"
+    );
+    let events = events.lock().unwrap().clone();
+    // Supersteps 0 and 1 were saved; superstep 2 (a and b) never reached its barrier.
+    let saved: Vec<(&str, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CheckpointSaved {
+                checkpoint_id,
+                superstep,
+                ..
+            } => Some((checkpoint_id.as_str(), *superstep)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved.iter().map(|s| s.1).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(run.last_checkpoint(), Some(saved[1].0));
+    assert!(events.iter().all(|e| !matches!(
+        e,
+        Event::SuperstepCompleted { superstep: 2.., .. }
+            | Event::ExecutorCompleted { superstep: 2.., .. }
+    )));
+    assert!(matches!(
+        events.last().unwrap(),
+        Event::RunFailed { last_checkpoint, .. } if last_checkpoint.as_deref() == Some(saved[1].0)
+    ));
+    // A run refuses to go on after a host-side failure; its last checkpoint resumes.
+    assert!(run.run().is_err());
+    let checkpoint = store.load(saved[1].0).unwrap();
+    let mut resumed = workflow
+        .resume(checkpoint, false, Arc::new(MemoryStore::new()), sink)
+        .unwrap();
+    assert_eq!(resumed.run().unwrap(), Outcome::Completed);
+    assert_eq!(resumed.outputs().len(), 2);
 }
