@@ -3,7 +3,17 @@
 use crate::common::*;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
-use superstep::{CheckpointStore, Event, MemoryStore, Message, Outcome, Runtime, Workflow};
+use superstep::{
+    CheckpointStore, Event, EventSink, MemoryStore, Message, Outcome, Runtime, Workflow,
+};
+
+/// A sink that keeps every event, and the events it kept.
+fn collecting_sink() -> (Arc<Mutex<Vec<Event>>>, Arc<dyn EventSink>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let kept = events.clone();
+    let sink = Arc::new(move |e: &Event| kept.lock().unwrap().push(e.clone()));
+    (events, sink)
+}
 
 #[test]
 fn runs_and_resumes_in_process_with_memory_storage() {
@@ -11,11 +21,7 @@ fn runs_and_resumes_in_process_with_memory_storage() {
     let manifest = superstep::Manifest::load(&ws.pipeline()).unwrap();
     let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
     let store = Arc::new(MemoryStore::new());
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = {
-        let events = events.clone();
-        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
-    };
+    let (events, sink) = collecting_sink();
     let input = |text: &str| Message {
         kind: "input".into(),
         body: Bytes::from(serde_json::to_vec(text).unwrap()),
@@ -307,16 +313,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
         kind: "input".into(),
         body: Bytes::from_static(b"\"hello\""),
     };
-    let collect = || {
-        let events = Arc::new(Mutex::new(Vec::<Event>::new()));
-        let sink = {
-            let events = events.clone();
-            Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
-        };
-        (events, sink)
-    };
-
-    let (events, sink) = collect();
+    let (events, sink) = collecting_sink();
     let store = Arc::new(MemoryStore::new());
     let mut undisturbed = workflow.start(input.clone(), store, sink).unwrap();
     assert_eq!(undisturbed.run().unwrap(), Outcome::Completed);
@@ -341,7 +338,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     }
     assert_eq!(completed, Some(3));
 
-    let (events, sink) = collect();
+    let (events, sink) = collecting_sink();
     let store = Arc::new(FailingStore {
         fail_save_after: Some(1),
         ..FailingStore::default()
@@ -396,7 +393,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
 
     // The last checkpoint resumes to the outputs and states of an undisturbed run.
     let checkpoint = store.load(saved[0]).unwrap();
-    let (_, sink) = collect();
+    let (_, sink) = collecting_sink();
     let store = Arc::new(MemoryStore::new());
     let mut resumed = workflow.resume(checkpoint, false, store, sink).unwrap();
     assert_eq!(resumed.run().unwrap(), Outcome::Completed);
@@ -417,11 +414,7 @@ fn a_journal_that_cannot_be_written_fails_the_run_before_the_barrier() {
     assert_ne!(text, BRANCHING);
     let manifest = superstep::Manifest::load(&ws.manifest("slow-b.toml", &text)).unwrap();
     let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
-    let events = Arc::new(Mutex::new(Vec::<Event>::new()));
-    let sink = {
-        let events = events.clone();
-        Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
-    };
+    let (events, sink) = collecting_sink();
     let store = Arc::new(FailingStore {
         fail_journal: true,
         ..FailingStore::default()
