@@ -173,6 +173,30 @@ fn run_with_key(ws: &Workspace, args: &[&str]) -> Run {
     Run::from(output)
 }
 
+/// Runs the agent pipeline of `manifest` on "hello world", with the key granted.
+fn run_agent_pipeline(ws: &Workspace, manifest: &str) -> Run {
+    let args = [
+        "run",
+        manifest,
+        "--input",
+        "\"hello world\"",
+        "--events",
+        "jsonl",
+    ];
+    run_with_key(ws, &args)
+}
+
+/// Asserts that `run` logged the refusal of a request to `origin` by lower_agent.
+fn assert_refused(run: &Run, origin: &str, what: &str) {
+    let logs = run.events_named("log");
+    let refusal = format!("HTTP request to {origin} refused: the host is not in allowed_hosts");
+    assert!(
+        logs.iter()
+            .any(|e| e["executor"] == "lower_agent" && e["text"] == refusal),
+        "{what}: {logs:?}"
+    );
+}
+
 fn allow(server: &ChatServer) -> String {
     format!(r#"allowed_hosts = ["http://127.0.0.1:{}"]"#, server.port)
 }
@@ -182,17 +206,7 @@ fn the_notebook_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out(
     let ws = Workspace::new();
     let server = ChatServer::start(Mode::Lowercase);
     let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
-    let run = run_with_key(
-        &ws,
-        &[
-            "run",
-            &manifest,
-            "--input",
-            "\"hello world\"",
-            "--events",
-            "jsonl",
-        ],
-    );
+    let run = run_agent_pipeline(&ws, &manifest);
     run.assert_code(0);
     assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
     assert_eq!(server.requests(), 1);
@@ -227,17 +241,7 @@ fn requests_to_hosts_not_allowed_are_refused_before_the_network() {
         (r#"allowed_hosts = ["*.example.com"]"#, "another host"),
     ] {
         let manifest = agent_pipeline(&ws, &server, allowed, "");
-        let run = run_with_key(
-            &ws,
-            &[
-                "run",
-                &manifest,
-                "--input",
-                "\"hello world\"",
-                "--events",
-                "jsonl",
-            ],
-        );
+        let run = run_agent_pipeline(&ws, &manifest);
         run.assert_code(1);
         let failed = &run.events_named("executor_failed")[0];
         assert_eq!(failed["executor"], "lower_agent", "{what}");
@@ -246,12 +250,7 @@ fn requests_to_hosts_not_allowed_are_refused_before_the_network() {
             reason.contains("the host refused the request (not in allowed_hosts)"),
             "{what}: {reason}"
         );
-        let logs = run.events_named("log");
-        assert!(
-            logs.iter().any(|e| e["executor"] == "lower_agent"
-                && e["text"] == format!("HTTP request to http://127.0.0.1:{port} refused: the host is not in allowed_hosts")),
-            "{what}: {logs:?}"
-        );
+        assert_refused(&run, &format!("http://127.0.0.1:{port}"), what);
     }
     assert_eq!(server.requests(), 0, "nothing reached the server");
 
@@ -267,23 +266,10 @@ fn requests_to_hosts_not_allowed_are_refused_before_the_network() {
         "http://localhost:{port}/v1/chat/completions"
     )));
     let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
-    let run = run_with_key(
-        &ws,
-        &[
-            "run",
-            &manifest,
-            "--input",
-            "\"hello world\"",
-            "--events",
-            "jsonl",
-        ],
-    );
+    let run = run_agent_pipeline(&ws, &manifest);
     run.assert_code(1);
     assert_eq!(server.requests(), 1, "the redirect was not followed");
-    assert!(run.events_named("log").iter().any(|e| e["text"]
-        == format!(
-            "HTTP request to http://localhost:{port} refused: the host is not in allowed_hosts"
-        )));
+    assert_refused(&run, &format!("http://localhost:{port}"), "redirect");
 }
 
 #[test]
@@ -292,17 +278,7 @@ fn failed_hung_and_oversized_calls_fail_the_executor_and_resume_reaches_the_serv
     let server = ChatServer::start(Mode::Fail(503));
     let limits = "limits = { http_timeout_ms = 500, http_max_response_bytes = 4096 }";
     let manifest = agent_pipeline(&ws, &server, &allow(&server), limits);
-    let run = run_with_key(
-        &ws,
-        &[
-            "run",
-            &manifest,
-            "--input",
-            "\"hello world\"",
-            "--events",
-            "jsonl",
-        ],
-    );
+    let run = run_agent_pipeline(&ws, &manifest);
     run.assert_code(1);
     let reason = |run: &Run| {
         run.events_named("executor_failed")[0]["reason"]
