@@ -7,7 +7,7 @@
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
     Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
-    RequestRecord, ResponseRecord, SaveHandle, Status,
+    RequestRecord, ResponseRecord, SHARED_BODY_MIN_SIZE, SaveHandle, Status,
 };
 use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
@@ -1115,7 +1115,7 @@ impl Run<'_> {
         let queued = self.queues.iter().map(Vec::len).sum::<usize>()
             + self.responses.iter().map(Vec::len).sum::<usize>();
         let status = Status::of(queued, self.pending.len());
-        let mut bodies = BodyPayloads::default();
+        let mut bodies = BodyPayloads::new(self.queues.iter().flatten().map(|e| &e.message.body));
         Checkpoint {
             checkpoint_id: uuid::Uuid::now_v7().to_string(),
             parent_id: self.last_checkpoint.clone(),
@@ -1162,6 +1162,7 @@ impl Run<'_> {
                     (graph.id(i).to_string(), messages)
                 })
                 .collect(),
+            shared_bodies: bodies.shared,
             pending_requests: self
                 .pending
                 .iter()
@@ -1249,20 +1250,49 @@ struct Executing<'a> {
     pays: bool,
 }
 
-/// Payloads of message bodies, made once per body: a fanned-out message is one buffer
-/// queued for many receivers, and its JSON is checked once.
-#[derive(Default)]
+/// Payloads of queued message bodies, made once per body buffer. A fanned-out message
+/// is one buffer queued for many receivers: if it has [`SHARED_BODY_MIN_SIZE`] bytes or
+/// more, it is written once, in the checkpoint's `shared_bodies`, and each receiver's
+/// queue refers to it.
 struct BodyPayloads {
+    /// How many times each buffer (address, length) is queued.
+    receivers: HashMap<(usize, usize), usize>,
     made: HashMap<(usize, usize), Payload>,
+    shared: Vec<Payload>,
 }
 
 impl BodyPayloads {
-    fn payload(&mut self, body: &Bytes) -> Payload {
-        self.made
-            .entry((body.as_ptr() as usize, body.len()))
-            .or_insert_with(|| Payload::of(body))
-            .clone()
+    fn new<'a>(queued: impl Iterator<Item = &'a Bytes>) -> BodyPayloads {
+        let mut receivers = HashMap::new();
+        for body in queued {
+            *receivers.entry(buffer(body)).or_default() += 1;
+        }
+        BodyPayloads {
+            receivers,
+            made: HashMap::new(),
+            shared: Vec::new(),
+        }
     }
+
+    fn payload(&mut self, body: &Bytes) -> Payload {
+        let key = buffer(body);
+        if let Some(made) = self.made.get(&key) {
+            return made.clone();
+        }
+        let payload = if body.len() >= SHARED_BODY_MIN_SIZE && self.receivers[&key] > 1 {
+            self.shared.push(Payload::of(body));
+            Payload::Shared(self.shared.len() - 1)
+        } else {
+            Payload::of(body)
+        };
+        self.made.insert(key, payload.clone());
+        payload
+    }
+}
+
+/// Identifies a body's buffer: clones of one message share it.
+fn buffer(body: &Bytes) -> (usize, usize) {
+    (body.as_ptr() as usize, body.len())
 }
 
 /// A finished executor's results on their way into the journal.

@@ -51,6 +51,10 @@ pub enum Payload {
     /// The bytes are kept beside the checkpoint file, named by their digest; the
     /// checkpoint store that wrote the file resolves it.
     Blob(BlobRef),
+    /// A body queued for several executors, written once as entry `n` of the
+    /// checkpoint's `shared_bodies`; only in queued bodies, and reading a checkpoint
+    /// puts the body in its place.
+    Shared(usize),
 }
 
 /// Bytes kept outside a document, named by their content.
@@ -85,13 +89,15 @@ impl Payload {
         (raw.get().len() == text.len()).then_some(Payload::Json(raw))
     }
 
-    /// The number of bytes the payload stands for (for a blob, its recorded size).
+    /// The number of bytes the payload stands for (for a blob, its recorded size; for
+    /// a shared body, which this payload does not hold, 0).
     pub fn len(&self) -> usize {
         match self {
             Payload::Json(raw) => raw.get().len(),
             Payload::Base64(text) => text.len() / 4 * 3,
             Payload::Raw(bytes) => bytes.len(),
             Payload::Blob(blob) => blob.size as usize,
+            Payload::Shared(_) => 0,
         }
     }
 
@@ -107,6 +113,7 @@ impl Payload {
             Payload::Base64(b64) => format!("(base64) {b64}"),
             Payload::Raw(bytes) => format!("(base64) {}", BASE64.encode(bytes)),
             Payload::Blob(blob) => format!("(blob {}, {} bytes)", blob.digest, blob.size),
+            Payload::Shared(n) => format!("(shared body {n})"),
         }
     }
 
@@ -122,6 +129,9 @@ impl Payload {
             Payload::Blob(blob) => Err(format!(
                 "the bytes are kept in blob {}, which only a checkpoint store can read",
                 blob.digest
+            )),
+            Payload::Shared(n) => Err(format!(
+                "a reference to shared body {n}, which only a queued message may hold"
             )),
         }
     }

@@ -162,7 +162,7 @@ fn bad_checkpoint_files_are_refused_and_nothing_changes() {
         ),
         (
             "wrong version",
-            good.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
+            good.replacen("\"format_version\": 2", "\"format_version\": 99", 1),
             "checkpoint format version 99 is not supported",
         ),
         (

@@ -1,7 +1,8 @@
 //! Damaged, tampered and cut-short checkpoints, blobs, export and blob collection.
 
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::path::PathBuf;
 
 /// A completed 4-station ring of `limit` hops whose station n1 keeps its state in a
 /// blob; returns the workspace and the file of the checkpoint after superstep 3.
@@ -268,9 +269,11 @@ fn prune_collects_blobs_no_kept_checkpoint_refers_to() {
     .assert_stderr("nowhere: no such checkpoint directory");
 }
 
-#[test]
-fn a_fanned_out_body_is_kept_once_as_a_blob() {
-    let ws = Workspace::new();
+/// Runs `src` -> {`a`, `b`} (probe stations, which keep what they receive) with a string
+/// input of `len` characters; returns the first checkpoint (the body queued for both),
+/// its file and its id, after checking that resuming it delivers the body to both and
+/// that `checkpoints export` folds it back into each queue.
+fn fan_out(ws: &Workspace, len: usize) -> (Value, PathBuf, String) {
     let manifest = ws.manifest(
         "fan.toml",
         r#"
@@ -300,7 +303,7 @@ from = "src"
 to = "b"
 "#,
     );
-    let input = serde_json::to_string(&"x".repeat(3000)).unwrap();
+    let input = serde_json::to_string(&"x".repeat(len)).unwrap();
     let run = ws.superstep(&[
         "run",
         manifest.to_str().unwrap(),
@@ -313,48 +316,75 @@ to = "b"
     let first = &run.events_named("checkpoint_saved")[0];
     let file = ws.path().join(first["location"].as_str().unwrap());
     let checkpoint = read_checkpoint(&file);
-    let a = &checkpoint["queued"]["a"][0]["body"]["blob"];
-    assert!(a["digest"].is_string(), "{checkpoint:#}");
-    assert_eq!(a, &checkpoint["queued"]["b"][0]["body"]["blob"]);
-    // The state of `src` holds the body once; the two queued copies are references.
-    assert!(std::fs::metadata(&file).unwrap().len() < 6000);
-    assert_eq!(
-        std::fs::read_dir(ws.path().join("checkpoints/blobs"))
-            .unwrap()
-            .count(),
-        1
-    );
+    for station in ["a", "b"] {
+        assert_eq!(
+            checkpoint["queued"][station][0]["body"],
+            json!({"shared": 0}),
+            "{checkpoint:#}"
+        );
+    }
+    let id = first["checkpoint_id"].as_str().unwrap().to_string();
 
-    // Resuming it delivers the body to both; export folds it back in.
-    let id = first["checkpoint_id"].as_str().unwrap();
-    let resumed = ws.superstep(&["resume", id, "--events", "jsonl"]);
+    let resumed = ws.superstep(&["resume", &id, "--events", "jsonl"]);
     resumed.assert_code(0);
     let saved = resumed.events_named("checkpoint_saved");
-    let last = read_checkpoint(
-        &ws.path()
-            .join(saved.last().unwrap()["location"].as_str().unwrap()),
-    );
+    let last = saved.last().unwrap()["checkpoint_id"].as_str().unwrap();
     for station in ["a", "b"] {
-        let state = &last["executors"][station]["state"]["json"];
-        assert_eq!(
-            state["received"][0]["body"]["body"].as_str().unwrap().len(),
-            3000
-        );
+        let shown = ws.superstep(&["checkpoints", "show", last, "--state", station]);
+        shown.assert_code(0);
+        let state: Value = serde_json::from_str(&shown.stdout).unwrap();
+        let body = &state["received"][0]["body"]["body"];
+        assert_eq!(body.as_str().unwrap().len(), len);
     }
     let exported = ws.path().join("one.json");
     ws.superstep(&[
         "checkpoints",
         "export",
-        id,
+        &id,
         "-o",
         exported.to_str().unwrap(),
     ])
     .assert_code(0);
     let folded = read_checkpoint(&exported);
-    assert!(folded["queued"]["a"][0]["body"]["json"]["body"].is_string());
+    for station in ["a", "b"] {
+        let body = &folded["queued"][station][0]["body"]["json"]["body"];
+        assert_eq!(body.as_str().unwrap().len(), len);
+    }
+    assert!(folded.get("shared_bodies").is_none(), "{folded:#}");
+    (checkpoint, file, id)
+}
 
-    let blob = a["digest"].as_str().unwrap().trim_start_matches("sha256:");
-    std::fs::remove_file(ws.path().join("checkpoints/blobs").join(blob)).unwrap();
+fn blob_count(ws: &Workspace) -> usize {
+    std::fs::read_dir(ws.path().join("checkpoints/blobs")).map_or(0, |dir| dir.count())
+}
+
+#[test]
+fn a_fanned_out_body_is_written_once_in_the_file() {
+    let ws = Workspace::new();
+    let (checkpoint, file, _) = fan_out(&ws, 3000);
+    let body = &checkpoint["shared_bodies"][0]["json"]["body"];
+    assert_eq!(body.as_str().unwrap().len(), 3000, "{checkpoint:#}");
+    // The state of `src` holds the body once and `shared_bodies` once: not four times.
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!((6000..9000).contains(&size), "{size} bytes");
+    assert_eq!(blob_count(&ws), 0);
+}
+
+#[test]
+fn a_large_fanned_out_body_is_kept_once_as_a_blob() {
+    let ws = Workspace::new();
+    let (checkpoint, file, id) = fan_out(&ws, 100_000);
+    let blob = &checkpoint["shared_bodies"][0]["blob"];
+    assert!(blob["size"].as_u64().unwrap() > 100_000, "{checkpoint:#}");
+    // `src`'s state (the body, with its count) is a blob of its own.
+    assert!(std::fs::metadata(&file).unwrap().len() < 6000);
+    assert!(blob_count(&ws) >= 2);
+
+    let digest = blob["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    std::fs::remove_file(ws.path().join("checkpoints/blobs").join(digest)).unwrap();
     let listed = ws.superstep(&["checkpoints", "list", "--json"]);
     let damaged: Vec<Value> = listed
         .events()
@@ -363,6 +393,10 @@ to = "b"
         .collect();
     assert_eq!(damaged.len(), 1, "{}", listed.stdout);
     assert_eq!(damaged[0]["checkpoint_id"], id);
+    assert!(
+        damaged[0]["damaged"].as_str().unwrap().contains(digest),
+        "{damaged:?}"
+    );
 }
 
 #[test]

@@ -1,19 +1,16 @@
-//! Content-addressed blobs: large executor states, and message bodies queued for
-//! several executors, kept beside checkpoint files in `<checkpoint dir>/blobs/<hex
-//! digest>`, so that an unchanged state or a fanned-out body is written once however
-//! many checkpoints and messages refer to it.
+//! Content-addressed blobs: large executor states and large bodies queued for several
+//! executors, kept beside checkpoint files in `<checkpoint dir>/blobs/<hex digest>`, so
+//! that an unchanged state or a fanned-out body is written once however many
+//! checkpoints and messages refer to it.
 
 use crate::graph::sha256_hex;
 use crate::message::BlobRef;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
-/// States of at least this many bytes go into blobs; smaller ones stay in the file.
+/// States and shared bodies of at least this many bytes go into blobs; smaller ones
+/// stay in the file.
 pub const BLOB_MIN_SIZE: usize = 64 * 1024;
-
-/// A message body of at least this many bytes queued for more than one executor (a
-/// fan-out) is kept once, as a blob, instead of once per receiver.
-pub const SHARED_BODY_MIN_SIZE: usize = 1024;
 
 /// Whether `digest` is `sha256:` and 64 lowercase hex digits; only such digests
 /// name blob files, so a reference can never point outside the blob directory.

@@ -4,8 +4,9 @@
 //! `{"format": "superstep-checkpoint", "format_version": 1, "checksum": "sha256:…",
 //! "checkpoint": {…}}`, where the checksum covers the exact bytes of the `checkpoint`
 //! value. Reading checks the format, the version and the checksum before anything
-//! inside is trusted. A file store may keep large executor states beside the file as
-//! content-addressed blobs (see [`blobs`]).
+//! inside is trusted. A body queued for several executors is written once, in
+//! `shared_bodies`. A file store may keep large executor states and shared bodies
+//! beside the file as content-addressed blobs (see [`blobs`]).
 
 mod background;
 pub mod blobs;
@@ -30,8 +31,15 @@ use std::collections::BTreeMap;
 
 /// The `format` field of every checkpoint file.
 pub const FORMAT: &str = "superstep-checkpoint";
-/// The checkpoint format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The checkpoint format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest checkpoint format version this build reads (version 2 added
+/// `shared_bodies`).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// A body of at least this many bytes queued for more than one executor (a fan-out) is
+/// written once, in `shared_bodies`, instead of once per receiver.
+pub const SHARED_BODY_MIN_SIZE: usize = 1024;
 
 /// Where the run stood when the checkpoint was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +100,11 @@ pub struct Checkpoint {
     pub shared_state: BTreeMap<String, Payload>,
     /// Messages queued for the next superstep, per receiving executor, in delivery order.
     pub queued: BTreeMap<String, Vec<QueuedMessage>>,
+    /// Bodies queued for several executors, each written once: a queued body
+    /// `{"shared": n}` is entry `n`. Only in checkpoints being written: reading one puts
+    /// each body in its place and leaves this empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_bodies: Vec<Payload>,
     /// Requests for outside input that have no response yet, oldest first.
     #[serde(default)]
     pub pending_requests: Vec<RequestRecord>,
@@ -203,16 +216,28 @@ impl Checkpoint {
     }
 
     /// Reads a checkpoint from a file's bytes; `origin` names the file in errors.
-    /// Refuses anything that is not a complete, unaltered checkpoint of this format
-    /// version. Blob references in executor states are left for the store to resolve.
+    /// Refuses anything that is not a complete, unaltered checkpoint of a format
+    /// version this build reads. Shared bodies are put in place; blob references are
+    /// left for the store to resolve.
     pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint> {
         let inner = verified_content(bytes, origin)?;
-        let checkpoint: Checkpoint = serde_json::from_str(inner)
+        let mut checkpoint: Checkpoint = serde_json::from_str(inner)
             .map_err(|e| invalid(format!("{origin}: malformed checkpoint content: {e}")))?;
         checkpoint
             .check()
             .map_err(|why| invalid(format!("{origin}: {why}")))?;
+        checkpoint.inline_shared_bodies();
         Ok(checkpoint)
+    }
+
+    /// Puts each shared body in the place of the references to it (checked to exist).
+    fn inline_shared_bodies(&mut self) {
+        let shared = std::mem::take(&mut self.shared_bodies);
+        for message in self.queued.values_mut().flatten() {
+            if let Payload::Shared(n) = message.body {
+                message.body = shared[n].clone();
+            }
+        }
     }
 
     /// Consistency checks that the JSON schema alone does not make.
@@ -221,6 +246,14 @@ impl Checkpoint {
         for (field, payload) in self.blob_capable() {
             match payload {
                 Payload::Blob(blob) => blobs::check_ref(&field, blob)?,
+                Payload::Shared(n) if field.starts_with("queued.") => {
+                    if *n >= self.shared_bodies.len() {
+                        return Err(format!(
+                            "{field}: shared body {n} does not exist (there are {})",
+                            self.shared_bodies.len()
+                        ));
+                    }
+                }
                 _ => drop(payload.decode().map_err(|e| format!("{field}: {e}"))?),
             }
         }
@@ -283,7 +316,7 @@ impl Checkpoint {
             queued: self.queued_count(),
             pending: self.pending_requests.len(),
             outputs: self.outputs.len(),
-            blobs: self.blob_refs().cloned().collect(),
+            blobs: distinct(self.blob_refs().cloned().collect()),
         }
     }
 
@@ -296,20 +329,25 @@ impl Checkpoint {
             })
     }
 
-    /// The payloads a file store may keep as blobs, with their fields: executor states
-    /// and queued message bodies.
+    /// The payloads a file store may keep as blobs, with their fields: executor states,
+    /// shared bodies and (in files of format version 1) queued message bodies.
     pub fn blob_capable(&self) -> impl Iterator<Item = (String, &Payload)> {
         let states = self
             .executors
             .iter()
             .map(|(id, e)| (format!("executors.{id}.state"), &e.state));
+        let shared = self
+            .shared_bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| (format!("shared_bodies[{n}]"), body));
         let bodies = self.queued.iter().flat_map(|(id, queue)| {
             queue
                 .iter()
                 .enumerate()
                 .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
         });
-        states.chain(bodies)
+        states.chain(shared).chain(bodies)
     }
 
     /// [`Checkpoint::blob_capable`], to change.
@@ -318,13 +356,18 @@ impl Checkpoint {
             .executors
             .iter_mut()
             .map(|(id, e)| (format!("executors.{id}.state"), &mut e.state));
+        let shared = self
+            .shared_bodies
+            .iter_mut()
+            .enumerate()
+            .map(|(n, body)| (format!("shared_bodies[{n}]"), body));
         let bodies = self.queued.iter_mut().flat_map(|(id, queue)| {
             queue
                 .iter_mut()
                 .enumerate()
                 .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &mut m.body))
         });
-        states.chain(bodies)
+        states.chain(shared).chain(bodies)
     }
 }
 
@@ -356,7 +399,7 @@ pub struct Summary {
     pub pending: usize,
     /// How many outputs were emitted so far.
     pub outputs: usize,
-    /// The blobs its executor states are kept in.
+    /// The blobs it refers to (for executor states and shared bodies), by digest.
     pub blobs: Vec<BlobRef>,
 }
 
@@ -375,6 +418,8 @@ struct SummaryView<'a> {
     shared_state: BTreeMap<String, serde::de::IgnoredAny>,
     #[serde(borrow)]
     queued: BTreeMap<String, Vec<QueuedView<'a>>>,
+    #[serde(default, borrow)]
+    shared_bodies: Vec<&'a RawValue>,
     #[serde(default)]
     pending_requests: Vec<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -421,6 +466,11 @@ impl Summary {
             .executors
             .iter()
             .map(|(id, e)| (format!("executors.{id}.state"), e.state));
+        let shared = view
+            .shared_bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| (format!("shared_bodies[{n}]"), *body));
         let bodies = view.queued.iter().flat_map(|(id, queue)| {
             queue
                 .iter()
@@ -428,7 +478,7 @@ impl Summary {
                 .map(move |(i, m)| (format!("queued.{id}[{i}].body"), m.body))
         });
         let mut blobs = Vec::new();
-        for (field, raw) in states.chain(bodies) {
+        for (field, raw) in states.chain(shared).chain(bodies) {
             if let Some(blob) =
                 blob_in(raw, &field).map_err(|why| invalid(format!("{origin}: {why}")))?
             {
@@ -451,9 +501,16 @@ impl Summary {
                 + view.responses.values().map(Vec::len).sum::<usize>(),
             pending: view.pending_requests.len(),
             outputs: view.outputs.len(),
-            blobs,
+            blobs: distinct(blobs),
         })
     }
+}
+
+/// `blobs` sorted by digest, each once.
+fn distinct(mut blobs: Vec<BlobRef>) -> Vec<BlobRef> {
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    blobs.dedup();
+    blobs
 }
 
 /// Checks a checkpoint file's envelope (text, JSON, format, version, checksum) and
@@ -477,9 +534,10 @@ fn verified_content<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str> {
         )));
     }
     let version = document.format_version.unwrap_or_default();
-    if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
+    let readable = u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION);
+    if !version.as_u64().is_some_and(|v| readable.contains(&v)) {
         return Err(bad(format!(
-            "checkpoint format version {version} is not supported (this superstep reads version {FORMAT_VERSION})"
+            "checkpoint format version {version} is not supported (this superstep reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
         )));
     }
     let (Some(checksum), Some(inner)) = (document.checksum, document.checkpoint) else {
@@ -547,10 +605,63 @@ mod tests {
                     body: Payload::encode(b"\"hi\""),
                 }],
             )]),
+            shared_bodies: vec![],
             pending_requests: vec![],
             responses: BTreeMap::new(),
             outputs: vec![],
         }
+    }
+
+    /// `sample` with one body queued for `a` and `b` written once.
+    fn fanned_out(body: &[u8]) -> Checkpoint {
+        let mut checkpoint = sample();
+        let message = |body| QueuedMessage {
+            source: "a".into(),
+            kind: "big".into(),
+            body,
+        };
+        checkpoint.shared_bodies = vec![Payload::encode(body)];
+        checkpoint.queued = BTreeMap::from([
+            ("a".to_string(), vec![message(Payload::Shared(0))]),
+            ("b".to_string(), vec![message(Payload::Shared(0))]),
+        ]);
+        checkpoint
+    }
+
+    #[test]
+    fn a_shared_body_is_written_once_and_read_into_each_queue() {
+        let body = format!("\"{}\"", "x".repeat(2000));
+        let bytes = fanned_out(body.as_bytes()).encode();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.matches(&"x".repeat(2000)).count(), 1);
+        assert_eq!(text.matches("\"shared\": 0").count(), 2);
+        let back = Checkpoint::decode(&bytes, "f").unwrap();
+        assert!(back.shared_bodies.is_empty());
+        for id in ["a", "b"] {
+            assert_eq!(back.queued[id][0].body.decode().unwrap(), body.as_bytes());
+        }
+        assert_eq!(Summary::read(&bytes, "f").unwrap().queued, 2);
+    }
+
+    #[test]
+    fn refuses_a_shared_body_that_is_missing_or_out_of_place() {
+        let err = |c: Checkpoint| {
+            Checkpoint::decode(&c.encode(), "f.json")
+                .unwrap_err()
+                .to_string()
+        };
+        let mut missing = fanned_out(b"[1]");
+        missing.queued.get_mut("b").unwrap()[0].body = Payload::Shared(1);
+        assert!(
+            err(missing)
+                .contains("f.json: queued.b[0].body: shared body 1 does not exist (there are 1)")
+        );
+        let mut in_state = fanned_out(b"[1]");
+        in_state.executors.get_mut("a").unwrap().state = Payload::Shared(0);
+        assert!(err(in_state).contains("executors.a.state: a reference to shared body 0"));
+        let mut nested = fanned_out(b"[1]");
+        nested.shared_bodies[0] = Payload::Shared(0);
+        assert!(err(nested).contains("shared_bodies[0]: a reference to shared body 0"));
     }
 
     #[test]
@@ -572,8 +683,14 @@ mod tests {
         assert!(err(b"hello").contains("not valid JSON"));
         assert!(err(b"{\"a\":1}").contains("not a superstep checkpoint"));
         let text = String::from_utf8(bytes.clone()).unwrap();
-        let v2 = text.replace("\"format_version\": 1", "\"format_version\": 2");
-        assert!(err(v2.as_bytes()).contains("format version 2 is not supported"));
+        let v1 = text.replace("\"format_version\": 2", "\"format_version\": 1");
+        assert!(Checkpoint::decode(v1.as_bytes(), "f.json").is_ok());
+        let v3 = text.replace("\"format_version\": 2", "\"format_version\": 3");
+        assert!(
+            err(v3.as_bytes()).contains(
+                "format version 3 is not supported (this superstep reads versions 1 to 2)"
+            )
+        );
         let tampered = text.replace("\"count\":1", "\"count\":2");
         assert!(err(tampered.as_bytes()).contains("checksum mismatch"));
     }

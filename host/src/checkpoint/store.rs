@@ -1,12 +1,11 @@
 //! Where checkpoints live: one trait, a durable file store and an in-memory store.
 
-use super::blobs::{BLOB_MIN_SIZE, BlobDir, SHARED_BODY_MIN_SIZE};
+use super::blobs::{BLOB_MIN_SIZE, BlobDir};
 use super::journal::JournalRecord;
 use super::{Checkpoint, PrunePolicy, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
-use crate::message::{BlobRef, Payload};
+use crate::message::Payload;
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,9 +57,8 @@ fn sort_listing(listing: &mut [Listed]) {
 }
 
 /// Checkpoints as `<id>.json` files in one directory, written atomically and durably:
-/// temp file, fsync, rename, fsync of the directory. Executor states of
-/// [`BLOB_MIN_SIZE`] bytes or more, and bodies queued for several executors, are kept
-/// once each in `blobs/`, named by digest.
+/// temp file, fsync, rename, fsync of the directory. Executor states and shared bodies
+/// of [`BLOB_MIN_SIZE`] bytes or more are kept once each in `blobs/`, named by digest.
 /// Saves hold a shared lock on `<dir>/.lock`; pruning holds it exclusively, so that it
 /// never deletes a blob that a checkpoint being written is about to refer to.
 #[derive(Debug, Clone)]
@@ -102,12 +100,22 @@ impl FileStore {
             .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
         let mut checkpoint = Checkpoint::decode(&bytes, &origin)?;
         let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
+        // A shared body is in place once per receiver: each blob is read once.
+        let mut read: HashMap<String, Payload> = HashMap::new();
         for (field, payload) in checkpoint.blob_capable_mut() {
             if let Payload::Blob(blob) = payload {
-                let bytes = blobs
-                    .get(blob)
-                    .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
-                *payload = Payload::of(&bytes);
+                let contents = match read.get(&blob.digest) {
+                    Some(contents) => contents.clone(),
+                    None => {
+                        let bytes = blobs
+                            .get(blob)
+                            .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
+                        let contents = Payload::of(&bytes);
+                        read.insert(blob.digest.clone(), contents.clone());
+                        contents
+                    }
+                };
+                *payload = contents;
             }
         }
         Ok(checkpoint)
@@ -269,27 +277,12 @@ impl FileStore {
     }
 }
 
-/// The fields of `checkpoint` that a file store keeps as blobs: executor states of at
-/// least [`BLOB_MIN_SIZE`] bytes, and bodies of at least [`SHARED_BODY_MIN_SIZE`] bytes
-/// queued more than once (a fan-out).
-fn blob_fields(checkpoint: &Checkpoint) -> Result<BTreeSet<String>> {
-    let mut copies: HashMap<Bytes, Vec<String>> = HashMap::new();
-    let mut fields = BTreeSet::new();
-    for (field, payload) in checkpoint.blob_capable() {
-        if matches!(payload, Payload::Blob(_)) {
-            continue;
-        }
-        if field.starts_with("executors.") {
-            if payload.len() >= BLOB_MIN_SIZE {
-                fields.insert(field);
-            }
-        } else if payload.len() >= SHARED_BODY_MIN_SIZE {
-            let body = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
-            copies.entry(body).or_default().push(field);
-        }
-    }
-    fields.extend(copies.into_values().filter(|f| f.len() > 1).flatten());
-    Ok(fields)
+/// Whether a file store keeps the payload at `field` as a blob: an executor state or a
+/// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the file).
+fn goes_in_blob(field: &str, payload: &Payload) -> bool {
+    !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
+        && !field.starts_with("queued.")
+        && payload.len() >= BLOB_MIN_SIZE
 }
 
 /// What [`FileStore::prune`] deleted (or, in a dry run, would delete).
@@ -320,25 +313,18 @@ impl CheckpointStore for FileStore {
         let _lock = self.lock(false)?;
         let blobs = BlobDir::of(&self.dir);
         let mut document = Cow::Borrowed(checkpoint);
-        let wanted = blob_fields(checkpoint)?;
-        if !wanted.is_empty() {
-            let mut written: HashMap<Bytes, BlobRef> = HashMap::new();
+        if checkpoint
+            .blob_capable()
+            .any(|(field, payload)| goes_in_blob(&field, payload))
+        {
             for (field, payload) in document.to_mut().blob_capable_mut() {
-                if !wanted.contains(&field) {
-                    continue;
+                if goes_in_blob(&field, payload) {
+                    let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
+                    let blob = blobs
+                        .put(&bytes)
+                        .with_context(|| format!("cannot write the blob of {field}"))?;
+                    *payload = Payload::Blob(blob);
                 }
-                let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
-                let blob = match written.get(&bytes) {
-                    Some(blob) => blob.clone(),
-                    None => {
-                        let blob = blobs
-                            .put(&bytes)
-                            .with_context(|| format!("cannot write the blob of {field}"))?;
-                        written.insert(bytes, blob.clone());
-                        blob
-                    }
-                };
-                *payload = Payload::Blob(blob);
             }
         }
         write_durably(&self.dir, &path, &document.encode())
