@@ -7,7 +7,7 @@
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
     Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
-    RequestRecord, ResponseRecord, SHARED_BODY_MIN_SIZE, SaveHandle, Status,
+    RequestRecord, ResponseRecord, SHARED_BODY_MIN_SIZE, SaveHandle, Status, Writer,
 };
 use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
@@ -20,7 +20,7 @@ use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -142,10 +142,11 @@ impl Workflow {
         });
         let run = Run {
             workflow: self,
+            writer: Writer::new(store.clone()),
             store,
             gate,
             sink,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             run_id: uuid::Uuid::now_v7().to_string(),
             superstep: 0,
             queues,
@@ -252,10 +253,11 @@ impl Workflow {
 
         let run = Run {
             workflow: self,
+            writer: Writer::new(store.clone()),
             store,
             gate,
             sink,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             instances,
             run_id: checkpoint.run_id,
             superstep: checkpoint.superstep,
@@ -476,8 +478,10 @@ pub struct Run<'w> {
     gate: Arc<Gate>,
     /// The gate, as the sink that instances and the engine emit to.
     sink: Arc<dyn EventSink>,
-    /// The latest barrier's checkpoint while it is being written (during `run` only).
-    in_flight: Option<InFlight>,
+    /// Writes checkpoints behind the engine, in order.
+    writer: Writer,
+    /// Checkpoints being written, oldest first (during `run` only).
+    in_flight: VecDeque<InFlight>,
     instances: Vec<ExecutorInstance>,
     run_id: String,
     /// Supersteps completed: the next one to run.
@@ -822,9 +826,6 @@ impl Run<'_> {
         if reaches_outside {
             self.settle()?;
         }
-        if self.in_flight.is_some() {
-            self.gate.hold();
-        }
         // With more than one executor, or one that makes HTTP requests, each one's
         // results are journaled as it finishes, so that a crash before the barrier does
         // not cost the finished ones' work (or their paid calls) again.
@@ -890,7 +891,7 @@ impl Run<'_> {
         let sink = &self.sink;
         let store = self.store.as_ref();
         let pool = &self.workflow.runtime.pool;
-        let base_save = self.in_flight.as_ref().map(|f| f.save.clone());
+        let base_save = self.in_flight.back().map(|f| f.save.clone());
         type Executed = Vec<(usize, Result<Step, String>)>;
         let (executed, unreported) =
             std::thread::scope(|scope| -> Result<(Executed, Vec<(usize, u64)>)> {
@@ -932,9 +933,13 @@ impl Run<'_> {
                 };
                 Ok((executed, unreported))
             })?;
-        self.settle()?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
+        if results.iter().any(|(_, result)| result.is_err()) {
+            self.settle()?;
+        } else {
+            self.settle_finished()?;
+        }
 
         let failures: Vec<String> = results
             .iter()
@@ -1005,17 +1010,19 @@ impl Run<'_> {
         self.unsaved = true;
         let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
-            // Written while the next superstep runs when several executors will run in
-            // it, whose work can hide the disk's; otherwise handing the save to another
+            // Written while the next supersteps run when several executors will run in
+            // the next one, whose work can hide the disk's, or when checkpoints are still
+            // being written (it goes after them); otherwise handing the save to another
             // thread costs more than it overlaps, and it is written here. `settle`
             // reports it either way.
-            let overlap = self
-                .queues
-                .iter()
-                .zip(&self.responses)
-                .filter(|(queue, responses)| !queue.is_empty() || !responses.is_empty())
-                .count()
-                > 1;
+            let overlap = !self.in_flight.is_empty()
+                || self
+                    .queues
+                    .iter()
+                    .zip(&self.responses)
+                    .filter(|(queue, responses)| !queue.is_empty() || !responses.is_empty())
+                    .count()
+                    > 1;
             let barrier = Barrier {
                 superstep,
                 queued,
@@ -1036,22 +1043,52 @@ impl Run<'_> {
         Ok(None)
     }
 
-    /// Waits until the checkpoint in flight, if any, is durable, reports it and lets the
-    /// events held meanwhile through. If it could not be saved, the run's last
-    /// checkpoint is the one before and the held events, of work that built on the
-    /// lost barrier, are dropped.
+    /// Waits until every checkpoint being written is durable, reporting each and letting
+    /// the events held behind it through. If one could not be saved, the run's last
+    /// checkpoint is the one before it, and the later ones and every held event (work
+    /// that built on the lost barrier) are dropped.
     fn settle(&mut self) -> Result<()> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Ok(());
-        };
+        self.settle_while(|_| true)
+    }
+
+    /// Reports the checkpoints that are already durable, oldest first, without waiting;
+    /// then waits for the oldest while too many are being written.
+    fn settle_finished(&mut self) -> Result<()> {
+        self.settle_while(|in_flight| {
+            in_flight.front().is_some_and(|f| f.save.is_done())
+                || in_flight.len() >= MAX_SAVES_IN_FLIGHT
+        })
+    }
+
+    fn settle_while(&mut self, go_on: impl Fn(&VecDeque<InFlight>) -> bool) -> Result<()> {
+        while go_on(&self.in_flight) {
+            let Some(in_flight) = self.in_flight.pop_front() else {
+                return Ok(());
+            };
+            if let Err(error) = self.report(in_flight) {
+                // The later saves fail (their parent is lost) or are left unreported;
+                // either way nothing is written once the run reports its failure.
+                for later in self.in_flight.drain(..) {
+                    let _ = later.save.wait();
+                }
+                self.gate.discard();
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `in_flight` is durable, reports it and lets the events held behind it
+    /// through.
+    fn report(&mut self, in_flight: InFlight) -> Result<()> {
         let location = match in_flight.save.wait() {
             Ok(location) => location,
             Err(reason) => {
                 self.last_checkpoint = in_flight.parent_id;
-                self.gate.open(&[], true);
                 return Err(anyhow::anyhow!(reason));
             }
         };
+        let barrier_checkpoint = in_flight.checkpoint_id.clone();
         let mut events = vec![Event::CheckpointSaved {
             checkpoint_id: in_flight.checkpoint_id,
             parent_id: in_flight.parent_id,
@@ -1060,7 +1097,7 @@ impl Run<'_> {
             location,
         }];
         let Some(barrier) = in_flight.barrier else {
-            self.gate.open(&events, false);
+            self.gate.release(&events);
             return Ok(());
         };
         let graph = &self.workflow.graph;
@@ -1078,8 +1115,11 @@ impl Run<'_> {
                 superstep: barrier.superstep,
                 queued: barrier.queued,
             });
+        } else {
+            self.last_checkpoint = Some(barrier_checkpoint.clone());
+            self.gate.discard();
         }
-        self.gate.open(&events, removed.is_err());
+        self.gate.release(&events);
         removed
     }
 
@@ -1089,8 +1129,9 @@ impl Run<'_> {
         self.settle()
     }
 
-    /// Starts saving the run as it stands (at `barrier`, if it is a barrier's save), on
-    /// a thread of its own when `background`; [`Run::settle`] waits for it and reports it.
+    /// Starts saving the run as it stands (at `barrier`, if it is a barrier's save): by
+    /// the writer thread, after the saves in flight, when `background` or when there
+    /// are any, else here; [`Run::settle`] waits for it and reports it.
     fn start_save(&mut self, barrier: Option<Barrier>, background: bool) {
         let checkpoint = self.checkpoint();
         let what = match &barrier {
@@ -1099,14 +1140,21 @@ impl Run<'_> {
         };
         self.last_checkpoint = Some(checkpoint.checkpoint_id.clone());
         self.unsaved = false;
-        self.in_flight = Some(InFlight {
+        // What happens from now on is reported once this checkpoint is durable.
+        self.gate.hold();
+        let in_flight = InFlight {
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
             status: checkpoint.status,
             superstep: checkpoint.superstep,
             barrier,
-            save: SaveHandle::start(self.store.clone(), checkpoint, what, background),
-        });
+            save: if background || !self.in_flight.is_empty() {
+                self.writer.save(checkpoint, what)
+            } else {
+                SaveHandle::now(self.store.as_ref(), &checkpoint, &what)
+            },
+        };
+        self.in_flight.push_back(in_flight);
     }
 
     /// The run as it stands, as a checkpoint whose parent is the latest one.
@@ -1205,8 +1253,11 @@ impl Run<'_> {
     }
 }
 
-/// The latest checkpoint while it is being written, and what reports it once it is
-/// durable.
+/// How many checkpoints may be in flight at once: the engine runs at most this many
+/// barriers ahead of the disk.
+const MAX_SAVES_IN_FLIGHT: usize = 4;
+
+/// A checkpoint while it is being written, and what reports it once it is durable.
 struct InFlight {
     save: SaveHandle,
     checkpoint_id: String,

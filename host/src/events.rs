@@ -3,6 +3,7 @@
 
 use crate::message::Payload;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// The severity of a log event.
@@ -159,14 +160,15 @@ impl<F: Fn(&Event) + Send + Sync> EventSink for F {
     }
 }
 
-/// A sink in front of another that can hold events back: while a checkpoint is still
-/// being written, the next superstep already runs, and its events wait here until that
-/// checkpoint is durable, so that the stream reads as if the two had run one after the
-/// other.
+/// A sink in front of another that can hold events back: while checkpoints are still
+/// being written, the next supersteps already run, and their events wait here until the
+/// checkpoint before them is durable, so that the stream reads as if everything had run
+/// one after the other.
 pub(crate) struct Gate {
     inner: Arc<dyn EventSink>,
-    /// `Some` while holding: the events held, in arrival order.
-    held: Mutex<Option<Vec<Event>>>,
+    /// One segment per checkpoint being written, oldest first: the events that came
+    /// after it (until the next one), in arrival order. Empty when open.
+    held: Mutex<VecDeque<Vec<Event>>>,
 }
 
 impl Gate {
@@ -174,35 +176,39 @@ impl Gate {
     pub(crate) fn new(inner: Arc<dyn EventSink>) -> Gate {
         Gate {
             inner,
-            held: Mutex::new(None),
+            held: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Holds every event from now on until [`Gate::open`].
+    /// Holds every event from now on behind a checkpoint that is being written, until
+    /// [`Gate::release`] for it.
     pub(crate) fn hold(&self) {
-        let mut held = self.held.lock().expect("event gate lock");
-        held.get_or_insert_with(Vec::new);
+        self.held
+            .lock()
+            .expect("event gate lock")
+            .push_back(Vec::new());
     }
 
-    /// Passes `first` on, then the held events (unless `discard`), and lets events
-    /// through again. Called when no other thread is emitting.
-    pub(crate) fn open(&self, first: &[Event], discard: bool) {
-        let held = self.held.lock().expect("event gate lock").take();
-        for event in first {
+    /// The oldest checkpoint being written is durable: passes `first` on, then the
+    /// events held behind it; events flow again once nothing is held.
+    pub(crate) fn release(&self, first: &[Event]) {
+        let held = self.held.lock().expect("event gate lock").pop_front();
+        for event in first.iter().chain(held.iter().flatten()) {
             self.inner.emit(event);
         }
-        if !discard {
-            for event in held.iter().flatten() {
-                self.inner.emit(event);
-            }
-        }
+    }
+
+    /// A checkpoint being written is lost: drops every event held (they are of work that
+    /// built on it) and lets events through again.
+    pub(crate) fn discard(&self) {
+        self.held.lock().expect("event gate lock").clear();
     }
 }
 
 impl EventSink for Gate {
     fn emit(&self, event: &Event) {
         let mut held = self.held.lock().expect("event gate lock");
-        match held.as_mut() {
+        match held.back_mut() {
             Some(events) => events.push(event.clone()),
             None => {
                 drop(held);

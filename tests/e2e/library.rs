@@ -3,6 +3,7 @@
 use crate::common::*;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use superstep::{
     CheckpointStore, Event, EventSink, MemoryStore, Message, Outcome, Runtime, Workflow,
 };
@@ -211,17 +212,23 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
     Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
 }
 
-/// A memory store that fails, as a full disk would: the save of the checkpoint taken
-/// after superstep `fail_save_after`, and every journal append if `fail_journal`.
+/// A memory store that takes `save_delay` for each save, as a slow disk would, and
+/// fails as a full disk would: the save of the checkpoint taken after superstep
+/// `fail_save_after`, and every journal append if `fail_journal`. Records the superstep
+/// of every checkpoint it was asked to save.
 #[derive(Default)]
 struct FailingStore {
     inner: MemoryStore,
+    save_delay: Duration,
     fail_save_after: Option<u64>,
     fail_journal: bool,
+    saves: Mutex<Vec<u64>>,
 }
 
 impl CheckpointStore for FailingStore {
     fn save(&self, checkpoint: &superstep::Checkpoint) -> anyhow::Result<String> {
+        self.saves.lock().unwrap().push(checkpoint.superstep);
+        std::thread::sleep(self.save_delay);
         if Some(checkpoint.superstep) == self.fail_save_after.map(|s| s + 1) {
             anyhow::bail!("No space left on device (injected)");
         }
@@ -300,10 +307,12 @@ from = "b"
 to = "sink"
 "#;
 
-/// A superstep with several executors runs while the previous checkpoint is written;
-/// when that checkpoint cannot be written, nothing of the superstep that ran meanwhile
-/// shows: the event stream ends as a run that stopped at the failed save would, and
-/// the last checkpoint resumes.
+/// A superstep with several executors runs while the previous checkpoint is written,
+/// and on a slow disk the supersteps after it run too, their checkpoints queued behind
+/// it. The events read as if each checkpoint had been written before the next
+/// superstep. When that checkpoint cannot be written, nothing of the supersteps that
+/// ran meanwhile shows and none of their checkpoints is written: the event stream ends
+/// as a run that stopped at the failed save would, and the last checkpoint resumes.
 #[test]
 fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     let ws = Workspace::new();
@@ -314,9 +323,13 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
         body: Bytes::from_static(b"\"hello\""),
     };
     let (events, sink) = collecting_sink();
-    let store = Arc::new(MemoryStore::new());
-    let mut undisturbed = workflow.start(input.clone(), store, sink).unwrap();
+    let slow = Arc::new(FailingStore {
+        save_delay: Duration::from_millis(50),
+        ..FailingStore::default()
+    });
+    let mut undisturbed = workflow.start(input.clone(), slow.clone(), sink).unwrap();
     assert_eq!(undisturbed.run().unwrap(), Outcome::Completed);
+    assert_eq!(*slow.saves.lock().unwrap(), [1, 2, 3, 4]);
     // Overlapped or not, every superstep starts after the checkpoint it starts from is
     // reported saved, and after the superstep before it completed.
     let mut saved = None;
@@ -340,6 +353,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
 
     let (events, sink) = collecting_sink();
     let store = Arc::new(FailingStore {
+        save_delay: Duration::from_millis(300),
         fail_save_after: Some(1),
         ..FailingStore::default()
     });
@@ -359,6 +373,9 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
         })
         .collect();
     assert_eq!(saved.len(), 1, "only superstep 0's checkpoint was saved");
+    // The checkpoints of supersteps 2 and 3, which ran while the failing save was
+    // written, never reached the store.
+    assert_eq!(*store.saves.lock().unwrap(), [1, 2]);
     assert_eq!(run.last_checkpoint(), Some(saved[0]));
     // Superstep 2 (a and b) ran while the failing save was written; none of it shows.
     let names: Vec<String> = events
