@@ -1116,7 +1116,7 @@ impl Run<'_> {
                 queued: barrier.queued,
             });
         } else {
-            self.last_checkpoint = Some(barrier_checkpoint.clone());
+            self.last_checkpoint = Some(barrier_checkpoint);
             self.gate.discard();
         }
         self.gate.release(&events);
