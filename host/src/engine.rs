@@ -514,11 +514,11 @@ pub struct Run<'w> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Durably at every barrier (and before delivering responses), with the superstep
-    /// journal. A next superstep with several executors runs while a barrier's
-    /// checkpoint is written, its events held back until the checkpoint is durable:
-    /// a crash loses at most the
-    /// unfinished executors of the running superstep and, while its checkpoint was in
-    /// flight, the barrier before it.
+    /// journal. The next supersteps may run while a barrier's checkpoint is written
+    /// (up to 4 barriers ahead of the disk), their events held back until the
+    /// checkpoint before them is durable: a crash loses at most the unfinished
+    /// executors of the running superstep and the barriers whose checkpoints were still
+    /// being written.
     #[default]
     Superstep,
     /// Once, when the run stops (completes, pauses or fails, at its last good barrier):
@@ -782,7 +782,13 @@ impl Run<'_> {
 
     /// Whether the next superstep has anything to deliver.
     fn has_work(&self) -> bool {
-        self.queues.iter().any(|q| !q.is_empty()) || self.responses.iter().any(|r| !r.is_empty())
+        self.with_work().next().is_some()
+    }
+
+    /// The indices of the executors with messages or responses for the next superstep.
+    fn with_work(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.queues.len())
+            .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
     }
 
     /// Emits `run_started` and, for a resumed run, every request still pending.
@@ -813,9 +819,7 @@ impl Run<'_> {
     fn superstep(&mut self) -> Result<Option<String>> {
         let superstep = self.superstep;
         let graph = &self.workflow.graph;
-        let active: Vec<usize> = (0..self.queues.len())
-            .filter(|&i| !self.queues[i].is_empty() || !self.responses[i].is_empty())
-            .collect();
+        let active: Vec<usize> = self.with_work().collect();
         let workflow = self.workflow;
         // Work that reaches outside the sandbox waits until the previous barrier is
         // durable, so that no crash can make it run twice; other work runs while that
@@ -1011,18 +1015,11 @@ impl Run<'_> {
         let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
             // Written while the next supersteps run when several executors will run in
-            // the next one, whose work can hide the disk's, or when checkpoints are still
-            // being written (it goes after them); otherwise handing the save to another
+            // the next one, whose work can hide the disk's (or when checkpoints are still
+            // being written: see `start_save`); otherwise handing the save to another
             // thread costs more than it overlaps, and it is written here. `settle`
             // reports it either way.
-            let overlap = !self.in_flight.is_empty()
-                || self
-                    .queues
-                    .iter()
-                    .zip(&self.responses)
-                    .filter(|(queue, responses)| !queue.is_empty() || !responses.is_empty())
-                    .count()
-                    > 1;
+            let several_next = self.with_work().nth(1).is_some();
             let barrier = Barrier {
                 superstep,
                 queued,
@@ -1032,8 +1029,7 @@ impl Run<'_> {
                     .clone()
                     .filter(|_| journal.is_some() || replayed),
             };
-            self.start_save(Some(barrier), overlap);
-            if !overlap {
+            if !self.start_save(Some(barrier), several_next) {
                 self.settle()?;
             }
         } else {
@@ -1130,9 +1126,10 @@ impl Run<'_> {
     }
 
     /// Starts saving the run as it stands (at `barrier`, if it is a barrier's save): by
-    /// the writer thread, after the saves in flight, when `background` or when there
-    /// are any, else here; [`Run::settle`] waits for it and reports it.
-    fn start_save(&mut self, barrier: Option<Barrier>, background: bool) {
+    /// the writer thread when `background` or when saves are in flight (it goes after
+    /// them), else here. Returns whether it went to the writer; [`Run::settle`] waits
+    /// for it and reports it either way.
+    fn start_save(&mut self, barrier: Option<Barrier>, background: bool) -> bool {
         let checkpoint = self.checkpoint();
         let what = match &barrier {
             Some(barrier) => format!("superstep {}: checkpoint not saved", barrier.superstep),
@@ -1142,19 +1139,21 @@ impl Run<'_> {
         self.unsaved = false;
         // What happens from now on is reported once this checkpoint is durable.
         self.gate.hold();
+        let handed_over = background || !self.in_flight.is_empty();
         let in_flight = InFlight {
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
             status: checkpoint.status,
             superstep: checkpoint.superstep,
             barrier,
-            save: if background || !self.in_flight.is_empty() {
+            save: if handed_over {
                 self.writer.save(checkpoint, what)
             } else {
                 SaveHandle::now(self.store.as_ref(), &checkpoint, &what)
             },
         };
         self.in_flight.push_back(in_flight);
+        handed_over
     }
 
     /// The run as it stands, as a checkpoint whose parent is the latest one.
