@@ -1,7 +1,7 @@
 //! The checkpoint document: what a barrier saves and a resume reads back.
 //!
 //! A checkpoint file is one JSON document:
-//! `{"format": "superstep-checkpoint", "format_version": 1, "checksum": "sha256:…",
+//! `{"format": "superstep-checkpoint", "format_version": 2, "checksum": "sha256:…",
 //! "checkpoint": {…}}`, where the checksum covers the exact bytes of the `checkpoint`
 //! value. Reading checks the format, the version and the checksum before anything
 //! inside is trusted. A body queued for several executors is written once, in
