@@ -1014,12 +1014,8 @@ impl Run<'_> {
         self.unsaved = true;
         let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
-            // Written while the next supersteps run when several executors will run in
-            // the next one, whose work can hide the disk's (or when checkpoints are still
-            // being written: see `start_save`); otherwise handing the save to another
-            // thread costs more than it overlaps, and it is written here. `settle`
-            // reports it either way.
-            let several_next = self.with_work().nth(1).is_some();
+            // Written by the checkpoint writer while the next supersteps run; `settle`
+            // reports it once it is durable.
             let barrier = Barrier {
                 superstep,
                 queued,
@@ -1029,9 +1025,7 @@ impl Run<'_> {
                     .clone()
                     .filter(|_| journal.is_some() || replayed),
             };
-            if !self.start_save(Some(barrier), several_next) {
-                self.settle()?;
-            }
+            self.start_save(Some(barrier));
         } else {
             self.sink
                 .emit(&Event::SuperstepCompleted { superstep, queued });
@@ -1121,15 +1115,15 @@ impl Run<'_> {
 
     /// Saves the run as it stands, now.
     fn save_checkpoint(&mut self) -> Result<()> {
-        self.start_save(None, false);
+        self.start_save(None);
         self.settle()
     }
 
-    /// Starts saving the run as it stands (at `barrier`, if it is a barrier's save): by
-    /// the writer thread when `background` or when saves are in flight (it goes after
-    /// them), else here. Returns whether it went to the writer; [`Run::settle`] waits
-    /// for it and reports it either way.
-    fn start_save(&mut self, barrier: Option<Barrier>, background: bool) -> bool {
+    /// Starts saving the run as it stands: a barrier's checkpoint (and any save while
+    /// others are in flight, to go after them) by the writer thread, whose saves overlap
+    /// the next supersteps and are made durable together when they queue up; any
+    /// other save here. [`Run::settle`] waits for it and reports it either way.
+    fn start_save(&mut self, barrier: Option<Barrier>) {
         let checkpoint = self.checkpoint();
         let what = match &barrier {
             Some(barrier) => format!("superstep {}: checkpoint not saved", barrier.superstep),
@@ -1139,7 +1133,7 @@ impl Run<'_> {
         self.unsaved = false;
         // What happens from now on is reported once this checkpoint is durable.
         self.gate.hold();
-        let handed_over = background || !self.in_flight.is_empty();
+        let handed_over = barrier.is_some() || !self.in_flight.is_empty();
         let in_flight = InFlight {
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
@@ -1153,7 +1147,6 @@ impl Run<'_> {
             },
         };
         self.in_flight.push_back(in_flight);
-        handed_over
     }
 
     /// The run as it stands, as a checkpoint whose parent is the latest one.

@@ -8,7 +8,9 @@
 //!   `dispatch` the next round, or after `rounds` rounds yields the total.
 //!
 //! Config: `{ "role": "gather", "workers": 64, "rounds": 50 }`.
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use superstep_guest::{Context, Executor, Incoming};
 
 #[derive(Deserialize)]
@@ -40,6 +42,43 @@ struct Sum {
     sum: u64,
 }
 
+/// A JSON list of integers, summed as it is read: no list is built.
+struct ListSum {
+    first: Option<u64>,
+    sum: u64,
+}
+
+impl<'de> Deserialize<'de> for ListSum {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ListSum, D::Error> {
+        deserializer.deserialize_seq(ListSumVisitor)
+    }
+}
+
+struct ListSumVisitor;
+
+impl<'de> Visitor<'de> for ListSumVisitor {
+    type Value = ListSum;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of integers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut list: A) -> Result<ListSum, A::Error> {
+        let mut sum = ListSum {
+            first: None,
+            sum: 0,
+        };
+        while let Some(n) = list.next_element::<u64>()? {
+            sum.first.get_or_insert(n);
+            sum.sum = sum
+                .sum
+                .checked_add(n)
+                .ok_or_else(|| A::Error::custom("the sum overflows 64 bits"))?;
+        }
+        Ok(sum)
+    }
+}
+
 #[derive(Default, Serialize, Deserialize)]
 struct Fanout {
     handled: u64,
@@ -60,10 +99,10 @@ impl Executor for Fanout {
                 ctx.send("numbers", &numbers)
             }
             "worker" => {
-                let numbers: Vec<u64> = message.json()?;
+                let numbers: ListSum = message.json()?;
                 let sum = Sum {
-                    round: numbers.first().map_or(0, |n| n / 1000),
-                    sum: numbers.iter().sum(),
+                    round: numbers.first.map_or(0, |n| n / 1000),
+                    sum: numbers.sum,
                 };
                 ctx.send("sum", &sum)
             }

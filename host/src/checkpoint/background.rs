@@ -76,10 +76,10 @@ struct Job {
     done: SaveHandle,
 }
 
-/// A thread that saves checkpoints to one store, one after the other in the order they
-/// were handed over. Once a save fails, the later ones are not written (each builds on
-/// the one before). Started on the first checkpoint handed over; dropping it waits for
-/// the saves handed over.
+/// A thread that saves checkpoints to one store in the order they were handed over
+/// (those that queued up meanwhile together, see [`write_in_order`]). Once a save fails,
+/// the later ones are not written (each builds on the one before). Started on the first
+/// checkpoint handed over; dropping it waits for the saves handed over.
 pub(crate) struct Writer {
     store: Arc<dyn CheckpointStore>,
     thread: Option<(mpsc::Sender<Job>, JoinHandle<()>)>,
@@ -130,19 +130,33 @@ impl Writer {
     }
 }
 
+/// Saves the jobs in the order they came. The jobs queued up while a save was being
+/// written are saved together ([`CheckpointStore::save_all`]: one directory sync for
+/// all of them on a file store), so that a disk slower than the supersteps does not
+/// fall further behind.
 fn write_in_order(store: &dyn CheckpointStore, queue: mpsc::Receiver<Job>) {
     let mut failed = false;
-    for job in queue {
-        let saved = if failed {
-            Err(format!(
-                "{}: not written, as a checkpoint before it could not be saved",
-                job.what
-            ))
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(queue.try_iter());
+        let mut saved = if failed {
+            Vec::new()
         } else {
-            save_one(store, &job.checkpoint, &job.what)
-        };
-        failed |= saved.is_err();
-        job.done.finish(saved);
+            let checkpoints: Vec<&Checkpoint> = jobs.iter().map(|job| &job.checkpoint).collect();
+            store.save_all(&checkpoints)
+        }
+        .into_iter();
+        for job in jobs {
+            let result = match saved.next() {
+                Some(result) => result.map_err(|error| format!("{}: {error:#}", job.what)),
+                None => Err(format!(
+                    "{}: not written, as a checkpoint before it could not be saved",
+                    job.what
+                )),
+            };
+            failed |= result.is_err();
+            job.done.finish(result);
+        }
     }
 }
 
@@ -152,5 +166,134 @@ impl Drop for Writer {
             drop(jobs);
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::journal::JournalRecord;
+    use crate::checkpoint::tests::sample;
+    use crate::checkpoint::{Listed, MemoryStore};
+    use anyhow::Result;
+
+    /// A memory store that records the supersteps of each batch it is asked to save,
+    /// holds the first batch until the test lets it go, and fails to save the
+    /// checkpoint of superstep `fail`.
+    struct GatedStore {
+        inner: MemoryStore,
+        batches: Mutex<Vec<Vec<u64>>>,
+        started: mpsc::SyncSender<()>,
+        release: Mutex<mpsc::Receiver<()>>,
+        fail: Option<u64>,
+    }
+
+    impl CheckpointStore for GatedStore {
+        fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
+            if Some(checkpoint.superstep) == self.fail {
+                anyhow::bail!("No space left on device (injected)");
+            }
+            self.inner.save(checkpoint)
+        }
+        fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
+            let first = {
+                let mut batches = self.batches.lock().unwrap();
+                batches.push(checkpoints.iter().map(|c| c.superstep).collect());
+                batches.len() == 1
+            };
+            if first {
+                self.started.send(()).unwrap();
+                self.release.lock().unwrap().recv().unwrap();
+            }
+            let mut saved = Vec::new();
+            for checkpoint in checkpoints {
+                saved.push(self.save(checkpoint));
+                if saved.last().unwrap().is_err() {
+                    break;
+                }
+            }
+            saved
+        }
+        fn load(&self, id: &str) -> Result<Checkpoint> {
+            self.inner.load(id)
+        }
+        fn list(&self) -> Result<Vec<Listed>> {
+            self.inner.list()
+        }
+        fn delete(&self, id: &str) -> Result<()> {
+            self.inner.delete(id)
+        }
+        fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
+            self.inner.append_journal(base, records)
+        }
+        fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
+            self.inner.read_journal(base)
+        }
+        fn remove_journal(&self, base: &str) -> Result<()> {
+            self.inner.remove_journal(base)
+        }
+    }
+
+    /// Hands supersteps 1 to 4 to a writer whose first save is held until 2 and 3
+    /// are queued; returns the store and each save's outcome.
+    fn write_four(fail: Option<u64>) -> (Arc<GatedStore>, Vec<Saved>) {
+        let (started, wait_started) = mpsc::sync_channel(1);
+        let (let_go, release) = mpsc::channel();
+        let store = Arc::new(GatedStore {
+            inner: MemoryStore::new(),
+            batches: Mutex::default(),
+            started,
+            release: Mutex::new(release),
+            fail,
+        });
+        let mut writer = Writer::new(store.clone());
+        let job = |writer: &mut Writer, superstep: u64| {
+            let mut checkpoint = sample();
+            checkpoint.checkpoint_id = format!("0190-{superstep}");
+            checkpoint.superstep = superstep;
+            writer.save(checkpoint, format!("superstep {superstep}"))
+        };
+        let mut saves = vec![job(&mut writer, 1)];
+        wait_started.recv().unwrap();
+        saves.push(job(&mut writer, 2));
+        saves.push(job(&mut writer, 3));
+        let_go.send(()).unwrap();
+        saves[2].wait().ok();
+        saves.push(job(&mut writer, 4));
+        let outcomes = saves.iter().map(SaveHandle::wait).collect();
+        (store, outcomes)
+    }
+
+    #[test]
+    fn saves_that_queue_up_behind_one_being_written_are_saved_together() {
+        let (store, outcomes) = write_four(None);
+        assert_eq!(
+            *store.batches.lock().unwrap(),
+            [vec![1], vec![2, 3], vec![4]]
+        );
+        for outcome in outcomes {
+            outcome.unwrap();
+        }
+    }
+
+    #[test]
+    fn nothing_after_a_failed_save_is_written() {
+        let (store, outcomes) = write_four(Some(2));
+        // Superstep 4's save never reaches the store.
+        assert_eq!(*store.batches.lock().unwrap(), [vec![1], vec![2, 3]]);
+        assert!(outcomes[0].is_ok());
+        let failed = outcomes[1].as_ref().unwrap_err();
+        assert!(
+            failed.starts_with("superstep 2: ") && failed.contains("(injected)"),
+            "{failed}"
+        );
+        for later in &outcomes[2..] {
+            let error = later.as_ref().unwrap_err();
+            assert!(
+                error.contains("not written, as a checkpoint before it could not be saved"),
+                "{error}"
+            );
+        }
+        assert!(store.inner.load("0190-3").is_err());
     }
 }

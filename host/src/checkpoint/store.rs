@@ -21,6 +21,22 @@ use std::time::SystemTime;
 pub trait CheckpointStore: Send + Sync {
     /// Saves a checkpoint under its id; returns where it went (for events).
     fn save(&self, checkpoint: &Checkpoint) -> Result<String>;
+    /// Saves `checkpoints` in order, as one `save` after the other would, and stops at
+    /// the first that cannot be saved: one result per checkpoint tried, the last one
+    /// the error if any. A store may make them durable together ([`FileStore`] syncs
+    /// its directory once for all of them); each is durable when this returns.
+    fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
+        let mut saved = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            let result = self.save(checkpoint);
+            let failed = result.is_err();
+            saved.push(result);
+            if failed {
+                break;
+            }
+        }
+        saved
+    }
     /// Loads the checkpoint with `id`.
     fn load(&self, id: &str) -> Result<Checkpoint>;
     /// A summary of every checkpoint in the store, oldest first; damaged ones are
@@ -136,6 +152,30 @@ impl FileStore {
             blobs.check_present(blob)?;
         }
         Ok(summary)
+    }
+
+    /// Writes `checkpoint` (its large payloads as blobs) to a synced temp file, not yet
+    /// in place.
+    fn stage(&self, checkpoint: &Checkpoint) -> Result<StagedFile> {
+        let path = self.path_of(&checkpoint.checkpoint_id);
+        let blobs = BlobDir::of(&self.dir);
+        let mut document = Cow::Borrowed(checkpoint);
+        if checkpoint
+            .blob_capable()
+            .any(|(field, payload)| goes_in_blob(&field, payload))
+        {
+            for (field, payload) in document.to_mut().blob_capable_mut() {
+                if goes_in_blob(&field, payload) {
+                    let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
+                    let blob = blobs
+                        .put(&bytes)
+                        .with_context(|| format!("cannot write the blob of {field}"))?;
+                    *payload = Payload::Blob(blob);
+                }
+            }
+        }
+        StagedFile::write(&self.dir, path.clone(), &document.encode())
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
 
     /// Takes the directory lock: shared for saving, exclusive for pruning. The lock is
@@ -309,27 +349,57 @@ fn misnamed(path: &Path, checkpoint_id: &str) -> anyhow::Error {
 
 impl CheckpointStore for FileStore {
     fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
-        let path = self.path_of(&checkpoint.checkpoint_id);
-        let _lock = self.lock(false)?;
-        let blobs = BlobDir::of(&self.dir);
-        let mut document = Cow::Borrowed(checkpoint);
-        if checkpoint
-            .blob_capable()
-            .any(|(field, payload)| goes_in_blob(&field, payload))
-        {
-            for (field, payload) in document.to_mut().blob_capable_mut() {
-                if goes_in_blob(&field, payload) {
-                    let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
-                    let blob = blobs
-                        .put(&bytes)
-                        .with_context(|| format!("cannot write the blob of {field}"))?;
-                    *payload = Payload::Blob(blob);
+        self.save_all(&[checkpoint])
+            .pop()
+            .expect("one result per checkpoint tried")
+    }
+
+    /// Writes and syncs each checkpoint under a temp name, renames them into place in
+    /// order, then syncs the directory once for all of them.
+    fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
+        let _lock = match self.lock(false) {
+            Ok(lock) => lock,
+            Err(error) => return vec![Err(error)],
+        };
+        let mut failure = None;
+        let mut staged = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            match self.stage(checkpoint) {
+                Ok(file) => staged.push(file),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
                 }
             }
         }
-        write_durably(&self.dir, &path, &document.encode())
-            .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
-        Ok(path.display().to_string())
+        let mut placed = Vec::with_capacity(staged.len());
+        for file in staged {
+            let location = file.path().display().to_string();
+            match file.commit() {
+                Ok(()) => placed.push(location),
+                Err(error) => {
+                    // The later files are dropped here, which removes them.
+                    failure = Some(
+                        anyhow::Error::new(error)
+                            .context(format!("cannot write checkpoint {location}")),
+                    );
+                    break;
+                }
+            }
+        }
+        if !placed.is_empty()
+            && let Err(error) = sync_dir(&self.dir)
+        {
+            // None of them is known to be durable.
+            let why = format!(
+                "cannot write checkpoint: cannot sync directory {}: {error}",
+                self.dir.display()
+            );
+            return vec![Err(anyhow::anyhow!(why))];
+        }
+        let mut saved: Vec<Result<String>> = placed.into_iter().map(Ok).collect();
+        saved.extend(failure.map(Err));
+        saved
     }
 
     fn load(&self, id: &str) -> Result<Checkpoint> {
@@ -419,7 +489,7 @@ impl FileStore {
     }
 }
 
-/// Whether `path` is a temp file of [`write_durably`].
+/// Whether `path` is the temp file of a [`StagedFile`].
 fn is_temp_file(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -440,26 +510,62 @@ pub fn export(checkpoint: &Checkpoint, path: &Path) -> Result<()> {
 /// Writes `bytes` to `path` so that a reader sees either nothing or all of it, and the
 /// file survives a crash once this returns.
 pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    // Unique per process and write, so that concurrent writers never share a temp file.
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!(".{name}.{}.{write}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
+    StagedFile::write(dir, path.to_path_buf(), bytes)?.commit()?;
+    sync_dir(dir)
+}
+
+/// Makes the renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A file written and synced under a temp name beside its place: [`StagedFile::commit`]
+/// renames it into place (durable once its directory is synced); dropped uncommitted,
+/// it is removed.
+struct StagedFile {
+    temp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl StagedFile {
+    fn write(dir: &Path, path: PathBuf, bytes: &[u8]) -> std::io::Result<StagedFile> {
+        std::fs::create_dir_all(dir)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint");
+        // Unique per process and write, so that concurrent writers never share a temp file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, Ordering::Relaxed);
+        let staged = StagedFile {
+            temp: dir.join(format!(".{name}.{}.{write}.tmp", std::process::id())),
+            path,
+            committed: false,
+        };
+        let mut file = File::create(&staged.temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        Ok(staged)
     }
-    written?;
-    File::open(dir)?.sync_all()
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn commit(mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.temp, &self.path)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Checkpoints kept in memory, encoded exactly as files are; for embedding and tests.
@@ -536,5 +642,73 @@ impl CheckpointStore for MemoryStore {
     fn remove_journal(&self, base: &str) -> Result<()> {
         self.journals.lock().expect("journal map lock").remove(base);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::tests::sample;
+
+    fn numbered(id: &str, superstep: u64) -> Checkpoint {
+        let mut checkpoint = sample();
+        checkpoint.checkpoint_id = id.into();
+        checkpoint.superstep = superstep;
+        checkpoint
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".lock")
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_batch_is_saved_in_order_and_each_checkpoint_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let batch: Vec<Checkpoint> = (1..=3).map(|n| numbered(&format!("0190-{n}"), n)).collect();
+        let saved = store.save_all(&batch.iter().collect::<Vec<_>>());
+        let locations: Vec<String> = saved.into_iter().map(Result::unwrap).collect();
+        for (checkpoint, location) in batch.iter().zip(&locations) {
+            assert_eq!(
+                location,
+                &store
+                    .path_of(&checkpoint.checkpoint_id)
+                    .display()
+                    .to_string()
+            );
+            let read = store.load(&checkpoint.checkpoint_id).unwrap();
+            assert_eq!(read.encode(), checkpoint.encode());
+        }
+        assert_eq!(
+            files_in(dir.path()),
+            ["0190-1.json", "0190-2.json", "0190-3.json"]
+        );
+    }
+
+    /// The checkpoints before the one that cannot be written are durable; the one is
+    /// reported with its path, the ones after it are not written, and no temp file stays.
+    #[test]
+    fn a_batch_stops_at_the_first_checkpoint_that_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let first = numbered("0190-1", 1);
+        let unwritable = numbered("no-such-dir/0190-2", 2);
+        let third = numbered("0190-3", 3);
+        let saved = store.save_all(&[&first, &unwritable, &third]);
+        assert_eq!(saved.len(), 2, "nothing is tried after the failure");
+        assert!(saved[0].is_ok());
+        let error = format!("{:#}", saved[1].as_ref().unwrap_err());
+        assert!(
+            error.contains("cannot write checkpoint") && error.contains("no-such-dir/0190-2.json"),
+            "{error}"
+        );
+        assert_eq!(store.load("0190-1").unwrap().encode(), first.encode());
+        assert_eq!(files_in(dir.path()), ["0190-1.json"]);
     }
 }
