@@ -173,6 +173,7 @@ impl Drop for Writer {
 mod tests {
     use super::*;
     use crate::checkpoint::journal::JournalRecord;
+    use crate::checkpoint::store::save_in_turn;
     use crate::checkpoint::tests::sample;
     use crate::checkpoint::{Listed, MemoryStore};
     use anyhow::Result;
@@ -205,14 +206,7 @@ mod tests {
                 self.started.send(()).unwrap();
                 self.release.lock().unwrap().recv().unwrap();
             }
-            let mut saved = Vec::new();
-            for checkpoint in checkpoints {
-                saved.push(self.save(checkpoint));
-                if saved.last().unwrap().is_err() {
-                    break;
-                }
-            }
-            saved
+            save_in_turn(self, checkpoints)
         }
         fn load(&self, id: &str) -> Result<Checkpoint> {
             self.inner.load(id)

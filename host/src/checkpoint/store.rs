@@ -26,16 +26,7 @@ pub trait CheckpointStore: Send + Sync {
     /// the error if any. A store may make them durable together ([`FileStore`] syncs
     /// its directory once for all of them); each is durable when this returns.
     fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
-        let mut saved = Vec::with_capacity(checkpoints.len());
-        for checkpoint in checkpoints {
-            let result = self.save(checkpoint);
-            let failed = result.is_err();
-            saved.push(result);
-            if failed {
-                break;
-            }
-        }
-        saved
+        save_in_turn(self, checkpoints)
     }
     /// Loads the checkpoint with `id`.
     fn load(&self, id: &str) -> Result<Checkpoint>;
@@ -51,6 +42,24 @@ pub trait CheckpointStore: Send + Sync {
     fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>>;
     /// Removes `base`'s journal, if there is one.
     fn remove_journal(&self, base: &str) -> Result<()>;
+}
+
+/// Saves `checkpoints` one `save` after the other, stopping at the first that cannot be
+/// saved: [`CheckpointStore::save_all`] for a store with no faster way.
+pub(crate) fn save_in_turn<S: CheckpointStore + ?Sized>(
+    store: &S,
+    checkpoints: &[&Checkpoint],
+) -> Vec<Result<String>> {
+    let mut saved = Vec::with_capacity(checkpoints.len());
+    for checkpoint in checkpoints {
+        let result = store.save(checkpoint);
+        let failed = result.is_err();
+        saved.push(result);
+        if failed {
+            break;
+        }
+    }
+    saved
 }
 
 /// One entry of [`CheckpointStore::list`].
