@@ -914,7 +914,10 @@ impl Run<'_> {
                         journal.write(journaled)
                     })
                 });
-                let journal_to = writer.is_some().then_some(&finished);
+                let journal_to = writer.as_ref().map(|writer| JournalFeed {
+                    finished: &finished,
+                    writer: writer.thread(),
+                });
                 let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
                     let executor = Executing {
                         superstep,
@@ -932,7 +935,11 @@ impl Run<'_> {
                 };
                 drop(finished);
                 let unreported = match writer {
-                    Some(writer) => writer.join().expect("the journal writer does not panic")?,
+                    Some(writer) => {
+                        // Every executor finished: the writer need not wait any longer.
+                        writer.thread().unpark();
+                        writer.join().expect("the journal writer does not panic")?
+                    }
                     None => Vec::new(),
                 };
                 Ok((executed, unreported))
@@ -1288,7 +1295,7 @@ struct Executing<'a> {
     graph: &'a Graph,
     /// Where to send the results for the journal; the journal writer then reports the
     /// executor complete once they are durable.
-    journal: Option<&'a mpsc::Sender<Finished>>,
+    journal: Option<JournalFeed<'a>>,
     /// Whether the executor may make outbound HTTP requests.
     pays: bool,
 }
@@ -1348,6 +1355,27 @@ struct Finished {
     pays: bool,
 }
 
+/// Where executors hand their results to the superstep's journal writer. The writer
+/// gathers them until its deadline without being woken by each one (a wakeup per
+/// executor would take a core from the others); only an executor that pays wakes it,
+/// and the engine does once every executor finished.
+#[derive(Clone, Copy)]
+struct JournalFeed<'a> {
+    finished: &'a mpsc::Sender<Finished>,
+    writer: &'a std::thread::Thread,
+}
+
+impl JournalFeed<'_> {
+    fn send(&self, finished: Finished) {
+        let wake = finished.pays;
+        // A closed channel means the writer failed; it reports why.
+        let _ = self.finished.send(finished);
+        if wake {
+            self.writer.unpark();
+        }
+    }
+}
+
 /// How long the journal writer gathers finished executors before one durable append:
 /// many quick executors cost one fsync, and a completion event waits at most this long.
 const JOURNAL_WINDOW: Duration = Duration::from_millis(2);
@@ -1384,25 +1412,27 @@ impl Journal<'_> {
         while let Ok(first) = finished.recv() {
             let mut batch = vec![first];
             let window = Instant::now() + JOURNAL_WINDOW;
-            let mut last = false;
-            loop {
+            // Until the deadline, what finished is taken whenever this thread wakes (see
+            // `JournalFeed` for who wakes it).
+            let last = loop {
+                match finished.try_recv() {
+                    Ok(next) => {
+                        batch.push(next);
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break true,
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
                 let deadline = if batch.iter().any(|f| f.pays) {
                     window
                 } else {
                     window.max(started + JOURNAL_DELAY)
                 };
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    break;
+                    break false;
                 };
-                match finished.recv_timeout(left) {
-                    Ok(next) => batch.push(next),
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        last = true;
-                        break;
-                    }
-                }
-            }
+                std::thread::park_timeout(left);
+            };
             if last && !batch.iter().any(|f| f.pays) {
                 return Ok(batch.iter().map(|f| (f.index, f.duration_us)).collect());
             }
@@ -1474,8 +1504,7 @@ impl Executing<'_> {
                     duration_us,
                     pays: self.pays,
                 };
-                // A closed channel means the writer failed; it reports why.
-                let _ = journal.send(finished);
+                journal.send(finished);
             }
             (Ok(_), None) => sink.emit(&Event::ExecutorCompleted {
                 superstep: self.superstep,
