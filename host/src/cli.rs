@@ -691,12 +691,11 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
                     .join(", ")
             ))
         })?;
-        if let Payload::Json(raw) = &record.state {
-            let value: serde_json::Value = serde_json::from_str(raw.get())?;
-            say!("{}", serde_json::to_string_pretty(&value)?)?;
-        } else {
-            let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
-            std::io::stdout().write_all(&bytes)?;
+        // A JSON state is printed pretty; other bytes as they are.
+        let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(value) => say!("{}", serde_json::to_string_pretty(&value)?)?,
+            Err(_) => std::io::stdout().write_all(&bytes)?,
         }
         return Ok(EXIT_OK);
     }

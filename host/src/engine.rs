@@ -515,7 +515,7 @@ pub struct Run<'w> {
 pub enum Durability {
     /// Durably at every barrier (and before delivering responses), with the superstep
     /// journal. The next supersteps may run while a barrier's checkpoint is written
-    /// (up to 4 barriers ahead of the disk), their events held back until the
+    /// (up to 32 barriers ahead of the disk), their events held back until the
     /// checkpoint before them is durable: a crash loses at most the unfinished
     /// executors of the running superstep and the barriers whose checkpoints were still
     /// being written.
@@ -1049,11 +1049,12 @@ impl Run<'_> {
     }
 
     /// Reports the checkpoints that are already durable, oldest first, without waiting;
-    /// then waits for the oldest while too many are being written.
+    /// then waits for the oldest while too many are being written, or more than one
+    /// and too many bytes.
     fn settle_finished(&mut self) -> Result<()> {
         self.settle_while(|in_flight| {
             in_flight.front().is_some_and(|f| f.save.is_done())
-                || in_flight.len() >= MAX_SAVES_IN_FLIGHT
+                || too_far_ahead(in_flight.iter().map(|f| f.bytes))
         })
     }
 
@@ -1142,6 +1143,7 @@ impl Run<'_> {
         self.gate.hold();
         let handed_over = barrier.is_some() || !self.in_flight.is_empty();
         let in_flight = InFlight {
+            bytes: checkpoint.size_hint(),
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
             status: checkpoint.status,
@@ -1253,11 +1255,27 @@ impl Run<'_> {
 }
 
 /// How many checkpoints may be in flight at once: the engine runs at most this many
-/// barriers ahead of the disk.
-const MAX_SAVES_IN_FLIGHT: usize = 4;
+/// barriers ahead of the disk. Only supersteps quicker than a save get that far ahead
+/// (on the machine of the README's benchmarks, a save takes about 1 ms); saves that
+/// queue up are written together.
+const MAX_SAVES_IN_FLIGHT: usize = 32;
+
+/// How many bytes the checkpoints in flight may hold together, their payloads counted
+/// in full (one checkpoint on its own may hold more).
+const MAX_BYTES_IN_FLIGHT: usize = 256 << 20;
+
+/// Whether the engine must wait for the oldest save before it goes on, given the sizes
+/// of the checkpoints in flight: [`MAX_SAVES_IN_FLIGHT`] of them, or more than one
+/// holding more than [`MAX_BYTES_IN_FLIGHT`] together.
+fn too_far_ahead(sizes: impl ExactSizeIterator<Item = usize>) -> bool {
+    let count = sizes.len();
+    count >= MAX_SAVES_IN_FLIGHT || (count > 1 && sizes.sum::<usize>() > MAX_BYTES_IN_FLIGHT)
+}
 
 /// A checkpoint while it is being written, and what reports it once it is durable.
 struct InFlight {
+    /// About how many bytes the checkpoint holds.
+    bytes: usize,
     save: SaveHandle,
     checkpoint_id: String,
     /// The checkpoint before: the run's last one if this save fails.
@@ -1563,4 +1581,21 @@ fn deliver(
         .and_then(|()| instance.snapshot());
     let effects = instance.context().finish();
     handled.map(|state| Step { effects, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_waits_for_the_disk_when_too_many_checkpoints_or_bytes_are_in_flight() {
+        const MIB: usize = 1 << 20;
+        assert!(!too_far_ahead([1024; MAX_SAVES_IN_FLIGHT - 1].into_iter()));
+        assert!(too_far_ahead([1024; MAX_SAVES_IN_FLIGHT].into_iter()));
+        // One checkpoint larger than the bound is written on its own, not refused.
+        assert!(!too_far_ahead([1024 * MIB].into_iter()));
+        assert!(!too_far_ahead([100 * MIB, 100 * MIB].into_iter()));
+        assert!(too_far_ahead([200 * MIB, 100 * MIB].into_iter()));
+        assert!(too_far_ahead([1024 * MIB, 1024].into_iter()));
+    }
 }

@@ -1,11 +1,14 @@
 //! Messages between executors, and how byte payloads (message bodies, states, shared
 //! values) are written in checkpoints and events: as JSON when they are JSON, else
 //! as base64; a checkpoint file may keep a large state beside it as a blob.
+//!
+//! The engine holds payloads as the bytes they are ([`Payload::of`]): whether they are
+//! JSON is found out when they are written, by the thread that writes them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// The source of the run's input message in superstep 0.
@@ -32,22 +35,19 @@ pub struct Envelope {
 /// Bytes as written in a checkpoint or an event: `{"json": <value>}` when the bytes are
 /// one JSON value (kept byte for byte), otherwise `{"base64": "<text>"}`. In checkpoint
 /// files only, a large executor state is `{"blob": {"digest": …, "size": …}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Payload {
     /// The bytes are this JSON text, verbatim.
     Json(Box<RawValue>),
     /// The bytes, base64-encoded (standard alphabet, padded).
     Base64(String),
-    /// Bytes that are not JSON, held in memory as they are; written as `{"base64": …}`
-    /// (a checkpoint store may keep them in a blob instead, unencoded). Never read
-    /// from a file: reading gives [`Payload::Base64`].
-    #[serde(
-        rename = "base64",
-        serialize_with = "serialize_base64",
-        skip_deserializing
-    )]
-    Raw(Bytes),
+    /// Bytes held in memory as they are (no copy, no check): written as
+    /// `{"json": …}` when they are one JSON value, else as `{"base64": …}` (a checkpoint
+    /// store may keep them in a blob instead, unencoded). Never read from a file:
+    /// reading gives [`Payload::Json`] or [`Payload::Base64`].
+    #[serde(skip_deserializing)]
+    Held(Bytes),
     /// The bytes are kept beside the checkpoint file, named by their digest; the
     /// checkpoint store that wrote the file resolves it.
     Blob(BlobRef),
@@ -67,26 +67,44 @@ pub struct BlobRef {
     pub size: u64,
 }
 
-fn serialize_base64<S: serde::Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&BASE64.encode(bytes))
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        const NAME: &str = "Payload";
+        match self {
+            Payload::Json(raw) => serializer.serialize_newtype_variant(NAME, 0, "json", raw),
+            Payload::Base64(text) => serializer.serialize_newtype_variant(NAME, 1, "base64", text),
+            Payload::Held(bytes) => match json_value(bytes) {
+                Some(raw) => serializer.serialize_newtype_variant(NAME, 0, "json", raw),
+                None => {
+                    let text = BASE64.encode(bytes);
+                    serializer.serialize_newtype_variant(NAME, 1, "base64", &text)
+                }
+            },
+            Payload::Blob(blob) => serializer.serialize_newtype_variant(NAME, 3, "blob", blob),
+            Payload::Shared(n) => serializer.serialize_newtype_variant(NAME, 4, "shared", n),
+        }
+    }
+}
+
+/// `bytes` as one JSON value, if that is exactly what they are (no whitespace around).
+fn json_value(bytes: &[u8]) -> Option<&RawValue> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let raw = serde_json::from_str::<&RawValue>(text).ok()?;
+    (raw.get().len() == text.len()).then_some(raw)
 }
 
 impl Payload {
     /// Encodes `bytes`, as JSON when they are exactly one JSON value.
     pub fn encode(bytes: &[u8]) -> Payload {
-        Payload::json(bytes).unwrap_or_else(|| Payload::Base64(BASE64.encode(bytes)))
+        match json_value(bytes) {
+            Some(raw) => Payload::Json(raw.to_owned()),
+            None => Payload::Base64(BASE64.encode(bytes)),
+        }
     }
 
-    /// Holds `bytes`: as JSON when they are exactly one JSON value, otherwise as they
-    /// are (no copy, no base64 until written).
+    /// Holds `bytes` as they are: no copy, and no JSON check or base64 until written.
     pub fn of(bytes: &Bytes) -> Payload {
-        Payload::json(bytes).unwrap_or_else(|| Payload::Raw(bytes.clone()))
-    }
-
-    fn json(bytes: &[u8]) -> Option<Payload> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let raw = serde_json::from_str::<Box<RawValue>>(text).ok()?;
-        (raw.get().len() == text.len()).then_some(Payload::Json(raw))
+        Payload::Held(bytes.clone())
     }
 
     /// The number of bytes the payload stands for (for a blob, its recorded size; for
@@ -95,7 +113,7 @@ impl Payload {
         match self {
             Payload::Json(raw) => raw.get().len(),
             Payload::Base64(text) => text.len() / 4 * 3,
-            Payload::Raw(bytes) => bytes.len(),
+            Payload::Held(bytes) => bytes.len(),
             Payload::Blob(blob) => blob.size as usize,
             Payload::Shared(_) => 0,
         }
@@ -111,7 +129,10 @@ impl Payload {
         match self {
             Payload::Json(raw) => raw.get().to_string(),
             Payload::Base64(b64) => format!("(base64) {b64}"),
-            Payload::Raw(bytes) => format!("(base64) {}", BASE64.encode(bytes)),
+            Payload::Held(bytes) => match json_value(bytes) {
+                Some(raw) => raw.get().to_string(),
+                None => format!("(base64) {}", BASE64.encode(bytes)),
+            },
             Payload::Blob(blob) => format!("(blob {}, {} bytes)", blob.digest, blob.size),
             Payload::Shared(n) => format!("(shared body {n})"),
         }
@@ -121,7 +142,7 @@ impl Payload {
     pub fn decode(&self) -> Result<Bytes, String> {
         match self {
             Payload::Json(raw) => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
-            Payload::Raw(bytes) => Ok(bytes.clone()),
+            Payload::Held(bytes) => Ok(bytes.clone()),
             Payload::Base64(text) => BASE64
                 .decode(text)
                 .map(Bytes::from)
@@ -141,17 +162,19 @@ impl Payload {
 mod tests {
     use super::*;
 
+    const SAMPLES: [&[u8]; 7] = [
+        b"{\"b\": 1,  \"a\":[1.50]}",
+        b"\"text\"",
+        b"12",
+        b" 12",
+        b"{\"a\":1} trailing",
+        b"\xff\x00binary",
+        b"",
+    ];
+
     #[test]
     fn json_is_kept_verbatim_and_the_rest_is_base64() {
-        for bytes in [
-            &b"{\"b\": 1,  \"a\":[1.50]}"[..],
-            b"\"text\"",
-            b"12",
-            b" 12",
-            b"{\"a\":1} trailing",
-            b"\xff\x00binary",
-            b"",
-        ] {
+        for bytes in SAMPLES {
             let payload = Payload::encode(bytes);
             let text = serde_json::to_string(&payload).unwrap();
             let back: Payload = serde_json::from_str(&text).unwrap();
@@ -160,21 +183,27 @@ mod tests {
             assert_eq!(is_json, text.starts_with("{\"json\""), "{text}");
         }
         assert!(matches!(Payload::encode(b"{\"a\":1}"), Payload::Json(_)));
-        // Held bytes are written as base64 and read back as such.
-        let held = Payload::of(&Bytes::from_static(b"\xff\x00binary"));
-        assert!(matches!(held, Payload::Raw(_)));
-        let text = serde_json::to_string(&held).unwrap();
-        assert_eq!(
-            text,
-            serde_json::to_string(&Payload::encode(b"\xff\x00binary")).unwrap()
-        );
-        let back: Payload = serde_json::from_str(&text).unwrap();
-        assert!(matches!(back, Payload::Base64(_)));
-        assert_eq!(back.decode().unwrap(), held.decode().unwrap());
-        assert!(matches!(
-            Payload::of(&Bytes::from_static(b"[1]")),
-            Payload::Json(_)
-        ));
         assert!(matches!(Payload::encode(b" 12"), Payload::Base64(_)));
+    }
+
+    #[test]
+    fn held_bytes_are_written_as_encoded_bytes_are() {
+        for bytes in SAMPLES {
+            let held = Payload::of(&Bytes::from_static(bytes));
+            assert!(matches!(held, Payload::Held(_)));
+            let encoded = Payload::encode(bytes);
+            let text = serde_json::to_string(&held).unwrap();
+            assert_eq!(text, serde_json::to_string(&encoded).unwrap());
+            assert_eq!(
+                serde_json::to_string_pretty(&held).unwrap(),
+                serde_json::to_string_pretty(&encoded).unwrap()
+            );
+            assert_eq!(held.to_text(), encoded.to_text());
+            assert_eq!(held.len(), bytes.len());
+            // Reading gives the encoded form back, never held bytes.
+            let back: Payload = serde_json::from_str(&text).unwrap();
+            assert!(!matches!(back, Payload::Held(_)));
+            assert_eq!(back.decode().unwrap(), bytes);
+        }
     }
 }

@@ -212,27 +212,43 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
     Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
 }
 
-/// A memory store that takes `save_delay` for each save, as a slow disk would, and
-/// fails as a full disk would: the save of the checkpoint taken after superstep
-/// `fail_save_after`, and every journal append if `fail_journal`. Records the superstep
-/// of every checkpoint it was asked to save.
+/// A memory store that takes `save_delay` for each group of saves, as a slow disk
+/// would, and fails as a full disk would: the save of the checkpoint taken after
+/// superstep `fail_save_after`, and every journal append if `fail_journal`. Records the
+/// superstep of every checkpoint it was asked to save, per group.
 #[derive(Default)]
 struct FailingStore {
     inner: MemoryStore,
     save_delay: Duration,
     fail_save_after: Option<u64>,
     fail_journal: bool,
-    saves: Mutex<Vec<u64>>,
+    groups: Mutex<Vec<Vec<u64>>>,
+}
+
+impl FailingStore {
+    /// The supersteps of the checkpoints it was asked to save, in order.
+    fn saves(&self) -> Vec<u64> {
+        self.groups.lock().unwrap().concat()
+    }
 }
 
 impl CheckpointStore for FailingStore {
     fn save(&self, checkpoint: &superstep::Checkpoint) -> anyhow::Result<String> {
-        self.saves.lock().unwrap().push(checkpoint.superstep);
+        self.save_all(&[checkpoint]).pop().unwrap()
+    }
+    fn save_all(&self, checkpoints: &[&superstep::Checkpoint]) -> Vec<anyhow::Result<String>> {
+        let supersteps = checkpoints.iter().map(|c| c.superstep).collect();
+        self.groups.lock().unwrap().push(supersteps);
         std::thread::sleep(self.save_delay);
-        if Some(checkpoint.superstep) == self.fail_save_after.map(|s| s + 1) {
-            anyhow::bail!("No space left on device (injected)");
+        let mut saved = Vec::new();
+        for checkpoint in checkpoints {
+            if Some(checkpoint.superstep) == self.fail_save_after.map(|s| s + 1) {
+                saved.push(Err(anyhow::anyhow!("No space left on device (injected)")));
+                break;
+            }
+            saved.push(self.inner.save(checkpoint));
         }
-        self.inner.save(checkpoint)
+        saved
     }
     fn load(&self, id: &str) -> anyhow::Result<superstep::Checkpoint> {
         self.inner.load(id)
@@ -329,7 +345,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     });
     let mut undisturbed = workflow.start(input.clone(), slow.clone(), sink).unwrap();
     assert_eq!(undisturbed.run().unwrap(), Outcome::Completed);
-    assert_eq!(*slow.saves.lock().unwrap(), [1, 2, 3, 4]);
+    assert_eq!(slow.saves(), [1, 2, 3, 4]);
     // Overlapped or not, every superstep starts after the checkpoint it starts from is
     // reported saved, and after the superstep before it completed.
     let mut saved = None;
@@ -375,7 +391,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     assert_eq!(saved.len(), 1, "only superstep 0's checkpoint was saved");
     // The checkpoints of supersteps 2 and 3, which ran while the failing save was
     // written, never reached the store.
-    assert_eq!(*store.saves.lock().unwrap(), [1, 2]);
+    assert_eq!(store.saves(), [1, 2]);
     assert_eq!(run.last_checkpoint(), Some(saved[0]));
     // Superstep 2 (a and b) ran while the failing save was written; none of it shows.
     let names: Vec<String> = events
@@ -416,6 +432,41 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     assert_eq!(resumed.run().unwrap(), Outcome::Completed);
     assert_eq!(resumed.outputs(), undisturbed.outputs());
     assert_eq!(resumed.states(), undisturbed.states());
+}
+
+/// On a disk slower than the supersteps, the engine runs at most 32 checkpoints ahead
+/// of it: while one group is saved, the next ones queue up behind it until 32 are in
+/// flight, and are then saved together. The run ends as an undisturbed one does.
+#[test]
+fn the_engine_runs_at_most_32_checkpoints_ahead_of_a_slow_disk() {
+    let ws = Workspace::new();
+    let mut text = String::from("[workflow]\nname = \"ring\"\nstart = \"n0\"\n");
+    for n in 0..4 {
+        text += &format!(
+            "[[executors]]\nid = \"n{n}\"\ncomponent = \"@components@/ring.wasm\"\nconfig = {{ limit = 80 }}\n\
+             [[edges]]\nfrom = \"n{n}\"\nto = \"n{}\"\n",
+            (n + 1) % 4
+        );
+    }
+    let manifest = superstep::Manifest::load(&ws.manifest("ring.toml", &text)).unwrap();
+    let workflow = Workflow::load(Runtime::new(1, false).unwrap(), manifest).unwrap();
+    let input = Message {
+        kind: "token".into(),
+        body: Bytes::from_static(b"{\"hops\": 0}"),
+    };
+    let slow = Arc::new(FailingStore {
+        save_delay: Duration::from_millis(250),
+        ..FailingStore::default()
+    });
+    let (_, sink) = collecting_sink();
+    let mut run = workflow.start(input, slow.clone(), sink).unwrap();
+    assert_eq!(run.run().unwrap(), Outcome::Completed);
+    assert_eq!(run.outputs()[0].message.body, "{\"hops\":80}");
+    assert_eq!(slow.saves(), (1..=80).collect::<Vec<u64>>());
+    // In flight while a group is saved: that group and the next one, queued behind it.
+    let groups: Vec<usize> = slow.groups.lock().unwrap().iter().map(Vec::len).collect();
+    let in_flight: Vec<usize> = groups.windows(2).map(|w| w[0] + w[1]).collect();
+    assert_eq!(in_flight.iter().max(), Some(&32), "group sizes: {groups:?}");
 }
 
 /// A journal that cannot be appended to fails the run with that reason before the

@@ -201,18 +201,31 @@ struct DocumentIn<'a> {
 impl Checkpoint {
     /// The checkpoint as a file's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let inner = serde_json::to_vec_pretty(self).expect("a checkpoint serialises");
-        let checksum = sha256_hex(&inner);
-        // The envelope is written by hand around the content, which serde_json wrote:
-        // the checksum covers exactly the bytes that follow `"checkpoint": `.
-        let head = format!(
-            "{{\n  \"format\": \"{FORMAT}\",\n  \"format_version\": {FORMAT_VERSION},\n  \"checksum\": \"{checksum}\",\n  \"checkpoint\": "
-        );
-        let mut bytes = Vec::with_capacity(head.len() + inner.len() + 3);
-        bytes.extend_from_slice(head.as_bytes());
-        bytes.extend_from_slice(&inner);
+        // The envelope is written by hand around the content, which serde_json writes:
+        // the checksum covers exactly the bytes that follow `"checkpoint": `. The head
+        // goes first with a placeholder of the checksum's length, replaced once the
+        // content is hashed, so that the content is written once, in place.
+        let head = |checksum: &str| {
+            format!(
+                "{{\n  \"format\": \"{FORMAT}\",\n  \"format_version\": {FORMAT_VERSION},\n  \"checksum\": \"{checksum}\",\n  \"checkpoint\": "
+            )
+        };
+        let placeholder = head(&sha256_hex(b""));
+        let mut bytes = Vec::with_capacity(placeholder.len() + self.size_hint());
+        bytes.extend_from_slice(placeholder.as_bytes());
+        serde_json::to_writer_pretty(&mut bytes, self).expect("a checkpoint serialises");
+        let head = head(&sha256_hex(&bytes[placeholder.len()..]));
+        bytes[..head.len()].copy_from_slice(head.as_bytes());
         bytes.extend_from_slice(b"\n}\n");
         bytes
+    }
+
+    /// About how many bytes the encoded checkpoint takes (without blobs), to allocate
+    /// once.
+    pub(crate) fn size_hint(&self) -> usize {
+        let payloads: usize = self.blob_capable().map(|(_, p)| p.len()).sum::<usize>()
+            + self.outputs.iter().map(|o| o.body.len()).sum::<usize>();
+        1024 + payloads + 256 * (self.executors.len() + self.queued_count() + self.outputs.len())
     }
 
     /// Reads a checkpoint from a file's bytes; `origin` names the file in errors.
@@ -245,8 +258,8 @@ impl Checkpoint {
         check_ids(&self.checkpoint_id, self.parent_id.as_deref())?;
         for (field, payload) in self.blob_capable() {
             match payload {
-                Payload::Blob(blob) => blobs::check_ref(&field, blob)?,
-                Payload::Shared(n) if field.starts_with("queued.") => {
+                Payload::Blob(blob) => blobs::check_ref(&field.to_string(), blob)?,
+                Payload::Shared(n) if matches!(field, Field::QueuedBody(..)) => {
                     if *n >= self.shared_bodies.len() {
                         return Err(format!(
                             "{field}: shared body {n} does not exist (there are {})",
@@ -331,43 +344,65 @@ impl Checkpoint {
 
     /// The payloads a file store may keep as blobs, with their fields: executor states,
     /// shared bodies and (in files of format version 1) queued message bodies.
-    pub fn blob_capable(&self) -> impl Iterator<Item = (String, &Payload)> {
+    pub fn blob_capable(&self) -> impl Iterator<Item = (Field<'_>, &Payload)> {
         let states = self
             .executors
             .iter()
-            .map(|(id, e)| (format!("executors.{id}.state"), &e.state));
+            .map(|(id, e)| (Field::State(id), &e.state));
         let shared = self
             .shared_bodies
             .iter()
             .enumerate()
-            .map(|(n, body)| (format!("shared_bodies[{n}]"), body));
+            .map(|(n, body)| (Field::SharedBody(n), body));
         let bodies = self.queued.iter().flat_map(|(id, queue)| {
             queue
                 .iter()
                 .enumerate()
-                .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &m.body))
+                .map(move |(i, m)| (Field::QueuedBody(id, i), &m.body))
         });
         states.chain(shared).chain(bodies)
     }
 
     /// [`Checkpoint::blob_capable`], to change.
-    pub fn blob_capable_mut(&mut self) -> impl Iterator<Item = (String, &mut Payload)> {
+    pub fn blob_capable_mut(&mut self) -> impl Iterator<Item = (Field<'_>, &mut Payload)> {
         let states = self
             .executors
             .iter_mut()
-            .map(|(id, e)| (format!("executors.{id}.state"), &mut e.state));
+            .map(|(id, e)| (Field::State(id), &mut e.state));
         let shared = self
             .shared_bodies
             .iter_mut()
             .enumerate()
-            .map(|(n, body)| (format!("shared_bodies[{n}]"), body));
+            .map(|(n, body)| (Field::SharedBody(n), body));
         let bodies = self.queued.iter_mut().flat_map(|(id, queue)| {
             queue
                 .iter_mut()
                 .enumerate()
-                .map(move |(i, m)| (format!("queued.{id}[{i}].body"), &mut m.body))
+                .map(move |(i, m)| (Field::QueuedBody(id, i), &mut m.body))
         });
         states.chain(shared).chain(bodies)
+    }
+}
+
+/// Where a payload that may be kept as a blob sits in a checkpoint; displayed as
+/// errors name it (`executors.<id>.state`, `shared_bodies[n]`, `queued.<id>[i].body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// The state of the executor with this id.
+    State(&'a str),
+    /// Entry `n` of `shared_bodies`.
+    SharedBody(usize),
+    /// The body of message `i` queued for the executor with this id.
+    QueuedBody(&'a str, usize),
+}
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::State(id) => write!(f, "executors.{id}.state"),
+            Field::SharedBody(n) => write!(f, "shared_bodies[{n}]"),
+            Field::QueuedBody(id, i) => write!(f, "queued.{id}[{i}].body"),
+        }
     }
 }
 

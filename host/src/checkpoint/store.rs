@@ -2,7 +2,7 @@
 
 use super::blobs::{BLOB_MIN_SIZE, BlobDir};
 use super::journal::JournalRecord;
-use super::{Checkpoint, PrunePolicy, Summary, is_plain_id, plan_prune};
+use super::{Checkpoint, Field, PrunePolicy, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
 use crate::message::Payload;
 use anyhow::{Context as _, Result};
@@ -171,10 +171,10 @@ impl FileStore {
         let mut document = Cow::Borrowed(checkpoint);
         if checkpoint
             .blob_capable()
-            .any(|(field, payload)| goes_in_blob(&field, payload))
+            .any(|(field, payload)| goes_in_blob(field, payload))
         {
             for (field, payload) in document.to_mut().blob_capable_mut() {
-                if goes_in_blob(&field, payload) {
+                if goes_in_blob(field, payload) {
                     let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
                     let blob = blobs
                         .put(&bytes)
@@ -328,9 +328,9 @@ impl FileStore {
 
 /// Whether a file store keeps the payload at `field` as a blob: an executor state or a
 /// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the file).
-fn goes_in_blob(field: &str, payload: &Payload) -> bool {
+fn goes_in_blob(field: Field, payload: &Payload) -> bool {
     !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
-        && !field.starts_with("queued.")
+        && !matches!(field, Field::QueuedBody(..))
         && payload.len() >= BLOB_MIN_SIZE
 }
 
