@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::SystemTime;
 
 /// Checkpoint storage. Implementations must make a saved checkpoint durable before
@@ -163,9 +163,81 @@ impl FileStore {
         Ok(summary)
     }
 
-    /// Writes `checkpoint` (its large payloads as blobs) to a synced temp file, not yet
-    /// in place.
-    fn stage(&self, checkpoint: &Checkpoint) -> Result<StagedFile> {
+    /// Writes and syncs `checkpoints` in order under temp names: each file is written
+    /// by this thread and synced by a second one, so that the disk syncs one while the
+    /// next is encoded and written (a lone checkpoint is synced here). Stops at the
+    /// first that cannot be written or synced: returns the files before it, and its
+    /// error. Files written after it are removed.
+    fn stage_all(&self, checkpoints: &[&Checkpoint]) -> (Vec<StagedFile>, Option<anyhow::Error>) {
+        let cannot_sync = |staged: &StagedFile, error| {
+            anyhow::Error::new(error).context(format!(
+                "cannot write checkpoint {}",
+                staged.path().display()
+            ))
+        };
+        if let [checkpoint] = checkpoints {
+            let synced = self.stage(checkpoint).and_then(|(staged, file)| {
+                file.sync_all().map_err(|e| cannot_sync(&staged, e))?;
+                Ok(staged)
+            });
+            return match synced {
+                Ok(staged) => (vec![staged], None),
+                Err(error) => (Vec::new(), Some(error)),
+            };
+        }
+        std::thread::scope(|scope| {
+            let (to_sync, written) = mpsc::channel::<File>();
+            // Syncs the files in order; returns how many it synced, and why it stopped
+            // before the end if it did.
+            let syncer = std::thread::Builder::new()
+                .name("superstep-fsync".into())
+                .spawn_scoped(scope, move || {
+                    let mut synced = 0;
+                    for file in written {
+                        if let Err(error) = file.sync_all() {
+                            return (synced, Some(error));
+                        }
+                        synced += 1;
+                    }
+                    (synced, None)
+                });
+            let syncer = match syncer {
+                Ok(syncer) => syncer,
+                Err(e) => {
+                    let error = anyhow::anyhow!("cannot start a thread to sync checkpoints: {e}");
+                    return (Vec::new(), Some(error));
+                }
+            };
+            let mut staged = Vec::with_capacity(checkpoints.len());
+            let mut failure = None;
+            for checkpoint in checkpoints {
+                match self.stage(checkpoint) {
+                    Ok((file, handle)) => {
+                        staged.push(file);
+                        if to_sync.send(handle).is_err() {
+                            break; // the syncer stopped at a file before this one
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            drop(to_sync);
+            let (synced, sync_error) = syncer.join().expect("the fsync thread does not panic");
+            if let Some(error) = sync_error {
+                failure = Some(cannot_sync(&staged[synced], error));
+                // Dropped, the files from the unsynced one on are removed.
+                staged.truncate(synced);
+            }
+            (staged, failure)
+        })
+    }
+
+    /// Writes `checkpoint` (its large payloads as blobs) to a temp file, not yet synced
+    /// nor in place; returns the file too, to sync.
+    fn stage(&self, checkpoint: &Checkpoint) -> Result<(StagedFile, File)> {
         let path = self.path_of(&checkpoint.checkpoint_id);
         let blobs = BlobDir::of(&self.dir);
         let mut document = Cow::Borrowed(checkpoint);
@@ -183,7 +255,7 @@ impl FileStore {
                 }
             }
         }
-        StagedFile::write(&self.dir, path.clone(), &document.encode())
+        StagedFile::write_unsynced(&self.dir, path.clone(), &document.encode())
             .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
 
@@ -363,24 +435,14 @@ impl CheckpointStore for FileStore {
             .expect("one result per checkpoint tried")
     }
 
-    /// Writes and syncs each checkpoint under a temp name, renames them into place in
-    /// order, then syncs the directory once for all of them.
+    /// Writes and syncs each checkpoint under a temp name (see [`FileStore::stage_all`]),
+    /// renames them into place in order, then syncs the directory once for all of them.
     fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
         let _lock = match self.lock(false) {
             Ok(lock) => lock,
             Err(error) => return vec![Err(error)],
         };
-        let mut failure = None;
-        let mut staged = Vec::with_capacity(checkpoints.len());
-        for checkpoint in checkpoints {
-            match self.stage(checkpoint) {
-                Ok(file) => staged.push(file),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-        }
+        let (staged, mut failure) = self.stage_all(checkpoints);
         let mut placed = Vec::with_capacity(staged.len());
         for file in staged {
             let location = file.path().display().to_string();
@@ -539,6 +601,18 @@ struct StagedFile {
 
 impl StagedFile {
     fn write(dir: &Path, path: PathBuf, bytes: &[u8]) -> std::io::Result<StagedFile> {
+        let (staged, file) = StagedFile::write_unsynced(dir, path, bytes)?;
+        file.sync_all()?;
+        Ok(staged)
+    }
+
+    /// [`StagedFile::write`] without the sync: also returns the file, to sync before
+    /// the commit.
+    fn write_unsynced(
+        dir: &Path,
+        path: PathBuf,
+        bytes: &[u8],
+    ) -> std::io::Result<(StagedFile, File)> {
         std::fs::create_dir_all(dir)?;
         let name = path
             .file_name()
@@ -554,8 +628,7 @@ impl StagedFile {
         };
         let mut file = File::create(&staged.temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        Ok(staged)
+        Ok((staged, file))
     }
 
     fn path(&self) -> &Path {
@@ -658,6 +731,7 @@ impl CheckpointStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::checkpoint::tests::sample;
+    use bytes::Bytes;
 
     fn numbered(id: &str, superstep: u64) -> Checkpoint {
         let mut checkpoint = sample();
@@ -719,5 +793,37 @@ mod tests {
         );
         assert_eq!(store.load("0190-1").unwrap().encode(), first.encode());
         assert_eq!(files_in(dir.path()), ["0190-1.json"]);
+    }
+
+    /// Files are written while earlier ones are being synced: when one in the middle of
+    /// a group cannot be written, the ones before it are still durable and in place,
+    /// and nothing after it is written or left behind.
+    #[test]
+    fn a_group_stops_where_a_checkpoint_cannot_be_written_while_earlier_ones_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        // Where the blobs go is a file: a checkpoint with a large state cannot be written.
+        std::fs::write(dir.path().join("blobs"), b"not a directory").unwrap();
+        let small: Vec<Checkpoint> = (1..=2).map(|n| numbered(&format!("0190-{n}"), n)).collect();
+        let mut large = numbered("0190-3", 3);
+        let state = Bytes::from(vec![b'x'; BLOB_MIN_SIZE]);
+        large.executors.get_mut("a").unwrap().state = Payload::of(&state);
+        let after = numbered("0190-4", 4);
+        let saved = store.save_all(&[&small[0], &small[1], &large, &after]);
+        assert_eq!(saved.len(), 3, "nothing is tried after the failure");
+        assert!(saved[0].is_ok() && saved[1].is_ok());
+        let error = format!("{:#}", saved[2].as_ref().unwrap_err());
+        assert!(
+            error.contains("cannot write the blob of executors.a.state"),
+            "{error}"
+        );
+        for checkpoint in &small {
+            let read = store.load(&checkpoint.checkpoint_id).unwrap();
+            assert_eq!(read.encode(), checkpoint.encode());
+        }
+        assert_eq!(
+            files_in(dir.path()),
+            ["0190-1.json", "0190-2.json", "blobs"]
+        );
     }
 }
