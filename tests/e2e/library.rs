@@ -463,10 +463,11 @@ fn the_engine_runs_at_most_32_checkpoints_ahead_of_a_slow_disk() {
     assert_eq!(run.run().unwrap(), Outcome::Completed);
     assert_eq!(run.outputs()[0].message.body, "{\"hops\":80}");
     assert_eq!(slow.saves(), (1..=80).collect::<Vec<u64>>());
-    // In flight while a group is saved: that group and the next one, queued behind it.
+    // A group is what was in flight when the writer took it: never more than 32, and
+    // far more than one while each group takes 250 ms and a superstep a millisecond.
     let groups: Vec<usize> = slow.groups.lock().unwrap().iter().map(Vec::len).collect();
-    let in_flight: Vec<usize> = groups.windows(2).map(|w| w[0] + w[1]).collect();
-    assert_eq!(in_flight.iter().max(), Some(&32), "group sizes: {groups:?}");
+    let largest = *groups.iter().max().unwrap();
+    assert!((16..=32).contains(&largest), "group sizes: {groups:?}");
 }
 
 /// A journal that cannot be appended to fails the run with that reason before the
