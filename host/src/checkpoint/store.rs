@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::SystemTime;
 
 /// Checkpoint storage. Implementations must make a saved checkpoint durable before
@@ -91,6 +91,41 @@ pub struct FileStore {
     dir: PathBuf,
     /// Serialises journal appends from the executor threads.
     journal_lock: Arc<Mutex<()>>,
+    /// Syncs the files of a group of saves; started by the first group, it ends when
+    /// the store (and its clones) are dropped. `None` if it could not be started.
+    syncer: Arc<OnceLock<Option<Syncer>>>,
+}
+
+/// A thread that fsyncs the files handed to it, in order, and reports each outcome
+/// where the file's sender asked: a group's files are synced while the next is written.
+#[derive(Debug)]
+struct Syncer {
+    files: mpsc::Sender<SyncJob>,
+}
+
+/// A file to sync, and where its outcome goes.
+type SyncJob = (File, mpsc::Sender<std::io::Result<()>>);
+
+impl Syncer {
+    fn start() -> std::io::Result<Syncer> {
+        let (files, to_sync) = mpsc::channel::<SyncJob>();
+        std::thread::Builder::new()
+            .name("superstep-fsync".into())
+            .spawn(move || {
+                for (file, outcome) in to_sync {
+                    // The saver may have stopped listening after a failure.
+                    let _ = outcome.send(file.sync_all());
+                }
+            })?;
+        Ok(Syncer { files })
+    }
+
+    /// Hands `file` over to be synced after those handed over before; its outcome goes
+    /// to `outcome`. Returns the file if the thread is gone.
+    fn sync(&self, file: File, outcome: &mpsc::Sender<std::io::Result<()>>) -> Option<File> {
+        let job = (file, outcome.clone());
+        self.files.send(job).err().map(|unsent| unsent.0.0)
+    }
 }
 
 impl FileStore {
@@ -99,6 +134,7 @@ impl FileStore {
         FileStore {
             dir: dir.into(),
             journal_lock: Arc::default(),
+            syncer: Arc::default(),
         }
     }
 
@@ -164,75 +200,59 @@ impl FileStore {
     }
 
     /// Writes and syncs `checkpoints` in order under temp names: each file is written
-    /// by this thread and synced by a second one, so that the disk syncs one while the
-    /// next is encoded and written (a lone checkpoint is synced here). Stops at the
-    /// first that cannot be written or synced: returns the files before it, and its
-    /// error. Files written after it are removed.
+    /// by this thread and synced by the store's [`Syncer`], so that the disk syncs one
+    /// while the next is encoded and written (a lone checkpoint is synced here). Stops
+    /// at the first that cannot be written or synced: returns the files before it, and
+    /// its error. Files written after it are removed.
     fn stage_all(&self, checkpoints: &[&Checkpoint]) -> (Vec<StagedFile>, Option<anyhow::Error>) {
-        let cannot_sync = |staged: &StagedFile, error| {
-            anyhow::Error::new(error).context(format!(
-                "cannot write checkpoint {}",
-                staged.path().display()
-            ))
+        let syncer = match checkpoints {
+            [_] => None,
+            _ => self.syncer.get_or_init(|| Syncer::start().ok()).as_ref(),
         };
-        if let [checkpoint] = checkpoints {
-            let synced = self.stage(checkpoint).and_then(|(staged, file)| {
-                file.sync_all().map_err(|e| cannot_sync(&staged, e))?;
-                Ok(staged)
-            });
-            return match synced {
-                Ok(staged) => (vec![staged], None),
-                Err(error) => (Vec::new(), Some(error)),
-            };
+        let (outcome, outcomes) = mpsc::channel();
+        let mut staged = Vec::with_capacity(checkpoints.len());
+        let mut failure = None;
+        for checkpoint in checkpoints {
+            match self.stage(checkpoint) {
+                Ok((file, handle)) => {
+                    staged.push(file);
+                    // Synced here when there is no thread to sync it.
+                    let unsent = match syncer {
+                        Some(syncer) => syncer.sync(handle, &outcome),
+                        None => Some(handle),
+                    };
+                    if let Some(handle) = unsent {
+                        outcome
+                            .send(handle.sync_all())
+                            .expect("the receiver is here");
+                    }
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
         }
-        std::thread::scope(|scope| {
-            let (to_sync, written) = mpsc::channel::<File>();
-            // Syncs the files in order; returns how many it synced, and why it stopped
-            // before the end if it did.
-            let syncer = std::thread::Builder::new()
-                .name("superstep-fsync".into())
-                .spawn_scoped(scope, move || {
-                    let mut synced = 0;
-                    for file in written {
-                        if let Err(error) = file.sync_all() {
-                            return (synced, Some(error));
-                        }
-                        synced += 1;
-                    }
-                    (synced, None)
-                });
-            let syncer = match syncer {
-                Ok(syncer) => syncer,
-                Err(e) => {
-                    let error = anyhow::anyhow!("cannot start a thread to sync checkpoints: {e}");
-                    return (Vec::new(), Some(error));
-                }
+        drop(outcome);
+        // One outcome per staged file, in order: the first failure ends the group there.
+        let synced: Vec<std::io::Result<()>> = outcomes.iter().take(staged.len()).collect();
+        let unsynced = synced.iter().position(Result::is_err).or(
+            // Fewer outcomes than files: the syncer stopped.
+            (synced.len() < staged.len()).then_some(synced.len()),
+        );
+        if let Some(n) = unsynced {
+            let why = match synced.into_iter().nth(n) {
+                Some(Err(error)) => error.to_string(),
+                _ => "the fsync thread stopped".to_string(),
             };
-            let mut staged = Vec::with_capacity(checkpoints.len());
-            let mut failure = None;
-            for checkpoint in checkpoints {
-                match self.stage(checkpoint) {
-                    Ok((file, handle)) => {
-                        staged.push(file);
-                        if to_sync.send(handle).is_err() {
-                            break; // the syncer stopped at a file before this one
-                        }
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-            }
-            drop(to_sync);
-            let (synced, sync_error) = syncer.join().expect("the fsync thread does not panic");
-            if let Some(error) = sync_error {
-                failure = Some(cannot_sync(&staged[synced], error));
-                // Dropped, the files from the unsynced one on are removed.
-                staged.truncate(synced);
-            }
-            (staged, failure)
-        })
+            failure = Some(anyhow::anyhow!(
+                "cannot write checkpoint {}: {why}",
+                staged[n].path().display()
+            ));
+            // Dropped, the files from the unsynced one on are removed.
+            staged.truncate(n);
+        }
+        (staged, failure)
     }
 
     /// Writes `checkpoint` (its large payloads as blobs) to a temp file, not yet synced
