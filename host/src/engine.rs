@@ -827,6 +827,14 @@ impl Run<'_> {
         let reaches_outside = active
             .iter()
             .any(|&i| workflow.manifest.executors[i].grants.reaches_outside());
+        // A journal needs a checkpoint to start from: a run whose first superstep may
+        // pay for calls saves itself as it starts (the input queued) before that.
+        if self.last_checkpoint.is_none()
+            && self.durability == Durability::Superstep
+            && active.iter().any(|&i| workflow.pays(i))
+        {
+            self.start_save(None);
+        }
         if reaches_outside {
             self.settle()?;
         }

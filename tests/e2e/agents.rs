@@ -431,3 +431,85 @@ to = "out"
     assert_eq!(resumed.outputs(), vec![json!("hello")]);
     assert_eq!(server.requests(), 1, "the paid call was not made again");
 }
+
+/// An agent that runs first has no barrier before its call, so the run saves a
+/// checkpoint as it starts, and the call's results are journaled against it. Here the
+/// disk fills up at the barrier after the call (as if the host had died there); the
+/// resume, in a new process, replays the journal instead of calling the model again.
+#[test]
+fn an_agent_call_in_the_first_superstep_is_journaled_and_not_paid_again() {
+    use crate::library::FailingStore;
+    use superstep::checkpoint::FileStore;
+    use superstep::{CheckpointStore, Event, Manifest, Message, Runtime, Workflow};
+
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let manifest = ws.manifest(
+        "first.toml",
+        &format!(
+            r#"[workflow]
+name = "agent-first"
+start = "agent"
+
+[[executors]]
+id = "agent"
+component = "@components@/chat.wasm"
+allowed_hosts = ["http://127.0.0.1:{port}"]
+config = {{ base_url = "{base}", model = "m" }}
+
+[[executors]]
+id = "out"
+component = "@components@/finalize.wasm"
+
+[[edges]]
+from = "agent"
+to = "out"
+"#,
+            port = server.port,
+            base = server.base_url()
+        ),
+    );
+    let workflow = Workflow::load(
+        Runtime::new(1, false).unwrap(),
+        Manifest::load(&manifest).unwrap(),
+    )
+    .unwrap();
+    let dir = ws.path().join("checkpoints");
+    let store = Arc::new(FailingStore {
+        inner: Arc::new(FileStore::new(&dir)),
+        fail_save_after: Some(0),
+        ..FailingStore::default()
+    });
+    let input = Message {
+        kind: "input".into(),
+        body: bytes::Bytes::from_static(b"\"Hello\""),
+    };
+    let mut run = workflow
+        .start(input, store.clone(), Arc::new(|_: &Event| {}))
+        .unwrap();
+    let error = format!("{:#}", run.run().unwrap_err());
+    assert!(
+        error.contains("superstep 0: checkpoint not saved") && error.contains("(injected)"),
+        "{error}"
+    );
+    assert_eq!(server.requests(), 1);
+    // What is on disk: the run as it started, and the agent's results in its journal.
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    let start = listed[0].summary.as_ref().unwrap();
+    assert_eq!(start.superstep, 0);
+    let journal = store.read_journal(&start.checkpoint_id).unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].executor, "agent");
+
+    let resumed = ws.superstep(&["resume", &start.checkpoint_id, "--events", "jsonl"]);
+    resumed.assert_code(0);
+    let skipped: Vec<Value> = resumed
+        .events_named("executor_skipped")
+        .iter()
+        .map(|e| e["executor"].clone())
+        .collect();
+    assert_eq!(skipped, [json!("agent")]);
+    assert_eq!(resumed.outputs(), vec![json!("hello")]);
+    assert_eq!(server.requests(), 1, "the paid call was not made again");
+}

@@ -212,22 +212,34 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
     Workflow::load(Runtime::new(1, true).unwrap(), manifest).unwrap();
 }
 
-/// A memory store that takes `save_delay` for each group of saves, as a slow disk
-/// would, and fails as a full disk would: the save of the checkpoint taken after
-/// superstep `fail_save_after`, and every journal append if `fail_journal`. Records the
-/// superstep of every checkpoint it tried to save, per group (none after a failure).
-#[derive(Default)]
-struct FailingStore {
-    inner: MemoryStore,
-    save_delay: Duration,
-    fail_save_after: Option<u64>,
-    fail_journal: bool,
-    groups: Mutex<Vec<Vec<u64>>>,
+/// A store (by default in memory) that takes `save_delay` for each group of saves, as a
+/// slow disk would, and fails as a full disk would: the save of the checkpoint taken
+/// after superstep `fail_save_after`, and every journal append if `fail_journal`.
+/// Records the superstep of every checkpoint it tried to save, per group (none after a
+/// failure).
+pub(crate) struct FailingStore {
+    pub(crate) inner: Arc<dyn CheckpointStore>,
+    pub(crate) save_delay: Duration,
+    pub(crate) fail_save_after: Option<u64>,
+    pub(crate) fail_journal: bool,
+    pub(crate) groups: Mutex<Vec<Vec<u64>>>,
+}
+
+impl Default for FailingStore {
+    fn default() -> FailingStore {
+        FailingStore {
+            inner: Arc::new(MemoryStore::new()),
+            save_delay: Duration::ZERO,
+            fail_save_after: None,
+            fail_journal: false,
+            groups: Mutex::default(),
+        }
+    }
 }
 
 impl FailingStore {
     /// The supersteps of the checkpoints it was asked to save, in order.
-    fn saves(&self) -> Vec<u64> {
+    pub(crate) fn saves(&self) -> Vec<u64> {
         self.groups.lock().unwrap().concat()
     }
 }
