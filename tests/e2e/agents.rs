@@ -197,6 +197,14 @@ fn assert_refused(run: &Run, origin: &str, what: &str) {
     );
 }
 
+/// The executors that `run` skipped because a journal held their results.
+fn skipped(run: &Run) -> Vec<Value> {
+    run.events_named("executor_skipped")
+        .iter()
+        .map(|e| e["executor"].clone())
+        .collect()
+}
+
 fn allow(server: &ChatServer) -> String {
     format!(r#"allowed_hosts = ["http://127.0.0.1:{}"]"#, server.port)
 }
@@ -421,13 +429,7 @@ to = "out"
         ],
     );
     resumed.assert_code(0);
-    let events = resumed.events();
-    let skipped: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["event"] == "executor_skipped")
-        .map(|e| &e["executor"])
-        .collect();
-    assert_eq!(skipped, [&json!("agent")]);
+    assert_eq!(skipped(&resumed), [json!("agent")]);
     assert_eq!(resumed.outputs(), vec![json!("hello")]);
     assert_eq!(server.requests(), 1, "the paid call was not made again");
 }
@@ -504,12 +506,7 @@ to = "out"
 
     let resumed = ws.superstep(&["resume", &start.checkpoint_id, "--events", "jsonl"]);
     resumed.assert_code(0);
-    let skipped: Vec<Value> = resumed
-        .events_named("executor_skipped")
-        .iter()
-        .map(|e| e["executor"].clone())
-        .collect();
-    assert_eq!(skipped, [json!("agent")]);
+    assert_eq!(skipped(&resumed), [json!("agent")]);
     assert_eq!(resumed.outputs(), vec![json!("hello")]);
     assert_eq!(server.requests(), 1, "the paid call was not made again");
 }
