@@ -346,7 +346,7 @@ fn an_agent_call_finished_before_a_crash_is_not_paid_again() {
     let ws = Workspace::new();
     let server = ChatServer::start(Mode::Lowercase);
     // The agent and a slow executor share a superstep; the host is killed once the
-    // agent's results are journaled, while the slow one still runs.
+    // agent's results are journaled, while the slow one waits at the closed gate.
     let manifest = ws.manifest(
         "crash.toml",
         &format!(
@@ -368,7 +368,8 @@ config = {{ base_url = "{base}", model = "m", api_key_env = "SUPERSTEP_TEST_KEY"
 [[executors]]
 id = "slow"
 component = "@components@/probe.wasm"
-config = {{ sleep_ms = 3000 }}
+dirs = [{{ host = "gate", guest = "/gate" }}]
+config = {{ wait_for = "/gate/open" }}
 
 [[executors]]
 id = "out"
@@ -388,6 +389,7 @@ to = "out"
             base = server.base_url()
         ),
     );
+    ws.set_gate(false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
         .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
         .env("SUPERSTEP_TEST_KEY", KEY)
@@ -416,6 +418,7 @@ to = "out"
     child.wait().unwrap();
     assert_eq!(server.requests(), 1);
 
+    ws.set_gate(true);
     let latest = ws.superstep(&["checkpoints", "latest"]);
     let resumed = run_with_key(
         &ws,

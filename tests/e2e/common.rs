@@ -75,6 +75,18 @@ impl Workspace {
         path
     }
 
+    /// Opens or closes the gate `gate/open` of the workspace: a probe granted `gate/` with
+    /// `wait_for = "/gate/open"` holds its message while the gate is closed.
+    pub fn set_gate(&self, open: bool) {
+        let gate = self.path().join("gate");
+        std::fs::create_dir_all(&gate).unwrap();
+        if open {
+            std::fs::write(gate.join("open"), "").unwrap();
+        } else if gate.join("open").exists() {
+            std::fs::remove_file(gate.join("open")).unwrap();
+        }
+    }
+
     /// The demo pipeline manifest with its components resolved to the built ones.
     pub fn pipeline(&self) -> PathBuf {
         let text = std::fs::read_to_string(repo().join("guest-examples/pipeline.toml")).unwrap();

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `src` fans out to two fast executors and a slow one; all three report to `sink`,
-/// which yields what it gets.
+/// which yields what it gets. The slow one finishes only once the workspace's gate is
+/// open (`Workspace::set_gate`).
 const FAN_OUT: &str = r#"
 [workflow]
 name = "fan-out"
@@ -32,7 +33,8 @@ config = { forward = [{ kind = "done" }] }
 [[executors]]
 id = "slow"
 component = "@components@/probe.wasm"
-config = { forward = [{ kind = "done" }], sleep_ms = 3000 }
+dirs = [{ host = "gate", guest = "/gate" }]
+config = { forward = [{ kind = "done" }], wait_for = "/gate/open" }
 
 [[executors]]
 id = "sink"
@@ -95,6 +97,7 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
         args
     };
 
+    ws.set_gate(true);
     let uninterrupted = ws.superstep(
         &run_args("reference")
             .iter()
@@ -104,7 +107,9 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
     uninterrupted.assert_code(0);
     assert_eq!(uninterrupted.outputs().len(), 3);
 
-    // Kill the host once both fast executors have reported completion of superstep 1.
+    // Kill the host once both fast executors have reported completion of superstep 1,
+    // while the slow one waits at the closed gate.
+    ws.set_gate(false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
         .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
         .args(run_args("crashed"))
@@ -169,6 +174,7 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
     assert_eq!(ws.checkpoint_files("crashed"), before);
 
     // A record cut short at the tail (the host died while appending) is left out.
+    ws.set_gate(true);
     let mut cut = journaled.clone();
     cut.extend_from_slice(&journaled[..40]);
     std::fs::write(&journal, &cut).unwrap();
@@ -196,10 +202,11 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
 #[test]
 fn a_superstep_that_ends_within_the_window_needs_no_journal() {
     let ws = Workspace::new();
-    // The fan-out without the slow executor: all finish at once. "At once" means within
-    // the superstep's first 10 ms, which a loaded machine can stretch by descheduling a
+    // The fan-out with its gate open: all finish at once. "At once" means within the
+    // superstep's first 10 ms, which a loaded machine can stretch by descheduling a
     // worker: a few attempts get one where the scheduler kept out of the way.
-    let manifest = ws.manifest("quick.toml", &FAN_OUT.replace(", sleep_ms = 3000", ""));
+    ws.set_gate(true);
+    let manifest = ws.manifest("quick.toml", FAN_OUT);
     let mut failures = Vec::new();
     for attempt in 0..5 {
         let dir = format!("attempt-{attempt}");

@@ -216,12 +216,14 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
 /// slow disk would, and fails as a full disk would: the save of the checkpoint taken
 /// after superstep `fail_save_after`, and every journal append if `fail_journal`.
 /// Records the superstep of every checkpoint it tried to save, per group (none after a
-/// failure).
+/// failure). Creates the file `gate_on_journal` when a journal append is tried: the gate
+/// of a probe that should still run until then (see `Workspace::set_gate`).
 pub(crate) struct FailingStore {
     pub(crate) inner: Arc<dyn CheckpointStore>,
     pub(crate) save_delay: Duration,
     pub(crate) fail_save_after: Option<u64>,
     pub(crate) fail_journal: bool,
+    pub(crate) gate_on_journal: Option<std::path::PathBuf>,
     pub(crate) groups: Mutex<Vec<Vec<u64>>>,
 }
 
@@ -232,6 +234,7 @@ impl Default for FailingStore {
             save_delay: Duration::ZERO,
             fail_save_after: None,
             fail_journal: false,
+            gate_on_journal: None,
             groups: Mutex::default(),
         }
     }
@@ -277,6 +280,9 @@ impl CheckpointStore for FailingStore {
         base: &str,
         records: &[superstep::checkpoint::journal::JournalRecord],
     ) -> anyhow::Result<()> {
+        if let Some(gate) = &self.gate_on_journal {
+            std::fs::write(gate, "").unwrap();
+        }
         if self.fail_journal {
             anyhow::bail!("No space left on device (injected)");
         }
@@ -488,17 +494,20 @@ fn the_engine_runs_at_most_32_checkpoints_ahead_of_a_slow_disk() {
 #[test]
 fn a_journal_that_cannot_be_written_fails_the_run_before_the_barrier() {
     let ws = Workspace::new();
-    // `b` is slow, so `a`'s results are journaled while `b` still runs.
+    // `b` waits at its gate until the journal is tried, so `a`'s results are journaled
+    // while `b` still runs.
     let text = BRANCHING.replace(
         "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
-        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }], sleep_ms = 300 }",
+        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",
     );
     assert_ne!(text, BRANCHING);
+    ws.set_gate(false);
     let manifest = superstep::Manifest::load(&ws.manifest("slow-b.toml", &text)).unwrap();
     let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
     let (events, sink) = collecting_sink();
     let store = Arc::new(FailingStore {
         fail_journal: true,
+        gate_on_journal: Some(ws.path().join("gate/open")),
         ..FailingStore::default()
     });
     let input = Message {

@@ -5,9 +5,11 @@
 //! Config (every field optional):
 //! `{ "forward": [{ "kind": "k", "target": "id" }], "yield": true, "fail_on_kind": "boom",
 //!    "set_shared": "key", "read_shared": ["key"], "print": "text", "print_bytes": 100,
-//!    "sleep_ms": 0 }`.
+//!    "sleep_ms": 0, "wait_for": "/gate/open" }`.
 //! `print` writes a line to stdout and one to stderr; `print_bytes` floods stdout;
-//! `sleep_ms` makes each message take that long (through the WASI clock).
+//! `sleep_ms` makes each message take that long (through the WASI clock); `wait_for`
+//! holds each message until that file exists (in a granted directory): a gate that a
+//! test opens, so that an executor is still running whatever the machine's load.
 //! A forwarded body is `{"by": <this id>, "of": <received kind>, "body": <received body>}`;
 //! `set_shared` writes the received body under the key before `read_shared` reads.
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,7 @@ struct Config {
     print: Option<String>,
     print_bytes: Option<usize>,
     sleep_ms: Option<u64>,
+    wait_for: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,11 @@ impl Executor for Probe {
         }
         if let Some(ms) = config.sleep_ms {
             std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if let Some(gate) = &config.wait_for {
+            while !std::path::Path::new(gate).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         if let Some(n) = config.print_bytes {
             print!("{}", "x".repeat(n));
