@@ -104,6 +104,11 @@ pub struct Limits {
     pub http_max_concurrent: u64,
 }
 
+/// The default `call_timeout_ms` of an executor granted outbound HTTP: a call's time
+/// counts its HTTP waits, and a reply paid for after the deadline would be thrown away,
+/// so such a call gets room for several slow model replies.
+const HTTP_CALL_TIMEOUT_MS: u64 = 600_000;
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -275,9 +280,8 @@ impl Manifest {
             )));
         }
 
-        let default_limits = raw
-            .workflow
-            .limits
+        let workflow_limits = raw.workflow.limits;
+        let default_limits = workflow_limits
             .over(Limits::default(), "workflow.limits")
             .map_err(|why| invalid(format!("{file}: {why}")))?;
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -296,9 +300,19 @@ impl Manifest {
                 None => serde_json::Value::Object(Default::default()),
             };
             let at = |field: &str| format!("{file}: executors[{i}] ('{}').{field}", executor.id);
+            let base = if executor.allowed_hosts.is_empty() {
+                default_limits
+            } else {
+                Limits {
+                    call_timeout_ms: workflow_limits
+                        .call_timeout_ms
+                        .unwrap_or(HTTP_CALL_TIMEOUT_MS),
+                    ..default_limits
+                }
+            };
             let limits = executor
                 .limits
-                .over(default_limits, "limits")
+                .over(base, "limits")
                 .map_err(|why| invalid(at(&why)))?;
             let allowed_hosts = executor
                 .allowed_hosts
@@ -534,6 +548,43 @@ mod tests {
         assert_eq!(m.executors[1].config, serde_json::json!({}));
         assert_eq!(m.max_supersteps, DEFAULT_MAX_SUPERSTEPS);
         assert_eq!(m.edges[0].kinds, Some(vec!["x".to_string()]));
+    }
+
+    /// An executor granted HTTP gets the longer call timeout unless one is set, for
+    /// the workflow or for it; every other limit is the usual default.
+    #[test]
+    fn an_executor_granted_http_waits_longer_unless_told_otherwise() {
+        let http = BASE.replace(
+            "id = \"b\"",
+            "id = \"b\"\nallowed_hosts = [\"https://api.example.com\"]",
+        );
+        let timeouts = |text: &str| {
+            let m = parse(text).unwrap();
+            (m.executors[0].limits, m.executors[1].limits)
+        };
+        let (plain, granted) = timeouts(&http);
+        assert_eq!(plain, Limits::default());
+        assert_eq!(
+            granted,
+            Limits {
+                call_timeout_ms: HTTP_CALL_TIMEOUT_MS,
+                ..Limits::default()
+            }
+        );
+        let for_workflow = http.replace(
+            "start = \"a\"",
+            "start = \"a\"\n[workflow.limits]\ncall_timeout_ms = 5000",
+        );
+        let (plain, granted) = timeouts(&for_workflow);
+        assert_eq!(
+            (plain.call_timeout_ms, granted.call_timeout_ms),
+            (5000, 5000)
+        );
+        let for_it = http.replace(
+            "component = \"/abs/b.wasm\"",
+            "component = \"/abs/b.wasm\"\nlimits = { call_timeout_ms = 7000 }",
+        );
+        assert_eq!(timeouts(&for_it).1.call_timeout_ms, 7000);
     }
 
     fn error_of(text: &str) -> String {
