@@ -6,8 +6,8 @@
 
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{
-    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage,
-    RequestRecord, ResponseRecord, SHARED_BODY_MIN_SIZE, SaveHandle, Status, Writer,
+    Checkpoint, CheckpointStore, ExecutorRecord, ManifestRef, OnDurable, OutputRecord,
+    QueuedMessage, RequestRecord, ResponseRecord, SHARED_BODY_MIN_SIZE, SaveHandle, Status, Writer,
 };
 use crate::compile_cache::CompileCache;
 use crate::context::{Effects, ExecutorContext, SharedState};
@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1029,8 +1030,8 @@ impl Run<'_> {
         self.unsaved = true;
         let queued = self.queues.iter().map(Vec::len).sum();
         if self.durability == Durability::Superstep {
-            // Written by the checkpoint writer while the next supersteps run; `settle`
-            // reports it once it is durable.
+            // Written by the checkpoint writer while the next supersteps run, and
+            // reported as soon as it is durable.
             let barrier = Barrier {
                 superstep,
                 queued,
@@ -1048,15 +1049,15 @@ impl Run<'_> {
         Ok(None)
     }
 
-    /// Waits until every checkpoint being written is durable, reporting each and letting
-    /// the events held behind it through. If one could not be saved, the run's last
-    /// checkpoint is the one before it, and the later ones and every held event (work
-    /// that built on the lost barrier) are dropped.
+    /// Waits until every checkpoint being written is durable (each is reported as it
+    /// becomes durable, see [`Run::on_durable`]). If one could not be saved, the run's
+    /// last checkpoint is the one before it, and the later ones and every held event
+    /// (work that built on the lost barrier) are dropped.
     fn settle(&mut self) -> Result<()> {
         self.settle_while(|_| true)
     }
 
-    /// Reports the checkpoints that are already durable, oldest first, without waiting;
+    /// Forgets the checkpoints that are already durable, oldest first, without waiting;
     /// then waits for the oldest while too many are being written, or more than one
     /// and too many bytes.
     fn settle_finished(&mut self) -> Result<()> {
@@ -1084,49 +1085,18 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Waits until `in_flight` is durable, reports it and lets the events held behind it
-    /// through.
+    /// Waits until `in_flight` is durable; it is reported by then (see
+    /// [`Run::on_durable`]).
     fn report(&mut self, in_flight: InFlight) -> Result<()> {
-        let location = match in_flight.save.wait() {
-            Ok(location) => location,
-            Err(reason) => {
-                self.last_checkpoint = in_flight.parent_id;
-                return Err(anyhow::anyhow!(reason));
-            }
-        };
-        let barrier_checkpoint = in_flight.checkpoint_id.clone();
-        let mut events = vec![Event::CheckpointSaved {
-            checkpoint_id: in_flight.checkpoint_id,
-            parent_id: in_flight.parent_id,
-            superstep: in_flight.superstep,
-            status: in_flight.status.as_str().to_string(),
-            location,
-        }];
-        let Some(barrier) = in_flight.barrier else {
-            self.gate.release(&events);
-            return Ok(());
-        };
-        let graph = &self.workflow.graph;
-        events.extend(completed_events(
-            barrier.superstep,
-            graph,
-            &barrier.unreported,
-        ));
-        let removed = match &barrier.journal_to_remove {
-            Some(base) => self.store.remove_journal(base),
-            None => Ok(()),
-        };
-        if removed.is_ok() {
-            events.push(Event::SuperstepCompleted {
-                superstep: barrier.superstep,
-                queued: barrier.queued,
-            });
-        } else {
-            self.last_checkpoint = Some(barrier_checkpoint);
-            self.gate.discard();
-        }
-        self.gate.release(&events);
-        removed
+        in_flight.save.wait().map(drop).map_err(|reason| {
+            // A durable checkpoint stays the last one when what came after it failed.
+            self.last_checkpoint = if in_flight.durable.load(Ordering::Acquire) {
+                Some(in_flight.checkpoint_id)
+            } else {
+                in_flight.parent_id
+            };
+            anyhow::anyhow!(reason)
+        })
     }
 
     /// Saves the run as it stands, now.
@@ -1138,7 +1108,8 @@ impl Run<'_> {
     /// Starts saving the run as it stands: a barrier's checkpoint (and any save while
     /// others are in flight, to go after them) by the writer thread, whose saves overlap
     /// the next supersteps and are made durable together when they queue up; any
-    /// other save here. [`Run::settle`] waits for it and reports it either way.
+    /// other save here. Either way it is reported once durable ([`Run::on_durable`]),
+    /// and [`Run::settle`] waits for it.
     fn start_save(&mut self, barrier: Option<Barrier>) {
         let checkpoint = self.checkpoint();
         let what = match &barrier {
@@ -1148,22 +1119,74 @@ impl Run<'_> {
         self.last_checkpoint = Some(checkpoint.checkpoint_id.clone());
         self.unsaved = false;
         // What happens from now on is reported once this checkpoint is durable.
-        self.gate.hold();
+        self.gate.hold(&checkpoint.checkpoint_id);
         let handed_over = barrier.is_some() || !self.in_flight.is_empty();
+        let durable = Arc::new(AtomicBool::new(false));
+        let on_durable = self.on_durable(&checkpoint, barrier, durable.clone());
         let in_flight = InFlight {
             bytes: checkpoint.size_hint(),
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
-            status: checkpoint.status,
-            superstep: checkpoint.superstep,
-            barrier,
+            durable,
             save: if handed_over {
-                self.writer.save(checkpoint, what)
+                self.writer.save(checkpoint, what, on_durable)
             } else {
-                SaveHandle::now(self.store.as_ref(), &checkpoint, &what)
+                SaveHandle::now(self.store.as_ref(), &checkpoint, &what, on_durable)
             },
         };
         self.in_flight.push_back(in_flight);
+    }
+
+    /// What reports `checkpoint` as soon as it is durable, on the thread that saved it
+    /// (the next supersteps may be running): sets `durable`, removes the journal the
+    /// barrier makes obsolete, then lets `checkpoint_saved` through (for a barrier, then
+    /// the executors it made durable complete and `superstep_completed`) and the events
+    /// held behind it. If the journal cannot be removed, the events held are dropped.
+    fn on_durable(
+        &self,
+        checkpoint: &Checkpoint,
+        barrier: Option<Barrier>,
+        durable: Arc<AtomicBool>,
+    ) -> OnDurable {
+        let (gate, store) = (self.gate.clone(), self.store.clone());
+        let checkpoint_id = checkpoint.checkpoint_id.clone();
+        let mut events = vec![Event::CheckpointSaved {
+            checkpoint_id: checkpoint_id.clone(),
+            parent_id: checkpoint.parent_id.clone(),
+            superstep: checkpoint.superstep,
+            status: checkpoint.status.as_str().to_string(),
+            location: String::new(),
+        }];
+        let mut completed = None;
+        let mut journal_to_remove = None;
+        if let Some(barrier) = barrier {
+            let graph = &self.workflow.graph;
+            events.extend(completed_events(
+                barrier.superstep,
+                graph,
+                &barrier.unreported,
+            ));
+            completed = Some(Event::SuperstepCompleted {
+                superstep: barrier.superstep,
+                queued: barrier.queued,
+            });
+            journal_to_remove = barrier.journal_to_remove;
+        }
+        Box::new(move |saved_at| {
+            durable.store(true, Ordering::Release);
+            if let Event::CheckpointSaved { location, .. } = &mut events[0] {
+                *location = saved_at.to_string();
+            }
+            if let Some(base) = journal_to_remove
+                && let Err(error) = store.remove_journal(&base)
+            {
+                gate.release_alone(&checkpoint_id, &events);
+                return Err(format!("{error:#}"));
+            }
+            events.extend(completed);
+            gate.release(&checkpoint_id, &events);
+            Ok(())
+        })
     }
 
     /// The run as it stands, as a checkpoint whose parent is the latest one.
@@ -1280,7 +1303,7 @@ fn too_far_ahead(sizes: impl ExactSizeIterator<Item = usize>) -> bool {
     count >= MAX_SAVES_IN_FLIGHT || (count > 1 && sizes.sum::<usize>() > MAX_BYTES_IN_FLIGHT)
 }
 
-/// A checkpoint while it is being written, and what reports it once it is durable.
+/// A checkpoint while it is being written.
 struct InFlight {
     /// About how many bytes the checkpoint holds.
     bytes: usize,
@@ -1288,11 +1311,8 @@ struct InFlight {
     checkpoint_id: String,
     /// The checkpoint before: the run's last one if this save fails.
     parent_id: Option<String>,
-    status: Status,
-    /// The checkpoint's superstep: the next one to run.
-    superstep: u64,
-    /// Set when the checkpoint is a barrier's.
-    barrier: Option<Barrier>,
+    /// Set once the checkpoint is durable, even if reporting it failed afterwards.
+    durable: Arc<AtomicBool>,
 }
 
 /// What reports a barrier complete once its checkpoint is durable.

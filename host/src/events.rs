@@ -163,12 +163,13 @@ impl<F: Fn(&Event) + Send + Sync> EventSink for F {
 /// A sink in front of another that can hold events back: while checkpoints are still
 /// being written, the next supersteps already run, and their events wait here until the
 /// checkpoint before them is durable, so that the stream reads as if everything had run
-/// one after the other.
+/// one after the other. Released from the thread that saved the checkpoint, while
+/// executors may be emitting: events pass on under the lock, so none overtakes another.
 pub(crate) struct Gate {
     inner: Arc<dyn EventSink>,
-    /// One segment per checkpoint being written, oldest first: the events that came
-    /// after it (until the next one), in arrival order. Empty when open.
-    held: Mutex<VecDeque<Vec<Event>>>,
+    /// One segment per checkpoint being written, oldest first: its id and the events
+    /// that came after it (until the next one), in arrival order. Empty when open.
+    held: Mutex<VecDeque<(String, Vec<Event>)>>,
 }
 
 impl Gate {
@@ -180,22 +181,39 @@ impl Gate {
         }
     }
 
-    /// Holds every event from now on behind a checkpoint that is being written, until
-    /// [`Gate::release`] for it.
-    pub(crate) fn hold(&self) {
+    /// Holds every event from now on behind checkpoint `checkpoint_id`, which is being
+    /// written, until [`Gate::release`] for it.
+    pub(crate) fn hold(&self, checkpoint_id: &str) {
         self.held
             .lock()
             .expect("event gate lock")
-            .push_back(Vec::new());
+            .push_back((checkpoint_id.to_string(), Vec::new()));
     }
 
-    /// The oldest checkpoint being written is durable: passes `first` on, then the
-    /// events held behind it; events flow again once nothing is held.
-    pub(crate) fn release(&self, first: &[Event]) {
-        let held = self.held.lock().expect("event gate lock").pop_front();
-        for event in first.iter().chain(held.iter().flatten()) {
+    /// Checkpoint `checkpoint_id`, the oldest being written, is durable: passes `first`
+    /// on, then the events held behind it; events flow again once nothing is held. Does
+    /// nothing once the checkpoint's events were discarded.
+    pub(crate) fn release(&self, checkpoint_id: &str, first: &[Event]) {
+        let mut held = self.held.lock().expect("event gate lock");
+        if held.front().is_none_or(|(id, _)| id != checkpoint_id) {
+            return;
+        }
+        let (_, behind) = held.pop_front().expect("checked above");
+        for event in first.iter().chain(&behind) {
             self.inner.emit(event);
         }
+    }
+
+    /// What builds on checkpoint `checkpoint_id` (the oldest being written, now
+    /// durable) is lost: passes `first` on and drops every event held.
+    pub(crate) fn release_alone(&self, checkpoint_id: &str, first: &[Event]) {
+        let mut held = self.held.lock().expect("event gate lock");
+        if held.front().is_some_and(|(id, _)| id == checkpoint_id) {
+            for event in first {
+                self.inner.emit(event);
+            }
+        }
+        held.clear();
     }
 
     /// A checkpoint being written is lost: drops every event held (they are of work that
@@ -209,7 +227,7 @@ impl EventSink for Gate {
     fn emit(&self, event: &Event) {
         let mut held = self.held.lock().expect("event gate lock");
         match held.back_mut() {
-            Some(events) => events.push(event.clone()),
+            Some((_, events)) => events.push(event.clone()),
             None => {
                 drop(held);
                 self.inner.emit(event);

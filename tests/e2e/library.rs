@@ -214,7 +214,8 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
 
 /// A store (by default in memory) that takes `save_delay` for each group of saves, as a
 /// slow disk would, and fails as a full disk would: the save of the checkpoint taken
-/// after superstep `fail_save_after`, and every journal append if `fail_journal`.
+/// after superstep `fail_save_after`, every journal append if `fail_journal`, and every
+/// journal removal if `fail_journal_removal`.
 /// Records the superstep of every checkpoint it tried to save, per group (none after a
 /// failure). Creates the file `gate_on_journal` when a journal append is tried: the gate
 /// of a probe that should still run until then (see `Workspace::set_gate`).
@@ -223,6 +224,7 @@ pub(crate) struct FailingStore {
     pub(crate) save_delay: Duration,
     pub(crate) fail_save_after: Option<u64>,
     pub(crate) fail_journal: bool,
+    pub(crate) fail_journal_removal: bool,
     pub(crate) gate_on_journal: Option<std::path::PathBuf>,
     pub(crate) groups: Mutex<Vec<Vec<u64>>>,
 }
@@ -234,6 +236,7 @@ impl Default for FailingStore {
             save_delay: Duration::ZERO,
             fail_save_after: None,
             fail_journal: false,
+            fail_journal_removal: false,
             gate_on_journal: None,
             groups: Mutex::default(),
         }
@@ -295,6 +298,9 @@ impl CheckpointStore for FailingStore {
         self.inner.read_journal(base)
     }
     fn remove_journal(&self, base: &str) -> anyhow::Result<()> {
+        if self.fail_journal_removal {
+            anyhow::bail!("cannot delete journal {base}: Permission denied (injected)");
+        }
         self.inner.remove_journal(base)
     }
 }
@@ -489,6 +495,124 @@ fn the_engine_runs_at_most_32_checkpoints_ahead_of_a_slow_disk() {
     assert!((16..=32).contains(&largest), "group sizes: {groups:?}");
 }
 
+/// A journal that cannot be removed once the barrier's checkpoint is durable fails the
+/// run there: that checkpoint is reported and stays the last one, nothing after it
+/// shows, and it resumes.
+#[test]
+fn a_journal_that_cannot_be_removed_fails_the_run_after_its_checkpoint() {
+    let ws = Workspace::new();
+    let manifest = superstep::Manifest::load(&ws.manifest("branching.toml", BRANCHING)).unwrap();
+    let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let (events, sink) = collecting_sink();
+    let store = Arc::new(FailingStore {
+        fail_journal_removal: true,
+        ..FailingStore::default()
+    });
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello\""),
+    };
+    let mut run = workflow.start(input, store.clone(), sink).unwrap();
+    let error = format!("{:#}", run.run().unwrap_err());
+    assert!(
+        error.contains("cannot delete journal") && error.contains("(injected)"),
+        "{error}"
+    );
+    let events = events.lock().unwrap().clone();
+    // Superstep 2 (a and b) was journaled; its barrier's checkpoint is saved.
+    let last = events
+        .iter()
+        .find_map(|e| match e {
+            Event::CheckpointSaved {
+                checkpoint_id,
+                superstep: 3,
+                ..
+            } => Some(checkpoint_id.clone()),
+            _ => None,
+        })
+        .expect("the barrier's checkpoint is reported");
+    assert_eq!(run.last_checkpoint(), Some(last.as_str()));
+    for executor in ["a", "b"] {
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::ExecutorCompleted { superstep: 2, executor: id, .. } if id == executor
+        )));
+    }
+    assert!(events.iter().all(|e| !matches!(
+        e,
+        Event::SuperstepCompleted { superstep: 2.., .. }
+            | Event::SuperstepStarted { superstep: 3.., .. }
+    )));
+    assert!(matches!(
+        events.last().unwrap(),
+        Event::RunFailed { last_checkpoint, .. } if last_checkpoint.as_deref() == Some(last.as_str())
+    ));
+    let checkpoint = store.load(&last).unwrap();
+    let (_, sink) = collecting_sink();
+    let mut resumed = workflow
+        .resume(checkpoint, false, Arc::new(MemoryStore::new()), sink)
+        .unwrap();
+    assert_eq!(resumed.run().unwrap(), Outcome::Completed);
+    assert_eq!(resumed.outputs().len(), 2);
+}
+
+/// `b` of the branching workflow held at the workspace's gate (see `Workspace::set_gate`).
+fn branching_with_b_at_the_gate(ws: &Workspace) -> Workflow {
+    let text = BRANCHING.replace(
+        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
+        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",
+    );
+    assert_ne!(text, BRANCHING);
+    ws.set_gate(false);
+    let manifest = superstep::Manifest::load(&ws.manifest("gated-b.toml", &text)).unwrap();
+    Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap()
+}
+
+/// A superstep's events flow as soon as the checkpoint it started from is durable, not
+/// when the superstep ends: on a slow disk, superstep 2 (`a` and `b`) starts while the
+/// checkpoint before it is written, and once it is, that checkpoint and `a`'s journaled
+/// completion are reported while `b` still runs.
+#[test]
+fn a_supersteps_events_flow_once_the_checkpoint_before_it_is_durable() {
+    let ws = Workspace::new();
+    let workflow = branching_with_b_at_the_gate(&ws);
+    let (events, sink) = collecting_sink();
+    let store = Arc::new(FailingStore {
+        save_delay: Duration::from_millis(100),
+        ..FailingStore::default()
+    });
+    let input = Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello\""),
+    };
+    let mut run = workflow.start(input, store, sink).unwrap();
+    let outcome = std::thread::scope(|scope| {
+        let running = scope.spawn(|| run.run().unwrap());
+        let a_done = |events: &[Event]| {
+            events.iter().any(|e| {
+                matches!(e, Event::ExecutorCompleted { superstep: 2, executor, .. } if executor == "a")
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !a_done(&events.lock().unwrap()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let seen = events.lock().unwrap().clone();
+        ws.set_gate(true);
+        assert!(a_done(&seen), "a's completion was held back: {seen:#?}");
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::CheckpointSaved { superstep: 2, .. }))
+        );
+        assert!(seen.iter().all(|e| !matches!(
+            e,
+            Event::ExecutorCompleted { executor, .. } if executor == "b"
+        )));
+        running.join().unwrap()
+    });
+    assert_eq!(outcome, Outcome::Completed);
+}
+
 /// A journal that cannot be appended to fails the run with that reason before the
 /// barrier; the checkpoint the superstep started from stays the last one and resumes.
 #[test]
@@ -496,14 +620,7 @@ fn a_journal_that_cannot_be_written_fails_the_run_before_the_barrier() {
     let ws = Workspace::new();
     // `b` waits at its gate until the journal is tried, so `a`'s results are journaled
     // while `b` still runs.
-    let text = BRANCHING.replace(
-        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
-        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",
-    );
-    assert_ne!(text, BRANCHING);
-    ws.set_gate(false);
-    let manifest = superstep::Manifest::load(&ws.manifest("slow-b.toml", &text)).unwrap();
-    let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let workflow = branching_with_b_at_the_gate(&ws);
     let (events, sink) = collecting_sink();
     let store = Arc::new(FailingStore {
         fail_journal: true,

@@ -1,6 +1,7 @@
 //! Checkpoint saves that may run behind the engine: a writer thread saves checkpoints
 //! in the order they were taken while the next supersteps run, so that the disk's
-//! syncs overlap the executors' work.
+//! syncs overlap the executors' work. What the engine does once a checkpoint is
+//! durable (reporting it) runs on the thread that saved it, as soon as it is.
 
 use super::{Checkpoint, CheckpointStore};
 use std::sync::mpsc;
@@ -9,6 +10,11 @@ use std::thread::JoinHandle;
 
 /// Where the store put a checkpoint, or why it could not.
 type Saved = Result<String, String>;
+
+/// Runs once a checkpoint is durable, with where the store put it, on the thread that
+/// saved it and before anyone waiting for the save is told. Its error (a whole
+/// sentence) becomes the save's outcome, and nothing saved after it is reported.
+pub(crate) type OnDurable = Box<dyn FnOnce(&str) -> Result<(), String> + Send>;
 
 /// A checkpoint save, possibly still in progress; clones wait for the same save.
 #[derive(Clone)]
@@ -24,14 +30,20 @@ impl SaveHandle {
         }
     }
 
-    /// Saves `checkpoint` to `store` before returning; `what` names it in the error.
+    /// Saves `checkpoint` to `store` and runs `on_durable` before returning; `what`
+    /// names it in the error.
     pub(crate) fn now(
         store: &dyn CheckpointStore,
         checkpoint: &Checkpoint,
         what: &str,
+        on_durable: OnDurable,
     ) -> SaveHandle {
         let save = SaveHandle::new();
-        save.finish(save_one(store, checkpoint, what));
+        let saved = store
+            .save(checkpoint)
+            .map_err(|error| format!("{what}: {error:#}"))
+            .and_then(|location| on_durable(&location).map(|()| location));
+        save.finish(saved);
         save
     }
 
@@ -63,22 +75,18 @@ impl SaveHandle {
     }
 }
 
-fn save_one(store: &dyn CheckpointStore, checkpoint: &Checkpoint, what: &str) -> Saved {
-    store
-        .save(checkpoint)
-        .map_err(|error| format!("{what}: {error:#}"))
-}
-
 /// One checkpoint for the writer thread.
 struct Job {
     checkpoint: Checkpoint,
     what: String,
+    on_durable: OnDurable,
     done: SaveHandle,
 }
 
 /// A thread that saves checkpoints to one store in the order they were handed over
 /// (those that queued up meanwhile together, see [`write_in_order`]). Once a save fails,
-/// the later ones are not written (each builds on the one before). Started on the first
+/// the later ones are not written (each builds on the one before), nor reported. Started
+/// on the first
 /// checkpoint handed over; dropping it waits for the saves handed over.
 pub(crate) struct Writer {
     store: Arc<dyn CheckpointStore>,
@@ -94,13 +102,19 @@ impl Writer {
         }
     }
 
-    /// Hands `checkpoint` over to be saved after those handed over before; `what`
-    /// names it in the error.
-    pub(crate) fn save(&mut self, checkpoint: Checkpoint, what: String) -> SaveHandle {
+    /// Hands `checkpoint` over to be saved after those handed over before, and
+    /// `on_durable` to run once it is; `what` names it in the error.
+    pub(crate) fn save(
+        &mut self,
+        checkpoint: Checkpoint,
+        what: String,
+        on_durable: OnDurable,
+    ) -> SaveHandle {
         let done = SaveHandle::new();
         let job = Job {
             checkpoint,
             what,
+            on_durable,
             done: done.clone(),
         };
         let sent = match self.thread() {
@@ -148,7 +162,12 @@ fn write_in_order(store: &dyn CheckpointStore, queue: mpsc::Receiver<Job>) {
         .into_iter();
         for job in jobs {
             let result = match saved.next() {
-                Some(result) => result.map_err(|error| format!("{}: {error:#}", job.what)),
+                Some(Ok(location)) if !failed => (job.on_durable)(&location).map(|()| location),
+                Some(Ok(_)) => Err(format!(
+                    "{}: saved but not reported, as a checkpoint before it failed",
+                    job.what
+                )),
+                Some(Err(error)) => Err(format!("{}: {error:#}", job.what)),
                 None => Err(format!(
                     "{}: not written, as a checkpoint before it could not be saved",
                     job.what
@@ -245,7 +264,11 @@ mod tests {
             let mut checkpoint = sample();
             checkpoint.checkpoint_id = format!("0190-{superstep}");
             checkpoint.superstep = superstep;
-            writer.save(checkpoint, format!("superstep {superstep}"))
+            writer.save(
+                checkpoint,
+                format!("superstep {superstep}"),
+                Box::new(|_| Ok(())),
+            )
         };
         let mut saves = vec![job(&mut writer, 1)];
         wait_started.recv().unwrap();

@@ -16,7 +16,7 @@ pub mod lineage;
 mod prune;
 mod store;
 
-pub(crate) use background::{SaveHandle, Writer};
+pub(crate) use background::{OnDurable, SaveHandle, Writer};
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
