@@ -1150,33 +1150,31 @@ impl Run<'_> {
     ) -> OnDurable {
         let (gate, store) = (self.gate.clone(), self.store.clone());
         let checkpoint_id = checkpoint.checkpoint_id.clone();
-        let mut events = vec![Event::CheckpointSaved {
-            checkpoint_id: checkpoint_id.clone(),
-            parent_id: checkpoint.parent_id.clone(),
-            superstep: checkpoint.superstep,
-            status: checkpoint.status.as_str().to_string(),
-            location: String::new(),
-        }];
-        let mut completed = None;
-        let mut journal_to_remove = None;
-        if let Some(barrier) = barrier {
-            let graph = &self.workflow.graph;
-            events.extend(completed_events(
-                barrier.superstep,
-                graph,
-                &barrier.unreported,
-            ));
-            completed = Some(Event::SuperstepCompleted {
-                superstep: barrier.superstep,
-                queued: barrier.queued,
-            });
-            journal_to_remove = barrier.journal_to_remove;
-        }
-        Box::new(move |saved_at| {
-            durable.store(true, Ordering::Release);
-            if let Event::CheckpointSaved { location, .. } = &mut events[0] {
-                *location = saved_at.to_string();
+        let parent_id = checkpoint.parent_id.clone();
+        let (superstep, status) = (checkpoint.superstep, checkpoint.status.as_str());
+        let (made_durable, completed, journal_to_remove) = match barrier {
+            Some(barrier) => {
+                let graph = &self.workflow.graph;
+                let made_durable: Vec<Event> =
+                    completed_events(barrier.superstep, graph, &barrier.unreported).collect();
+                let completed = Event::SuperstepCompleted {
+                    superstep: barrier.superstep,
+                    queued: barrier.queued,
+                };
+                (made_durable, Some(completed), barrier.journal_to_remove)
             }
+            None => (Vec::new(), None, None),
+        };
+        Box::new(move |location| {
+            durable.store(true, Ordering::Release);
+            let saved = Event::CheckpointSaved {
+                checkpoint_id: checkpoint_id.clone(),
+                parent_id,
+                superstep,
+                status: status.to_string(),
+                location: location.to_string(),
+            };
+            let mut events: Vec<Event> = std::iter::once(saved).chain(made_durable).collect();
             if let Some(base) = journal_to_remove
                 && let Err(error) = store.remove_journal(&base)
             {
