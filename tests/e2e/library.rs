@@ -348,6 +348,14 @@ from = "b"
 to = "sink"
 "#;
 
+/// The input the branching workflow runs on.
+fn branching_input() -> Message {
+    Message {
+        kind: "input".into(),
+        body: Bytes::from_static(b"\"hello\""),
+    }
+}
+
 /// A superstep with several executors runs while the previous checkpoint is written,
 /// and on a slow disk the supersteps after it run too, their checkpoints queued behind
 /// it. The events read as if each checkpoint had been written before the next
@@ -359,10 +367,7 @@ fn a_checkpoint_that_cannot_be_written_fails_the_run_at_its_barrier() {
     let ws = Workspace::new();
     let manifest = superstep::Manifest::load(&ws.manifest("branching.toml", BRANCHING)).unwrap();
     let workflow = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
-    let input = Message {
-        kind: "input".into(),
-        body: Bytes::from_static(b"\"hello\""),
-    };
+    let input = branching_input();
     let (events, sink) = collecting_sink();
     let slow = Arc::new(FailingStore {
         save_delay: Duration::from_millis(50),
@@ -508,10 +513,7 @@ fn a_journal_that_cannot_be_removed_fails_the_run_after_its_checkpoint() {
         fail_journal_removal: true,
         ..FailingStore::default()
     });
-    let input = Message {
-        kind: "input".into(),
-        body: Bytes::from_static(b"\"hello\""),
-    };
+    let input = branching_input();
     let mut run = workflow.start(input, store.clone(), sink).unwrap();
     let error = format!("{:#}", run.run().unwrap_err());
     assert!(
@@ -581,10 +583,7 @@ fn a_supersteps_events_flow_once_the_checkpoint_before_it_is_durable() {
         save_delay: Duration::from_millis(100),
         ..FailingStore::default()
     });
-    let input = Message {
-        kind: "input".into(),
-        body: Bytes::from_static(b"\"hello\""),
-    };
+    let input = branching_input();
     let mut run = workflow.start(input, store, sink).unwrap();
     let outcome = std::thread::scope(|scope| {
         let running = scope.spawn(|| run.run().unwrap());
@@ -627,10 +626,7 @@ fn a_journal_that_cannot_be_written_fails_the_run_before_the_barrier() {
         gate_on_journal: Some(ws.path().join("gate/open")),
         ..FailingStore::default()
     });
-    let input = Message {
-        kind: "input".into(),
-        body: Bytes::from_static(b"\"hello\""),
-    };
+    let input = branching_input();
     let mut run = workflow.start(input, store.clone(), sink.clone()).unwrap();
     let error = format!("{:#}", run.run().unwrap_err());
     assert!(
