@@ -86,8 +86,7 @@ struct Job {
 /// A thread that saves checkpoints to one store in the order they were handed over
 /// (those that queued up meanwhile together, see [`write_in_order`]). Once a save fails,
 /// the later ones are not written (each builds on the one before), nor reported. Started
-/// on the first
-/// checkpoint handed over; dropping it waits for the saves handed over.
+/// on the first checkpoint handed over; dropping it waits for the saves handed over.
 pub(crate) struct Writer {
     store: Arc<dyn CheckpointStore>,
     thread: Option<(mpsc::Sender<Job>, JoinHandle<()>)>,
@@ -248,8 +247,9 @@ mod tests {
     }
 
     /// Hands supersteps 1 to 4 to a writer whose first save is held until 2 and 3
-    /// are queued; returns the store and each save's outcome.
-    fn write_four(fail: Option<u64>) -> (Arc<GatedStore>, Vec<Saved>) {
+    /// are queued; the store fails superstep `fail`, and reporting fails superstep
+    /// `fail_report`. Returns the store and each save's outcome.
+    fn write_four(fail: Option<u64>, fail_report: Option<u64>) -> (Arc<GatedStore>, Vec<Saved>) {
         let (started, wait_started) = mpsc::sync_channel(1);
         let (let_go, release) = mpsc::channel();
         let store = Arc::new(GatedStore {
@@ -264,11 +264,11 @@ mod tests {
             let mut checkpoint = sample();
             checkpoint.checkpoint_id = format!("0190-{superstep}");
             checkpoint.superstep = superstep;
-            writer.save(
-                checkpoint,
-                format!("superstep {superstep}"),
-                Box::new(|_| Ok(())),
-            )
+            let on_durable: OnDurable = Box::new(move |_| match fail_report {
+                Some(failing) if failing == superstep => Err("cannot report (injected)".into()),
+                _ => Ok(()),
+            });
+            writer.save(checkpoint, format!("superstep {superstep}"), on_durable)
         };
         let mut saves = vec![job(&mut writer, 1)];
         wait_started.recv().unwrap();
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn saves_that_queue_up_behind_one_being_written_are_saved_together() {
-        let (store, outcomes) = write_four(None);
+        let (store, outcomes) = write_four(None, None);
         assert_eq!(
             *store.batches.lock().unwrap(),
             [vec![1], vec![2, 3], vec![4]]
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn nothing_after_a_failed_save_is_written() {
-        let (store, outcomes) = write_four(Some(2));
+        let (store, outcomes) = write_four(Some(2), None);
         // Superstep 4's save never reaches the store.
         assert_eq!(*store.batches.lock().unwrap(), [vec![1], vec![2, 3]]);
         assert!(outcomes[0].is_ok());
@@ -312,5 +312,24 @@ mod tests {
             );
         }
         assert!(store.inner.load("0190-3").is_err());
+    }
+
+    #[test]
+    fn nothing_saved_after_a_checkpoint_that_cannot_be_reported_is_reported() {
+        let (store, outcomes) = write_four(None, Some(2));
+        // Superstep 3 was saved in 2's group; superstep 4 never reaches the store.
+        assert_eq!(*store.batches.lock().unwrap(), [vec![1], vec![2, 3]]);
+        assert!(outcomes[0].is_ok());
+        assert_eq!(outcomes[1], Err("cannot report (injected)".to_string()));
+        assert_eq!(
+            outcomes[2],
+            Err("superstep 3: saved but not reported, as a checkpoint before it failed".into())
+        );
+        assert!(store.inner.load("0190-3").is_ok());
+        let error = outcomes[3].as_ref().unwrap_err();
+        assert!(
+            error.contains("not written, as a checkpoint before it could not be saved"),
+            "{error}"
+        );
     }
 }
