@@ -205,7 +205,9 @@ impl Gate {
     }
 
     /// What builds on checkpoint `checkpoint_id` (the oldest being written, now
-    /// durable) is lost: passes `first` on and drops every event held.
+    /// durable) is lost: passes `first` on and drops every event held. The gate stays
+    /// shut, whatever comes after dropped too, until the engine learns of the loss and
+    /// calls [`Gate::discard`].
     pub(crate) fn release_alone(&self, checkpoint_id: &str, first: &[Event]) {
         let mut held = self.held.lock().expect("event gate lock");
         if held.front().is_some_and(|(id, _)| id == checkpoint_id) {
@@ -214,6 +216,8 @@ impl Gate {
             }
         }
         held.clear();
+        // A segment no checkpoint releases.
+        held.push_back((String::new(), Vec::new()));
     }
 
     /// A checkpoint being written is lost: drops every event held (they are of work that
@@ -233,5 +237,63 @@ impl EventSink for Gate {
                 self.inner.emit(event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(superstep: u64) -> Event {
+        Event::SuperstepStarted {
+            superstep,
+            from_checkpoint: None,
+            executors: Vec::new(),
+        }
+    }
+
+    /// A gate in front of a sink that records the supersteps of what it gets.
+    fn gate() -> (Gate, Arc<Mutex<Vec<u64>>>) {
+        let passed = Arc::new(Mutex::new(Vec::new()));
+        let seen = passed.clone();
+        let sink = move |event: &Event| {
+            if let Event::SuperstepStarted { superstep, .. } = event {
+                seen.lock().unwrap().push(*superstep);
+            }
+        };
+        (Gate::new(Arc::new(sink)), passed)
+    }
+
+    #[test]
+    fn held_events_pass_in_order_once_their_checkpoint_is_released() {
+        let (gate, passed) = gate();
+        gate.emit(&started(0));
+        gate.hold("c1");
+        gate.emit(&started(1));
+        gate.hold("c2");
+        gate.emit(&started(2));
+        gate.release("c2", &[started(9)]); // not the oldest: nothing passes
+        assert_eq!(*passed.lock().unwrap(), [0]);
+        gate.release("c1", &[started(10)]);
+        gate.release("c2", &[started(20)]);
+        gate.emit(&started(3));
+        assert_eq!(*passed.lock().unwrap(), [0, 10, 1, 20, 2, 3]);
+    }
+
+    /// After a checkpoint whose successors are lost, nothing passes until the engine
+    /// discards: not the held events, not those that come meanwhile, not later releases.
+    #[test]
+    fn a_lost_successor_shuts_the_gate_until_discarded() {
+        let (gate, passed) = gate();
+        gate.hold("c1");
+        gate.emit(&started(1));
+        gate.hold("c2");
+        gate.release_alone("c1", &[started(10)]);
+        gate.emit(&started(2));
+        gate.release("c2", &[started(20)]);
+        assert_eq!(*passed.lock().unwrap(), [10]);
+        gate.discard();
+        gate.emit(&started(3));
+        assert_eq!(*passed.lock().unwrap(), [10, 3]);
     }
 }
