@@ -101,7 +101,7 @@ fn payload_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 fn sample() -> impl Strategy<Value = Checkpoint> {
     (
-        proptest::collection::vec(payload_bytes(), 1..4),
+        proptest::collection::vec(payload_bytes(), 2..4),
         proptest::collection::vec(payload_bytes(), 0..3),
         proptest::collection::vec(payload_bytes(), 0..3),
         any::<bool>(),
@@ -182,6 +182,6 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0190aaaa.json");
         std::fs::write(&path, &bytes).unwrap();
-        prop_assert!(FileStore::read_file(&path).is_err());
+        prop_assert!(FileStore::read_file(&path, None).is_err());
     }
 }

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use superstep::checkpoint::{
-    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, Summary, diff, export, lineage,
+    Checkpoint, CheckpointStore, FileStore, Listed, PrunePolicy, SigningKeys, Summary, diff,
+    export, lineage,
 };
 use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
 use superstep::error::{invalid, is_invalid_input};
 use superstep::events::{Event, EventSink};
 use superstep::manifest::Manifest;
 use superstep::message::{Message, Payload};
+use superstep::pretty_json;
 
 /// Exit code: the run completed (or the command succeeded).
 pub const EXIT_OK: u8 = 0;
@@ -361,8 +363,8 @@ fn run(args: RunArgs) -> Result<u8> {
         ),
         (None, None) => unreachable!("clap requires one input source"),
     };
-    let workflow = load(&args.manifest, args.exec.threads)?;
-    let store = Arc::new(FileStore::new(args.checkpoint_dir));
+    let workflow = load(Manifest::load(&args.manifest)?, args.exec.threads)?;
+    let store = Arc::new(file_store(args.checkpoint_dir)?);
     let sink = sink_for(args.exec.events);
     let input = Message {
         kind: args.input_kind,
@@ -379,17 +381,21 @@ fn resume(args: ResumeArgs) -> Result<u8> {
         &args.checkpoint,
         args.checkpoint_dir.as_ref().unwrap_or(&default_dir),
     )?;
-    let checkpoint = FileStore::read_file(&file)?;
+    let keys = SigningKeys::from_env()?;
+    let checkpoint = FileStore::read_file(&file, keys.as_ref())?;
     let dir = match args.checkpoint_dir {
         Some(dir) => dir,
         None => file.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let manifest = match args.manifest {
-        Some(manifest) => manifest,
-        None => recorded_manifest(&checkpoint)?,
+        Some(manifest) => Manifest::load(&manifest)?,
+        None => Manifest::load_unquoted(
+            &recorded_manifest(&checkpoint)?,
+            &format!("checkpoint {}", checkpoint.checkpoint_id),
+        )?,
     };
-    let workflow = load(&manifest, args.exec.threads)?;
-    let store = Arc::new(FileStore::new(dir));
+    let workflow = load(manifest, args.exec.threads)?;
+    let store = Arc::new(FileStore::new(dir).with_signing_keys(keys));
     let sink = sink_for(args.exec.events);
     let responses = responses_given(&args.respond, args.responses.as_deref())?;
     let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;
@@ -418,8 +424,7 @@ fn recorded_manifest(checkpoint: &Checkpoint) -> Result<PathBuf> {
     }
 }
 
-fn load(manifest: &Path, threads: usize) -> Result<Workflow> {
-    let manifest = Manifest::load(manifest)?;
+fn load(manifest: Manifest, threads: usize) -> Result<Workflow> {
     let fuel = manifest.uses_fuel();
     Workflow::load(Runtime::new(threads, fuel)?, manifest)
 }
@@ -550,7 +555,7 @@ impl ListFormat {
 }
 
 fn list(dir: &Path, format: ListFormat, wanted: impl Fn(&Summary) -> bool) -> Result<u8> {
-    let mut listing = FileStore::new(dir).list()?;
+    let mut listing = file_store(dir)?.list()?;
     listing.reverse();
     // Damaged files stay listed: they match no filter but must not go unnoticed.
     listing.retain(|entry| entry.summary.as_ref().map_or(true, &wanted));
@@ -621,7 +626,7 @@ fn list(dir: &Path, format: ListFormat, wanted: impl Fn(&Summary) -> bool) -> Re
 }
 
 fn latest(dir: &Path, run: Option<&str>) -> Result<u8> {
-    let listing = FileStore::new(dir).list()?;
+    let listing = file_store(dir)?.list()?;
     let summaries: Vec<&Summary> = listing
         .iter()
         .filter_map(|l| l.summary.as_ref().ok())
@@ -662,9 +667,17 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
     }
 }
 
+/// The file store in `dir`, signing and verifying with the keys the environment
+/// configures (see [`SigningKeys::from_env`]).
+fn file_store(dir: impl Into<PathBuf>) -> Result<FileStore> {
+    Ok(FileStore::new(dir).with_signing_keys(SigningKeys::from_env()?))
+}
+
 /// The file of a checkpoint named by a file path, or by an id or id prefix in `dir`.
 fn locate(name: &str, dir: &Path) -> Result<PathBuf> {
-    if Path::new(name).is_file() {
+    // Any file that is there (a FIFO too, which reading then refuses), not only
+    // regular ones: a path is never taken for an id.
+    if Path::new(name).exists() {
         Ok(PathBuf::from(name))
     } else {
         FileStore::new(dir).resolve(name)
@@ -673,7 +686,7 @@ fn locate(name: &str, dir: &Path) -> Result<PathBuf> {
 
 /// Reads and verifies the checkpoint that `name` names (see [`locate`]).
 fn read_named(name: &str, dir: &Path) -> Result<Checkpoint> {
-    FileStore::read_file(&locate(name, dir)?)
+    FileStore::read_file(&locate(name, dir)?, SigningKeys::from_env()?.as_ref())
 }
 
 fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Result<u8> {
@@ -691,11 +704,11 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
                     .join(", ")
             ))
         })?;
-        // A JSON state is printed pretty; other bytes as they are.
+        // A JSON state is printed indented; other bytes as they are.
         let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(value) => say!("{}", serde_json::to_string_pretty(&value)?)?,
-            Err(_) => std::io::stdout().write_all(&bytes)?,
+        match Payload::encode(&bytes) {
+            Payload::Json(raw) => say!("{}", pretty_json::indent(raw.get()))?,
+            _ => std::io::stdout().write_all(&bytes)?,
         }
         return Ok(EXIT_OK);
     }
@@ -711,14 +724,15 @@ fn show(name: &str, dir: &Path, state: Option<&str>, other: Option<&str>) -> Res
         }
         return Ok(EXIT_OK);
     }
-    // Through a Value, so that JSON states are indented like the rest.
-    let readable = serde_json::to_value(&checkpoint)?;
-    say!("{}", serde_json::to_string_pretty(&readable)?)?;
+    // Indented as text, so that JSON states are indented like the rest, and any JSON
+    // that resume accepts prints (a Value has a depth limit and no room for 1e999).
+    let compact = serde_json::to_string(&checkpoint)?;
+    say!("{}", pretty_json::indent(&compact))?;
     Ok(EXIT_OK)
 }
 
 fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
-    let store = FileStore::new(dir);
+    let store = file_store(dir)?;
     let pruned = store.prune(policy, std::time::SystemTime::now(), dry_run)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for id in &pruned.deleted {
@@ -744,7 +758,7 @@ fn prune(dir: &Path, policy: &PrunePolicy, dry_run: bool) -> Result<u8> {
 
 fn export_to(name: &str, dir: &Path, out: &Path) -> Result<u8> {
     let checkpoint = read_named(name, dir)?;
-    export(&checkpoint, out)?;
+    export(&checkpoint, out, SigningKeys::from_env()?.as_ref())?;
     say!(
         "exported checkpoint {} to {}",
         checkpoint.checkpoint_id,

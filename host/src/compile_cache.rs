@@ -16,6 +16,8 @@ use wasmtime::component::Component;
 pub const CACHE_ENV: &str = "SUPERSTEP_COMPILE_CACHE";
 
 const MAGIC: &[u8; 16] = b"superstep-cwasm\0";
+/// The largest cache entry read: compiled code is a few times the size of its component.
+const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
 
 /// A directory of compiled components.
 #[derive(Debug, Clone)]
@@ -82,7 +84,9 @@ impl CompileCache {
     }
 
     fn load(engine: &Engine, path: &Path) -> Option<Component> {
-        let bytes = std::fs::read(path).ok()?;
+        // A regular file only (anything else is recompiled over), of a size a compiled
+        // component can have.
+        let bytes = crate::limited_read::read_at_most(path, MAX_ARTIFACT_BYTES).ok()?;
         let rest = bytes.strip_prefix(MAGIC)?;
         if rest.len() < 32 {
             return None;

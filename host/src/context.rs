@@ -5,7 +5,7 @@ use crate::events::{Event, EventSink, Level};
 use crate::graph::Graph;
 use crate::http::HttpPolicy;
 use crate::manifest::Limits;
-use crate::message::Message;
+use crate::message::{Message, request_id};
 use crate::sandbox::bindings::superstep::workflow::{context, types};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -27,12 +27,6 @@ pub struct Effects {
     pub writes: BTreeMap<String, Option<Bytes>>,
     /// Requests for outside input, with their ids, in order.
     pub requests: Vec<(String, Message)>,
-}
-
-/// The id of an executor's `n`th request (from 1) in a superstep: stable across
-/// resumes, because supersteps are deterministic.
-pub fn request_id(executor: &str, superstep: u64, n: usize) -> String {
-    format!("{executor}:{superstep}:{n}")
 }
 
 /// One executor's view of the run while it handles messages.

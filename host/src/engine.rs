@@ -14,8 +14,8 @@ use crate::context::{Effects, ExecutorContext, SharedState};
 use crate::error::invalid;
 use crate::events::{Event, EventSink, Gate};
 use crate::graph::Graph;
-use crate::manifest::Manifest;
-use crate::message::{Envelope, INPUT_SOURCE, Message, Payload};
+use crate::manifest::{Limits, Manifest};
+use crate::message::{Envelope, INPUT_SOURCE, Message, Payload, request_id};
 use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
@@ -330,7 +330,8 @@ impl Workflow {
             if steps[i].is_some() {
                 return Err(bad("journaled twice".into()));
             }
-            steps[i] = Some(Step::from_journal(&record, &self.graph).map_err(bad)?);
+            let limits = &self.manifest.executors[i].limits;
+            steps[i] = Some(Step::from_journal(&record, i, &self.graph, limits).map_err(bad)?);
         }
         Ok(steps)
     }
@@ -397,8 +398,46 @@ impl Workflow {
                 checkpoint.manifest.path
             )));
         }
+        // Also checked when a file is read; again here for checkpoints made in code.
+        checkpoint
+            .check_references()
+            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+        self.check_executors(checkpoint, allow_changed_components)?;
+        self.check_queues(checkpoint)?;
+        let cap = self.manifest.max_supersteps;
+        if checkpoint.superstep > cap {
+            return Err(invalid(format!(
+                "{origin}: superstep: {} is past workflow.max_supersteps = {cap} of {manifest}",
+                checkpoint.superstep
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a checkpoint whose executors are not exactly the workflow's, or whose
+    /// components changed (unless `allow_changed_components`).
+    fn check_executors(
+        &self,
+        checkpoint: &Checkpoint,
+        allow_changed_components: bool,
+    ) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        if let Some(id) = checkpoint
+            .executors
+            .keys()
+            .find(|id| self.graph.index_of(id).is_none())
+        {
+            return Err(invalid(format!(
+                "{origin}: executors: '{id}' is not an executor of {}",
+                self.manifest.path.display()
+            )));
+        }
         for (i, id) in self.graph.ids().iter().enumerate() {
-            let record = &checkpoint.executors[id];
+            let Some(record) = checkpoint.executors.get(id) else {
+                return Err(invalid(format!(
+                    "{origin}: executors: executor '{id}' has no record (no state to restore)"
+                )));
+            };
             let component = &self.components[i];
             if record.component != component.digest && !allow_changed_components {
                 return Err(invalid(format!(
@@ -409,32 +448,34 @@ impl Workflow {
                 )));
             }
         }
-        let asking = checkpoint
-            .pending_requests
-            .iter()
-            .map(|r| (&r.executor, "pending_requests"))
-            .chain(checkpoint.responses.keys().map(|id| (id, "responses")));
-        for (id, field) in asking {
-            if self.graph.index_of(id).is_none() {
-                return Err(invalid(format!(
-                    "{origin}: {field}: unknown executor '{id}'"
-                )));
-            }
-        }
+        Ok(())
+    }
+
+    /// Refuses a queued message that no edge of the workflow could have carried (the
+    /// run's input may only be queued for the start executor).
+    fn check_queues(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
         for (id, queue) in &checkpoint.queued {
-            if self.graph.index_of(id).is_none() {
-                return Err(invalid(format!(
-                    "{origin}: queued: messages for unknown executor '{id}'"
-                )));
-            }
-            if let Some(m) = queue
-                .iter()
-                .find(|m| m.source != INPUT_SOURCE && self.graph.index_of(&m.source).is_none())
-            {
-                return Err(invalid(format!(
-                    "{origin}: queued.{id}: a message from unknown executor '{}'",
-                    m.source
-                )));
+            for (n, message) in queue.iter().enumerate() {
+                let carried = if message.source == INPUT_SOURCE {
+                    match self.graph.index_of(id) == Some(self.graph.start()) {
+                        true => Ok(()),
+                        false => Err(format!(
+                            "the run's input goes to the start executor '{}' only",
+                            self.graph.id(self.graph.start())
+                        )),
+                    }
+                } else {
+                    let from = self.graph.index_of(&message.source);
+                    let from = from.expect("a checkpoint's sources are its executors");
+                    self.graph.route(from, &message.kind, Some(id)).map(drop)
+                };
+                carried.map_err(|why| {
+                    invalid(format!(
+                        "{origin}: queued.{id}[{n}]: a message of kind '{}' from '{}' that the workflow cannot carry: {why}",
+                        message.kind, message.source
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -585,46 +626,72 @@ impl Step {
         }
     }
 
-    /// The step a journal record describes.
-    fn from_journal(record: &JournalRecord, graph: &Graph) -> Result<Step, String> {
+    /// The step a journal record of executor `from` describes, refused unless a live
+    /// call could have made it: every send along an edge that carries its kind, every
+    /// body and the state within the executor's limits, requests numbered as the host
+    /// numbers them.
+    fn from_journal(
+        record: &JournalRecord,
+        from: usize,
+        graph: &Graph,
+        limits: &Limits,
+    ) -> Result<Step, String> {
         let bytes =
             |payload: &Payload, field: &str| payload.decode().map_err(|e| format!("{field}: {e}"));
-        let message = |m: &JournalMessage, field: &str| -> Result<Message, String> {
+        let message = |kind: &str, body: &Payload, field: &str| -> Result<Message, String> {
+            let body = bytes(body, field)?;
+            if body.len() as u64 > limits.max_message_bytes {
+                return Err(format!(
+                    "{field}: a body of {} bytes exceeds limits.max_message_bytes = {}",
+                    body.len(),
+                    limits.max_message_bytes
+                ));
+            }
             Ok(Message {
-                kind: m.kind.clone(),
-                body: bytes(&m.body, field)?,
+                kind: kind.to_string(),
+                body,
             })
         };
         let mut effects = Effects::default();
-        for send in &record.sends {
+        for (n, send) in record.sends.iter().enumerate() {
+            let field = format!("sends[{n}]");
             let to = graph
-                .index_of(&send.to)
-                .ok_or_else(|| format!("sends: unknown executor '{}'", send.to))?;
-            let body = bytes(&send.body, "sends")?;
-            effects.sends.push((
-                to,
-                Message {
-                    kind: send.kind.clone(),
-                    body,
-                },
-            ));
+                .route(from, &send.kind, Some(&send.to))
+                .map_err(|why| format!("{field}: {why}"))?[0];
+            effects
+                .sends
+                .push((to, message(&send.kind, &send.body, &field)?));
         }
-        for output in &record.outputs {
-            effects.outputs.push(message(output, "outputs")?);
+        for (n, output) in record.outputs.iter().enumerate() {
+            let field = format!("outputs[{n}]");
+            effects
+                .outputs
+                .push(message(&output.kind, &output.body, &field)?);
         }
         for (key, value) in &record.writes {
             let value = value.as_ref().map(|v| bytes(v, "writes")).transpose()?;
             effects.writes.insert(key.clone(), value);
         }
-        for (id, request) in &record.requests {
-            effects
-                .requests
-                .push((id.clone(), message(request, "requests")?));
+        for (n, (id, request)) in record.requests.iter().enumerate() {
+            let field = format!("requests[{n}]");
+            let expected = request_id(graph.id(from), record.superstep, n + 1);
+            if *id != expected {
+                return Err(format!(
+                    "{field}: request id '{id}' is not the one the host gives ('{expected}')"
+                ));
+            }
+            let request = message(&request.kind, &request.body, &field)?;
+            effects.requests.push((id.clone(), request));
         }
-        Ok(Step {
-            effects,
-            state: bytes(&record.state, "state")?,
-        })
+        let state = bytes(&record.state, "state")?;
+        if state.len() as u64 > limits.max_snapshot_bytes {
+            return Err(format!(
+                "state: {} bytes exceed limits.max_snapshot_bytes = {}",
+                state.len(),
+                limits.max_snapshot_bytes
+            ));
+        }
+        Ok(Step { effects, state })
     }
 }
 

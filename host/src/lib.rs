@@ -13,8 +13,10 @@ pub mod error;
 pub mod events;
 pub mod graph;
 pub mod http;
+pub mod limited_read;
 pub mod manifest;
 pub mod message;
+pub mod pretty_json;
 pub mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};

@@ -3,6 +3,7 @@
 
 use crate::error::invalid;
 use crate::http::HostPattern;
+use crate::limited_read::{self, FileKind};
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -246,11 +247,43 @@ impl Manifest {
     /// Reads, parses and validates the manifest at `path`. Every error names the file
     /// and the field at fault.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
+        let text = limited_read::read_to_string(path, FileKind::Manifest)
             .map_err(|e| invalid(format!("{}: cannot read manifest: {e}", path.display())))?;
         let path =
             std::path::absolute(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         Self::parse(&text, &path)
+    }
+
+    /// [`Manifest::load`] for a path the user did not give but `named_by` (a
+    /// checkpoint) did: the file could be any file the user can read, so errors say
+    /// where parsing stopped but never quote what the file holds.
+    pub fn load_unquoted(path: &Path, named_by: &str) -> Result<Manifest> {
+        let file = path.display();
+        let text = limited_read::read_to_string(path, FileKind::Manifest)
+            .map_err(|e| invalid(format!("{file}: cannot read manifest: {e}")))?;
+        let advice = format!(
+            "it is named by {named_by}, so its contents are not quoted; pass --manifest {file} to see the full error"
+        );
+        if let Err(error) = toml::from_str::<RawManifest>(&text) {
+            let at = error
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "{file}: not a valid manifest (TOML{at}); {advice}"
+            )));
+        }
+        let absolute = std::path::absolute(path).map_err(|e| invalid(format!("{file}: {e}")))?;
+        Self::parse(&text, &absolute).map_err(|_| {
+            invalid(format!(
+                "{file}: not a valid manifest (a field is missing or wrong); {advice}"
+            ))
+        })
     }
 
     /// Parses and validates manifest text; relative component paths are resolved

@@ -14,6 +14,21 @@ use serde_json::value::RawValue;
 /// The source of the run's input message in superstep 0.
 pub const INPUT_SOURCE: &str = "$input";
 
+/// The id of an executor's `n`th request (from 1) in a superstep: stable across
+/// resumes, because supersteps are deterministic.
+pub fn request_id(executor: &str, superstep: u64, n: usize) -> String {
+    format!("{executor}:{superstep}:{n}")
+}
+
+/// The executor, superstep and number a [`request_id`] was made of, if `id` is one.
+pub fn parse_request_id(id: &str) -> Option<(&str, u64, usize)> {
+    let mut parts = id.rsplitn(3, ':');
+    let n = parts.next()?.parse().ok().filter(|&n| n >= 1)?;
+    let superstep = parts.next()?.parse().ok()?;
+    let executor = parts.next().filter(|e| !e.is_empty())?;
+    (request_id(executor, superstep, n) == id).then_some((executor, superstep, n))
+}
+
 /// A message: `kind` routes it, `body` is bytes (JSON by convention).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -171,6 +186,17 @@ mod tests {
         b"\xff\x00binary",
         b"",
     ];
+
+    #[test]
+    fn request_ids_parse_back_into_their_parts_only() {
+        assert_eq!(parse_request_id("a.b:12:3"), Some(("a.b", 12, 3)));
+        assert_eq!(parse_request_id(&request_id("x", 0, 1)), Some(("x", 0, 1)));
+        for bad in [
+            "", "a:1", "a:1:0", ":1:1", "a:01:1", "a:1:+1", "a:x:1", "a:1:1 ",
+        ] {
+            assert_eq!(parse_request_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn json_is_kept_verbatim_and_the_rest_is_base64() {

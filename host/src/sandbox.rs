@@ -10,6 +10,7 @@ use crate::error::invalid;
 use crate::events::Level;
 use crate::graph::sha256_hex;
 use crate::http::HttpPolicy;
+use crate::limited_read::{self, FileKind};
 use crate::manifest::{Grants, Limits};
 use crate::message::{Envelope, Message};
 use anyhow::Result;
@@ -115,7 +116,7 @@ impl Sandbox {
     /// Reads and compiles the component at `path`, checking that it implements the
     /// `executor` world. `executor` names the executor in errors.
     pub fn compile(&self, path: &Path, executor: &str) -> Result<CompiledComponent> {
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = limited_read::read(path, FileKind::Component).map_err(|e| {
             invalid(format!(
                 "executor '{executor}': cannot read component {}: {e}",
                 path.display()

@@ -384,3 +384,41 @@ pub fn assert_every_checkpoint_resumes_like_the_run(ws: &Workspace) {
         assert_eq!(first_new["parent_id"], resumed_from["checkpoint_id"]);
     }
 }
+
+/// Rewrites the checkpoint file at `path` with its content edited by `edit` and the
+/// checksum made right again, as someone who changes a file on purpose would: `edit`
+/// gets the content as a JSON value, and the result is written compactly, with each
+/// `"@raw:<n>@"` string replaced by `raw[n]` verbatim (JSON a value cannot hold).
+pub fn forge(path: &Path, raw: &[&str], edit: impl FnOnce(&mut Value)) {
+    let mut content = read_checkpoint(path);
+    edit(&mut content);
+    let mut text = serde_json::to_string(&content).unwrap();
+    for (n, raw) in raw.iter().enumerate() {
+        text = text.replace(&format!("\"@raw:{n}@\""), raw);
+    }
+    let document = format!(
+        "{{\"format\": \"superstep-checkpoint\", \"format_version\": 2, \"checksum\": \"{}\", \"checkpoint\": {text}}}",
+        superstep::graph::sha256_hex(text.as_bytes())
+    );
+    std::fs::write(path, document).unwrap();
+}
+
+/// Runs the binary in `ws` with `env` set, killing it if it has not exited within a
+/// minute (exit code 124): for inputs that must not make it hang.
+pub fn superstep_within_a_minute(ws: &Workspace, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let output = Command::new("timeout")
+        .args(["-s", "KILL", "60", env!("CARGO_BIN_EXE_superstep")])
+        .args(args)
+        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .envs(env.iter().copied())
+        .current_dir(ws.path())
+        .output()
+        .expect("start superstep");
+    let run = Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_ne!(run.code, 137, "superstep hung and was killed: {args:?}");
+    run
+}

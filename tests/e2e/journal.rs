@@ -2,9 +2,9 @@
 //! executors that had finished.
 
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// `src` fans out to two fast executors and a slow one; all three report to `sink`,
@@ -68,6 +68,47 @@ fn invoked(events: &[Value], executor: &str) -> usize {
         .count()
 }
 
+/// How many of the fast executors have reported completing superstep 1.
+fn completed_fast(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e["event"] == "executor_completed"
+                && e["superstep"] == 1
+                && e["executor"].as_str().unwrap().starts_with("fast")
+        })
+        .count()
+}
+
+/// Runs the binary with JSON Lines events and kills it (SIGKILL) as soon as the events
+/// so far satisfy `until`; returns those events.
+fn kill_when(ws: &Workspace, args: &[String], until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .args(args)
+        .current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut events: Vec<Value> = Vec::new();
+    let mut killed = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        events.push(serde_json::from_str(&line.unwrap()).unwrap());
+        if until(&events) {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the run ended before it could be killed: {events:?}"
+    );
+    events
+}
+
 /// Outputs, states and shared state of a directory's final checkpoint.
 fn final_state(ws: &Workspace, dir: &str) -> (Value, Value, Value) {
     let last = latest_checkpoint(&ws.path().join(dir));
@@ -111,35 +152,9 @@ fn a_killed_superstep_resumes_without_invoking_finished_executors_again() {
     // and the slow one has started: it waits at the closed gate. The reports come as
     // soon as the results are journaled, while the superstep still runs.
     ws.set_gate(false);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
-        .args(run_args("crashed"))
-        .current_dir(ws.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first: Vec<Value> = Vec::new();
-    let mut killed = false;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        first.push(event);
-        let fast_done = first
-            .iter()
-            .filter(|e| {
-                e["event"] == "executor_completed"
-                    && e["superstep"] == 1
-                    && e["executor"].as_str().unwrap().starts_with("fast")
-            })
-            .count();
-        if fast_done == 2 && invoked(&first, "slow") == 1 {
-            child.kill().unwrap(); // SIGKILL
-            killed = true;
-            break;
-        }
-    }
-    child.wait().unwrap();
-    assert!(killed, "the run ended before it could be killed: {first:?}");
+    let first = kill_when(&ws, &run_args("crashed"), |events| {
+        completed_fast(events) == 2 && invoked(events, "slow") == 1
+    });
     assert!(
         first
             .iter()
@@ -270,4 +285,140 @@ fn quick_superstep_attempt(ws: &Workspace, manifest: &Path, dir: &str) -> Result
         .count();
     assert_eq!(journals, 0, "a barrier leaves no journal behind");
     Ok(())
+}
+
+/// The arguments that run the fan-out into `dir` with JSON Lines events.
+fn fan_out_args(manifest: &Path, dir: &str) -> Vec<String> {
+    let manifest = manifest.to_str().unwrap();
+    let args = ["run", manifest, "--input", "\"go\"", "--threads", "4"];
+    let mut args: Vec<String> = args.map(String::from).to_vec();
+    args.extend(["--checkpoint-dir", dir, "--events", "jsonl"].map(String::from));
+    args
+}
+
+/// The fan-out run into `dir`, killed in superstep 1 once both fast executors are
+/// journaled: its events, the base checkpoint's id and the journal's path.
+fn crashed_fan_out(ws: &Workspace, manifest: &Path, dir: &str) -> (Vec<Value>, String, PathBuf) {
+    ws.set_gate(false);
+    let events = kill_when(ws, &fan_out_args(manifest, dir), |events| {
+        completed_fast(events) == 2 && invoked(events, "slow") == 1
+    });
+    let base = latest_checkpoint(&ws.path().join(dir));
+    let base_id = base["checkpoint_id"].as_str().unwrap().to_string();
+    let journal = ws.path().join(dir).join(format!("{base_id}.journal"));
+    (events, base_id, journal)
+}
+
+/// Copies every file of directory `from` into a new directory `to` (both in `ws`).
+fn copy_dir(ws: &Workspace, from: &str, to: &str) {
+    std::fs::create_dir(ws.path().join(to)).unwrap();
+    for (name, bytes) in ws.checkpoint_files(from) {
+        let path = ws.path().join(to).join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_journal_cut_inside_its_last_record_survives_a_second_crash() {
+    let ws = Workspace::new();
+    let manifest = ws.manifest("fan_out.toml", FAN_OUT);
+    ws.set_gate(true);
+    let reference = fan_out_args(&manifest, "reference");
+    ws.superstep(&reference.iter().map(String::as_str).collect::<Vec<_>>())
+        .assert_code(0);
+    let (first, base_id, journal) = crashed_fan_out(&ws, &manifest, "crashed");
+    let whole = std::fs::read(&journal).unwrap();
+    let first_len = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let cut_record: Value = serde_json::from_slice(&whole[first_len..]).unwrap();
+    let cut_executor = cut_record["record"]["executor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let last_len = whole.len() - first_len;
+    // Cut inside the last record at its start, middle and end (the store's unit test
+    // tries every offset).
+    for cut in [1, last_len / 2, last_len - 1] {
+        let dir = format!("double-{cut}");
+        copy_dir(&ws, "crashed", &dir);
+        let journal = ws.path().join(&dir).join(journal.file_name().unwrap());
+        std::fs::write(&journal, &whole[..first_len + cut]).unwrap();
+        let resume: Vec<String> = ["resume", &base_id, "--checkpoint-dir", &dir]
+            .into_iter()
+            .chain(["--events", "jsonl", "--threads", "4"])
+            .map(String::from)
+            .collect();
+        // The second attempt journals the executor whose record was cut, and dies too.
+        ws.set_gate(false);
+        let second = kill_when(&ws, &resume, |events| {
+            events.iter().any(|e| {
+                e["event"] == "executor_completed" && e["executor"] == cut_executor.as_str()
+            }) && invoked(events, "slow") == 1
+        });
+        ws.set_gate(true);
+        let third = ws.superstep(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+        third.assert_code(0);
+        let third = third.events();
+        let all: Vec<Value> = first.iter().chain(&second).chain(&third).cloned().collect();
+        for executor in ["fast1", "fast2"] {
+            let expected = if executor == cut_executor { 2 } else { 1 };
+            assert_eq!(invoked(&all, executor), expected, "cut {cut}: {executor}");
+            assert_eq!(
+                invoked(&third, executor),
+                0,
+                "cut {cut}: {executor} replayed"
+            );
+        }
+        assert_eq!(
+            final_state(&ws, &dir),
+            final_state(&ws, "reference"),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn a_journaled_send_that_no_edge_carries_is_refused() {
+    let ws = Workspace::new();
+    let manifest = ws.manifest("fan_out.toml", FAN_OUT);
+    let (_, base_id, journal) = crashed_fan_out(&ws, &manifest, "crashed");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Re-checksummed, as someone who edits the journal on purpose would.
+    let forged = |line: &mut Value, edit: &dyn Fn(&mut Value)| {
+        edit(&mut line["record"]);
+        let record = serde_json::to_string(&line["record"]).unwrap();
+        let checksum = superstep::graph::sha256_hex(record.as_bytes());
+        format!("{{\"checksum\":\"{checksum}\",\"record\":{record}}}\n")
+    };
+    let cases: [(&str, &dyn Fn(&mut Value)); 3] = [
+        ("sends[0]: no edge from", &|r| {
+            r["sends"][0]["to"] = json!("src")
+        }),
+        ("sends[0]: no executor 'nobody' in this workflow", &|r| {
+            r["sends"][0]["to"] = json!("nobody")
+        }),
+        (
+            "requests[0]: request id 'x:1:1' is not the one the host gives",
+            &|r| r["requests"] = json!([["x:1:1", {"kind": "k", "body": {"json": 1}}]]),
+        ),
+    ];
+    let before = ws.checkpoint_files("crashed");
+    for (expected, edit) in cases {
+        let mut line = lines[0].clone();
+        let mut bytes = forged(&mut line, edit);
+        bytes += &(serde_json::to_string(&lines[1]).unwrap() + "\n");
+        std::fs::write(&journal, bytes).unwrap();
+        ws.superstep(&["resume", &base_id, "--checkpoint-dir", "crashed"])
+            .assert_code(2)
+            .assert_stderr(expected);
+        let mut after = ws.checkpoint_files("crashed");
+        after.retain(|name, _| !name.ends_with(".journal"));
+        let mut expected_files = before.clone();
+        expected_files.retain(|name, _| !name.ends_with(".journal"));
+        assert_eq!(after, expected_files, "nothing written");
+    }
 }

@@ -7,6 +7,8 @@ mod agents;
 mod cli;
 mod crash;
 mod failures;
+mod faults;
+mod hardening;
 mod hitl;
 mod integrity;
 mod journal;

@@ -74,7 +74,7 @@ impl BlobDir {
     /// Reads a blob and checks its size and digest.
     pub fn get(&self, blob: &BlobRef) -> Result<Bytes, String> {
         let path = self.path(&blob.digest);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let bytes = crate::limited_read::read_at_most(&path, blob.size).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 format!("blob {} is missing (it was deleted)", path.display())
             } else {

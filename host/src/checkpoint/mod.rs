@@ -14,20 +14,22 @@ mod diff;
 pub mod journal;
 pub mod lineage;
 mod prune;
+pub mod signing;
 mod store;
 
 pub(crate) use background::{OnDurable, SaveHandle, Writer};
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
+pub use signing::SigningKeys;
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
 
 use crate::error::invalid;
 use crate::graph::sha256_hex;
-use crate::message::{BlobRef, Payload};
+use crate::message::{BlobRef, INPUT_SOURCE, Payload, parse_request_id};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The `format` field of every checkpoint file.
 pub const FORMAT: &str = "superstep-checkpoint";
@@ -95,10 +97,13 @@ pub struct Checkpoint {
     /// The manifest the run uses.
     pub manifest: ManifestRef,
     /// Per executor: its component's digest and its snapshot.
+    #[serde(deserialize_with = "unique_keys")]
     pub executors: BTreeMap<String, ExecutorRecord>,
     /// The committed shared state.
+    #[serde(deserialize_with = "unique_keys")]
     pub shared_state: BTreeMap<String, Payload>,
     /// Messages queued for the next superstep, per receiving executor, in delivery order.
+    #[serde(deserialize_with = "unique_keys")]
     pub queued: BTreeMap<String, Vec<QueuedMessage>>,
     /// Bodies queued for several executors, each written once: a queued body
     /// `{"shared": n}` is entry `n`. Only in checkpoints being written: reading one puts
@@ -109,10 +114,42 @@ pub struct Checkpoint {
     #[serde(default)]
     pub pending_requests: Vec<RequestRecord>,
     /// Responses to deliver in the next superstep, per requesting executor, in order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub responses: BTreeMap<String, Vec<ResponseRecord>>,
     /// Every output emitted since the run began.
     pub outputs: Vec<OutputRecord>,
+}
+
+/// Reads a JSON object into a map, refusing a key that appears twice (which a plain map
+/// would take the last of, silently).
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object with distinct keys")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "key '{key}' appears twice"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// A request for outside input that waits for its response.
@@ -194,27 +231,41 @@ struct DocumentIn<'a> {
     format: Option<String>,
     format_version: Option<serde_json::Value>,
     checksum: Option<String>,
+    signature: Option<String>,
     #[serde(borrow)]
     checkpoint: Option<&'a RawValue>,
 }
 
 impl Checkpoint {
-    /// The checkpoint as a file's bytes.
+    /// The checkpoint as a file's bytes, unsigned.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_signed(None)
+    }
+
+    /// The checkpoint as a file's bytes, signed with the signing key of `keys` if any.
+    pub fn encode_signed(&self, keys: Option<&SigningKeys>) -> Vec<u8> {
         // The envelope is written by hand around the content, which serde_json writes:
-        // the checksum covers exactly the bytes that follow `"checkpoint": `. The head
-        // goes first with a placeholder of the checksum's length, replaced once the
-        // content is hashed, so that the content is written once, in place.
-        let head = |checksum: &str| {
+        // the checksum (and signature) cover exactly the bytes that follow
+        // `"checkpoint": `. The head goes first with placeholders of the same length,
+        // replaced once the content is hashed, so that the content is written once, in
+        // place.
+        let head = |checksum: &str, signature: Option<&str>| {
+            let signature = signature
+                .map(|s| format!("\n  \"signature\": \"{s}\","))
+                .unwrap_or_default();
             format!(
-                "{{\n  \"format\": \"{FORMAT}\",\n  \"format_version\": {FORMAT_VERSION},\n  \"checksum\": \"{checksum}\",\n  \"checkpoint\": "
+                "{{\n  \"format\": \"{FORMAT}\",\n  \"format_version\": {FORMAT_VERSION},\n  \"checksum\": \"{checksum}\",{signature}\n  \"checkpoint\": "
             )
         };
-        let placeholder = head(&sha256_hex(b""));
+        let unsigned = keys.map(|keys| "0".repeat(keys.signature_len()));
+        let placeholder = head(&sha256_hex(b""), unsigned.as_deref());
         let mut bytes = Vec::with_capacity(placeholder.len() + self.size_hint());
         bytes.extend_from_slice(placeholder.as_bytes());
         serde_json::to_writer_pretty(&mut bytes, self).expect("a checkpoint serialises");
-        let head = head(&sha256_hex(&bytes[placeholder.len()..]));
+        let content = &bytes[placeholder.len()..];
+        let signature = keys.map(|keys| keys.sign(content));
+        let head = head(&sha256_hex(content), signature.as_deref());
+        debug_assert_eq!(head.len(), placeholder.len());
         bytes[..head.len()].copy_from_slice(head.as_bytes());
         bytes.extend_from_slice(b"\n}\n");
         bytes
@@ -233,7 +284,17 @@ impl Checkpoint {
     /// version this build reads. Shared bodies are put in place; blob references are
     /// left for the store to resolve.
     pub fn decode(bytes: &[u8], origin: &str) -> Result<Checkpoint> {
-        let inner = verified_content(bytes, origin)?;
+        Checkpoint::decode_verified(bytes, origin, None)
+    }
+
+    /// [`Checkpoint::decode`], also refusing, when `keys` are given, a file that they
+    /// did not sign (see [`signing`]).
+    pub fn decode_verified(
+        bytes: &[u8],
+        origin: &str,
+        keys: Option<&SigningKeys>,
+    ) -> Result<Checkpoint> {
+        let inner = verified_content(bytes, origin, keys)?;
         let mut checkpoint: Checkpoint = serde_json::from_str(inner)
             .map_err(|e| invalid(format!("{origin}: malformed checkpoint content: {e}")))?;
         checkpoint
@@ -295,6 +356,7 @@ impl Checkpoint {
         for (field, payload) in payloads {
             payload.decode().map_err(|e| format!("{field}: {e}"))?;
         }
+        self.check_references()?;
         let expected = Status::of(self.queued_count(), self.pending_requests.len());
         if self.status != expected {
             return Err(format!(
@@ -304,6 +366,95 @@ impl Checkpoint {
                 self.pending_requests.len(),
                 expected.as_str()
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks that everything the checkpoint names is in it: queues, requests, responses
+    /// and outputs name its executors, and happened before its superstep.
+    pub(crate) fn check_references(&self) -> Result<(), String> {
+        let known = |id: &str| self.executors.contains_key(id);
+        let before = |field: &str, superstep: u64| {
+            if superstep < self.superstep {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{field}: superstep {superstep} is not before the checkpoint's own ({})",
+                    self.superstep
+                ))
+            }
+        };
+        for (id, queue) in &self.queued {
+            if !known(id) {
+                return Err(format!("queued: messages for unknown executor '{id}'"));
+            }
+            for (i, message) in queue.iter().enumerate() {
+                let input = message.source == INPUT_SOURCE && self.superstep == 0;
+                if !input && !known(&message.source) {
+                    return Err(format!(
+                        "queued.{id}[{i}].source: unknown executor '{}'",
+                        message.source
+                    ));
+                }
+            }
+        }
+        let mut asked = BTreeSet::new();
+        for (i, request) in self.pending_requests.iter().enumerate() {
+            let field = format!("pending_requests[{i}]");
+            if !known(&request.executor) {
+                return Err(format!(
+                    "{field}.executor: unknown executor '{}'",
+                    request.executor
+                ));
+            }
+            before(&format!("{field}.superstep"), request.superstep)?;
+            let made_by = parse_request_id(&request.request_id)
+                .is_some_and(|(e, s, _)| e == request.executor && s == request.superstep);
+            if !made_by {
+                return Err(format!(
+                    "{field}.request_id: '{}' is not the id of a request that executor '{}' made in superstep {}",
+                    request.request_id, request.executor, request.superstep
+                ));
+            }
+            if !asked.insert(request.request_id.as_str()) {
+                return Err(format!(
+                    "{field}.request_id: request '{}' is listed twice",
+                    request.request_id
+                ));
+            }
+        }
+        for (id, responses) in &self.responses {
+            if !known(id) {
+                return Err(format!("responses: responses for unknown executor '{id}'"));
+            }
+            for (i, response) in responses.iter().enumerate() {
+                let field = format!("responses.{id}[{i}].request_id");
+                let superstep = parse_request_id(&response.request_id)
+                    .filter(|(executor, _, _)| executor == id)
+                    .map(|(_, superstep, _)| superstep)
+                    .ok_or_else(|| {
+                        format!(
+                            "{field}: '{}' is not the id of a request of executor '{id}'",
+                            response.request_id
+                        )
+                    })?;
+                before(&field, superstep)?;
+                if !asked.insert(response.request_id.as_str()) {
+                    return Err(format!(
+                        "{field}: request '{}' is answered twice, or both answered and pending",
+                        response.request_id
+                    ));
+                }
+            }
+        }
+        for (i, output) in self.outputs.iter().enumerate() {
+            if !known(&output.source) {
+                return Err(format!(
+                    "outputs[{i}].source: unknown executor '{}'",
+                    output.source
+                ));
+            }
+            before(&format!("outputs[{i}].superstep"), output.superstep)?;
         }
         Ok(())
     }
@@ -448,16 +599,17 @@ struct SummaryView<'a> {
     superstep: u64,
     created_at: String,
     status: Status,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "unique_keys")]
     executors: BTreeMap<String, ExecutorView<'a>>,
+    #[serde(deserialize_with = "unique_keys")]
     shared_state: BTreeMap<String, serde::de::IgnoredAny>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "unique_keys")]
     queued: BTreeMap<String, Vec<QueuedView<'a>>>,
     #[serde(default, borrow)]
     shared_bodies: Vec<&'a RawValue>,
     #[serde(default)]
     pending_requests: Vec<serde::de::IgnoredAny>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     responses: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
     outputs: Vec<serde::de::IgnoredAny>,
 }
@@ -493,7 +645,17 @@ impl Summary {
     /// Verifies a checkpoint file's bytes like [`Checkpoint::decode`] and reads its
     /// summary without decoding states, messages or outputs.
     pub fn read(bytes: &[u8], origin: &str) -> Result<Summary> {
-        let inner = verified_content(bytes, origin)?;
+        Summary::read_verified(bytes, origin, None)
+    }
+
+    /// [`Summary::read`], also refusing, when `keys` are given, a file that they did
+    /// not sign.
+    pub fn read_verified(
+        bytes: &[u8],
+        origin: &str,
+        keys: Option<&SigningKeys>,
+    ) -> Result<Summary> {
+        let inner = verified_content(bytes, origin, keys)?;
         let bad =
             |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
         let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
@@ -548,9 +710,14 @@ fn distinct(mut blobs: Vec<BlobRef>) -> Vec<BlobRef> {
     blobs
 }
 
-/// Checks a checkpoint file's envelope (text, JSON, format, version, checksum) and
-/// returns the exact text of its `checkpoint` value.
-fn verified_content<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str> {
+/// Checks a checkpoint file's envelope (text, JSON, format, version, checksum, and the
+/// signature when `keys` are given) and returns the exact text of its `checkpoint`
+/// value.
+fn verified_content<'a>(
+    bytes: &'a [u8],
+    origin: &str,
+    keys: Option<&SigningKeys>,
+) -> Result<&'a str> {
     let bad = |why: String| invalid(format!("{origin}: {why}"));
     let text = std::str::from_utf8(bytes)
         .map_err(|_| bad("not a superstep checkpoint (not UTF-8 text)".into()))?;
@@ -585,6 +752,10 @@ fn verified_content<'a>(bytes: &'a [u8], origin: &str) -> Result<&'a str> {
         return Err(bad(format!(
             "checksum mismatch: the file says {checksum} but its content hashes to {actual}; it was changed or damaged after it was written"
         )));
+    }
+    if let Some(keys) = keys {
+        keys.verify(document.signature.as_deref(), inner.get().as_bytes())
+            .map_err(bad)?;
     }
     Ok(inner.get())
 }
@@ -655,6 +826,8 @@ mod tests {
             kind: "big".into(),
             body,
         };
+        let b = checkpoint.executors["a"].clone();
+        checkpoint.executors.insert("b".into(), b);
         checkpoint.shared_bodies = vec![Payload::encode(body)];
         checkpoint.queued = BTreeMap::from([
             ("a".to_string(), vec![message(Payload::Shared(0))]),
@@ -728,5 +901,177 @@ mod tests {
         );
         let tampered = text.replace("\"count\":1", "\"count\":2");
         assert!(err(tampered.as_bytes()).contains("checksum mismatch"));
+    }
+
+    fn refusal(checkpoint: &Checkpoint) -> String {
+        Checkpoint::decode(&checkpoint.encode(), "f.json")
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn request(executor: &str, superstep: u64, n: usize) -> RequestRecord {
+        RequestRecord {
+            request_id: crate::message::request_id(executor, superstep, n),
+            executor: executor.into(),
+            superstep,
+            kind: "ask".into(),
+            body: Payload::encode(b"1"),
+        }
+    }
+
+    #[test]
+    fn refuses_references_to_executors_it_does_not_hold() {
+        let mut queue_for_stranger = sample();
+        let queue = queue_for_stranger.queued.remove("a").unwrap();
+        queue_for_stranger.queued.insert("z".into(), queue);
+        assert!(
+            refusal(&queue_for_stranger).ends_with("queued: messages for unknown executor 'z'")
+        );
+        let mut from_stranger = sample();
+        from_stranger.queued.get_mut("a").unwrap()[0].source = "z".into();
+        assert!(refusal(&from_stranger).ends_with("queued.a[0].source: unknown executor 'z'"));
+        let mut late_input = sample();
+        late_input.queued.get_mut("a").unwrap()[0].source = INPUT_SOURCE.into();
+        assert!(refusal(&late_input).ends_with("queued.a[0].source: unknown executor '$input'"));
+        let mut output = sample();
+        output.outputs.push(OutputRecord {
+            superstep: 0,
+            source: "z".into(),
+            kind: "k".into(),
+            body: Payload::encode(b"1"),
+        });
+        assert!(refusal(&output).ends_with("outputs[0].source: unknown executor 'z'"));
+        output.outputs[0].source = "a".into();
+        output.outputs[0].superstep = 1;
+        assert!(
+            refusal(&output).ends_with(
+                "outputs[0].superstep: superstep 1 is not before the checkpoint's own (1)"
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_requests_and_responses_that_no_executor_could_have_made() {
+        let with = |requests: Vec<RequestRecord>, responses: Vec<(&str, &str)>| {
+            let mut checkpoint = sample();
+            checkpoint.pending_requests = requests;
+            for (executor, id) in responses {
+                checkpoint
+                    .responses
+                    .entry(executor.into())
+                    .or_default()
+                    .push(ResponseRecord {
+                        request_id: id.into(),
+                        kind: "response".into(),
+                        body: Payload::encode(b"true"),
+                    });
+            }
+            checkpoint
+        };
+        assert!(
+            Checkpoint::decode(
+                &with(vec![request("a", 0, 1)], vec![("a", "a:0:2")]).encode(),
+                "f"
+            )
+            .is_ok()
+        );
+        assert!(
+            refusal(&with(vec![request("z", 0, 1)], vec![]))
+                .ends_with("pending_requests[0].executor: unknown executor 'z'")
+        );
+        assert!(refusal(&with(vec![request("a", 1, 1)], vec![])).ends_with(
+            "pending_requests[0].superstep: superstep 1 is not before the checkpoint's own (1)"
+        ));
+        let mut misnamed = request("a", 0, 1);
+        misnamed.request_id = "b:0:1".into();
+        assert!(refusal(&with(vec![misnamed], vec![])).ends_with(
+            "pending_requests[0].request_id: 'b:0:1' is not the id of a request that executor 'a' made in superstep 0"
+        ));
+        assert!(
+            refusal(&with(vec![request("a", 0, 1), request("a", 0, 1)], vec![]))
+                .ends_with("pending_requests[1].request_id: request 'a:0:1' is listed twice")
+        );
+        assert!(
+            refusal(&with(vec![], vec![("z", "z:0:1")]))
+                .ends_with("responses: responses for unknown executor 'z'")
+        );
+        assert!(refusal(&with(vec![], vec![("a", "b:0:1")])).ends_with(
+            "responses.a[0].request_id: 'b:0:1' is not the id of a request of executor 'a'"
+        ));
+        assert!(refusal(&with(vec![], vec![("a", "a:1:1")])).ends_with(
+            "responses.a[0].request_id: superstep 1 is not before the checkpoint's own (1)"
+        ));
+        assert!(
+            refusal(&with(vec![request("a", 0, 1)], vec![("a", "a:0:1")]))
+                .ends_with("request 'a:0:1' is answered twice, or both answered and pending")
+        );
+    }
+
+    #[test]
+    fn refuses_a_key_given_twice() {
+        let text = String::from_utf8(sample().encode()).unwrap();
+        let start = text.find("\"checkpoint\": ").unwrap() + "\"checkpoint\": ".len();
+        let end = text.rfind('}').unwrap();
+        let content = &text[start..end].trim_end();
+        let doubled = content.replacen(
+            "\"executors\": {",
+            "\"executors\": {\"a\": {\"component\": \"sha256:11\", \"state\": {\"json\": 2}},",
+            1,
+        );
+        let file = format!(
+            "{{\"format\": \"{FORMAT}\", \"format_version\": 2, \"checksum\": \"{}\", \"checkpoint\": {doubled}}}",
+            sha256_hex(doubled.as_bytes())
+        );
+        let error = Checkpoint::decode(file.as_bytes(), "f.json")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("key 'a' appears twice"), "{error}");
+        let error = Summary::read(file.as_bytes(), "f.json")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("key 'a' appears twice"), "{error}");
+    }
+
+    #[test]
+    fn a_signed_checkpoint_reads_only_with_a_key_that_signed_it() {
+        let keys = |text: &str| SigningKeys::parse(text, "keys").unwrap();
+        let current = keys("k2:0123456789abcdef-two\nk1:0123456789abcdef-one");
+        let retired = keys("k2:0123456789abcdef-two");
+        let old = keys("k1:0123456789abcdef-one");
+        let signed = sample().encode_signed(Some(&old));
+        let read = |bytes: &[u8], keys: &SigningKeys| {
+            Checkpoint::decode_verified(bytes, "f.json", Some(keys)).map(|c| c.encode())
+        };
+        assert_eq!(read(&signed, &current).unwrap(), sample().encode());
+        assert!(
+            Checkpoint::decode(&signed, "f.json").is_ok(),
+            "without keys, nothing is checked"
+        );
+        let error = read(&signed, &retired).unwrap_err().to_string();
+        assert!(
+            error.contains("f.json: signed with key 'k1', which is not configured"),
+            "{error}"
+        );
+        let error = read(&sample().encode(), &current).unwrap_err().to_string();
+        assert!(error.contains("f.json: not signed"), "{error}");
+        // Changed, with the checksum made right again: only the signature tells.
+        let text = String::from_utf8(signed).unwrap();
+        let content_at = text.find("\"checkpoint\": ").unwrap() + "\"checkpoint\": ".len();
+        let changed = text[content_at..text.len() - 3].replace("\"count\":1", "\"count\":9");
+        let checksum_at = text.find("sha256:").unwrap();
+        let forged = format!(
+            "{}{}{}{changed}\n}}\n",
+            &text[..checksum_at],
+            sha256_hex(changed.as_bytes()),
+            &text[checksum_at + 71..content_at]
+        );
+        assert!(Checkpoint::decode(forged.as_bytes(), "f.json").is_ok());
+        let error = read(forged.as_bytes(), &current).unwrap_err().to_string();
+        assert!(
+            error.contains("the signature does not verify with key 'k1'"),
+            "{error}"
+        );
+        let summary = Summary::read_verified(forged.as_bytes(), "f.json", Some(&current));
+        assert!(summary.is_err());
     }
 }

@@ -2,8 +2,9 @@
 
 use super::blobs::{BLOB_MIN_SIZE, BlobDir};
 use super::journal::JournalRecord;
-use super::{Checkpoint, Field, PrunePolicy, Summary, is_plain_id, plan_prune};
+use super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
+use crate::limited_read::{self, FileKind};
 use crate::message::Payload;
 use anyhow::{Context as _, Result};
 use rayon::prelude::*;
@@ -11,6 +12,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -94,6 +96,10 @@ pub struct FileStore {
     /// Syncs the files of a group of saves; started by the first group, it ends when
     /// the store (and its clones) are dropped. `None` if it could not be started.
     syncer: Arc<OnceLock<Option<Syncer>>>,
+    /// Sign what is written, and refuse what they did not sign (see [`signing`]).
+    ///
+    /// [`signing`]: super::signing
+    keys: Option<Arc<SigningKeys>>,
 }
 
 /// A thread that fsyncs the files handed to it, in order, and reports each outcome
@@ -135,7 +141,20 @@ impl FileStore {
             dir: dir.into(),
             journal_lock: Arc::default(),
             syncer: Arc::default(),
+            keys: None,
         }
+    }
+
+    /// The store, signing every checkpoint and journal record it writes with `keys`
+    /// and refusing to read any they did not sign; `None` neither signs nor checks.
+    pub fn with_signing_keys(mut self, keys: Option<SigningKeys>) -> FileStore {
+        self.keys = keys.map(Arc::new);
+        self
+    }
+
+    /// The keys the store signs and verifies with, if any.
+    pub fn signing_keys(&self) -> Option<&SigningKeys> {
+        self.keys.as_deref()
     }
 
     /// The store's directory.
@@ -153,13 +172,14 @@ impl FileStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Reads and verifies one checkpoint file, with the blobs it refers to (from the
-    /// `blobs/` directory beside it), into a self-contained checkpoint.
-    pub fn read_file(path: &Path) -> Result<Checkpoint> {
+    /// Reads and verifies one checkpoint file (its signature too, when `keys` are
+    /// given), with the blobs it refers to (from the `blobs/` directory beside it), into
+    /// a self-contained checkpoint.
+    pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> {
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path)
+        let bytes = limited_read::read(path, FileKind::Checkpoint)
             .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
-        let mut checkpoint = Checkpoint::decode(&bytes, &origin)?;
+        let mut checkpoint = Checkpoint::decode_verified(&bytes, &origin, keys)?;
         let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
         // A shared body is in place once per receiver: each blob is read once.
         let mut read: HashMap<String, Payload> = HashMap::new();
@@ -187,8 +207,10 @@ impl FileStore {
     fn read_summary(&self, id: &str) -> Result<Summary, String> {
         let path = self.path_of(id);
         let origin = path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
-        let summary = Summary::read(&bytes, &origin).map_err(|e| e.to_string())?;
+        let bytes = limited_read::read(&path, FileKind::Checkpoint)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let summary = Summary::read_verified(&bytes, &origin, self.signing_keys())
+            .map_err(|e| e.to_string())?;
         if summary.checkpoint_id != id {
             return Err(misnamed(&path, &summary.checkpoint_id).to_string());
         }
@@ -275,7 +297,8 @@ impl FileStore {
                 }
             }
         }
-        StagedFile::write_unsynced(&self.dir, path.clone(), &document.encode())
+        let bytes = document.encode_signed(self.signing_keys());
+        StagedFile::write_unsynced(&self.dir, path.clone(), &bytes)
             .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
 
@@ -495,7 +518,7 @@ impl CheckpointStore for FileStore {
 
     fn load(&self, id: &str) -> Result<Checkpoint> {
         let path = self.resolve(id)?;
-        let checkpoint = Self::read_file(&path)?;
+        let checkpoint = Self::read_file(&path, self.signing_keys())?;
         if path.file_stem().and_then(|s| s.to_str()) != Some(&checkpoint.checkpoint_id) {
             return Err(misnamed(&path, &checkpoint.checkpoint_id));
         }
@@ -529,12 +552,19 @@ impl CheckpointStore for FileStore {
 
     fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
         let path = self.journal_path(base);
-        let lines: Vec<u8> = records.iter().flat_map(JournalRecord::encode).collect();
+        let keys = self.signing_keys();
+        let lines: Vec<u8> = records.iter().flat_map(|r| r.encode(keys)).collect();
         let _appending = self.journal_lock.lock().expect("journal lock");
         let append = || -> std::io::Result<()> {
             let created = !path.exists();
             std::fs::create_dir_all(&self.dir)?;
-            let mut file = File::options().create(true).append(true).open(&path)?;
+            let mut file = File::options()
+                .create(true)
+                .read(true)
+                .append(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)?;
+            cut_to_last_record(&mut file)?;
             file.write_all(&lines)?;
             file.sync_data()?;
             if created {
@@ -547,8 +577,10 @@ impl CheckpointStore for FileStore {
 
     fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
         let path = self.journal_path(base);
-        match std::fs::read(&path) {
-            Ok(bytes) => JournalRecord::decode_all(&bytes, &path.display().to_string()),
+        match limited_read::read(&path, FileKind::Journal) {
+            Ok(bytes) => {
+                JournalRecord::decode_all(&bytes, &path.display().to_string(), self.signing_keys())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(invalid(format!(
                 "{}: cannot read journal: {e}",
@@ -580,6 +612,40 @@ impl FileStore {
     }
 }
 
+/// Cuts a journal back to its last complete record (durably), so that appending goes
+/// on from there: a crash while appending leaves a last line without its newline,
+/// which the next record must not be glued to.
+fn cut_to_last_record(file: &mut File) -> std::io::Result<()> {
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the journal is not a regular file",
+        ));
+    }
+    let mut end = metadata.len();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut last_byte = [0u8; 1];
+    if end == 0 || (file.read_exact_at(&mut last_byte, end - 1).is_ok() && last_byte[0] == b'\n') {
+        return Ok(());
+    }
+    // Find the last newline, reading backwards.
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(chunk.len() as u64);
+        let chunk = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + at as u64 + 1;
+        }
+        end = start;
+    };
+    file.set_len(keep)?;
+    file.sync_data()
+}
+
 /// Whether `path` is the temp file of a [`StagedFile`].
 fn is_temp_file(path: &Path) -> bool {
     path.file_name()
@@ -588,13 +654,14 @@ fn is_temp_file(path: &Path) -> bool {
 }
 
 /// Writes `checkpoint` to `path` as one self-contained file (every state in it, no
-/// blobs), durably; `superstep resume <path>` accepts it anywhere.
-pub fn export(checkpoint: &Checkpoint, path: &Path) -> Result<()> {
+/// blobs), durably, signed with the signing key of `keys` if any; `superstep resume
+/// <path>` accepts it anywhere (where the same keys are configured, if signed).
+pub fn export(checkpoint: &Checkpoint, path: &Path, keys: Option<&SigningKeys>) -> Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    write_durably(dir, path, &checkpoint.encode())
+    write_durably(dir, path, &checkpoint.encode_signed(keys))
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -728,7 +795,7 @@ impl CheckpointStore for MemoryStore {
         let mut journals = self.journals.lock().expect("journal map lock");
         let journal = journals.entry(base.to_string()).or_default();
         for record in records {
-            journal.extend(record.encode());
+            journal.extend(record.encode(None));
         }
         Ok(())
     }
@@ -736,7 +803,9 @@ impl CheckpointStore for MemoryStore {
     fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
         let journals = self.journals.lock().expect("journal map lock");
         match journals.get(base) {
-            Some(bytes) => JournalRecord::decode_all(bytes, &format!("memory:{base}.journal")),
+            Some(bytes) => {
+                JournalRecord::decode_all(bytes, &format!("memory:{base}.journal"), None)
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -845,5 +914,52 @@ mod tests {
             files_in(dir.path()),
             ["0190-1.json", "0190-2.json", "blobs"]
         );
+    }
+
+    fn journal_record(executor: &str) -> JournalRecord {
+        JournalRecord {
+            superstep: 1,
+            executor: executor.into(),
+            state: Payload::encode(b"{\"n\":1}"),
+            sends: vec![],
+            outputs: vec![],
+            writes: vec![("key".into(), Some(Payload::encode(b"[1,2]")))],
+            requests: vec![],
+        }
+    }
+
+    #[test]
+    fn an_append_after_a_record_cut_short_goes_on_from_the_last_complete_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        store
+            .append_journal("base", &[journal_record("a"), journal_record("b")])
+            .unwrap();
+        let whole = std::fs::read(store.journal_path("base")).unwrap();
+        let first = journal_record("a").encode(None).len();
+        // Every cut inside the last record, as a crash while appending leaves it.
+        for cut in first..whole.len() {
+            std::fs::write(store.journal_path("base"), &whole[..cut]).unwrap();
+            store
+                .append_journal("base", &[journal_record("c")])
+                .unwrap();
+            store
+                .append_journal("base", &[journal_record("d")])
+                .unwrap();
+            let executors: Vec<String> = store
+                .read_journal("base")
+                .unwrap_or_else(|e| panic!("cut at {cut}: {e:#}"))
+                .into_iter()
+                .map(|r| r.executor)
+                .collect();
+            assert_eq!(executors, ["a", "c", "d"], "cut at {cut}");
+        }
+        // A journal with nothing complete in it starts again from empty.
+        std::fs::write(store.journal_path("base"), &whole[..first - 1]).unwrap();
+        store
+            .append_journal("base", &[journal_record("e")])
+            .unwrap();
+        assert_eq!(store.read_journal("base").unwrap()[0].executor, "e");
+        assert_eq!(store.read_journal("base").unwrap().len(), 1);
     }
 }
