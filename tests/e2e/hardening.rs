@@ -65,11 +65,14 @@ fn a_checkpoint_that_lacks_or_renames_an_executor_is_refused_not_a_panic() {
         .assert_stderr("executors: executor 'lower' has no record (no state to restore)");
 }
 
+/// An edit of a checkpoint's content.
+type Edit = dyn Fn(&mut Value);
+
 #[test]
 fn queued_messages_requests_and_supersteps_must_fit_the_workflow() {
     let ws = Workspace::new();
     let checkpoints = pipeline_checkpoints(&ws);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Box<Edit>)> = vec![
         (
             "queued.lower[0]: a message of kind 'text' from 'upper' that the workflow cannot carry: no edge from 'upper' to 'lower'",
             Box::new(|c| {
@@ -388,7 +391,7 @@ fn mutated_checkpoints_are_refused_or_resume_as_the_library_does() {
     let workflow = Workflow::load(Runtime::new(1, false).unwrap(), manifest).unwrap();
     let count: usize = std::env::var("SUPERSTEP_MUTANTS")
         .map(|n| n.parse().unwrap())
-        .unwrap_or(36);
+        .unwrap_or(200);
     let seed: u64 = std::env::var("SUPERSTEP_MUTANTS_SEED")
         .map(|n| n.parse().unwrap())
         .unwrap_or_else(|_| std::process::id().into());
@@ -440,7 +443,7 @@ fn mutated_checkpoints_are_refused_or_resume_as_the_library_does() {
         );
         resumed += 1;
         let library = library.unwrap_or_else(|| panic!("{what}: the library refused it"));
-        let last = latest_checkpoint(&file.parent().unwrap());
+        let last = latest_checkpoint(file.parent().unwrap());
         let binary = Ending {
             outputs: last["outputs"]
                 .as_array()

@@ -377,6 +377,9 @@ fn a_journal_cut_inside_its_last_record_survives_a_second_crash() {
     }
 }
 
+/// An edit of a journal record.
+type RecordEdit = dyn Fn(&mut Value);
+
 #[test]
 fn a_journaled_send_that_no_edge_carries_is_refused() {
     let ws = Workspace::new();
@@ -394,7 +397,7 @@ fn a_journaled_send_that_no_edge_carries_is_refused() {
         let checksum = superstep::graph::sha256_hex(record.as_bytes());
         format!("{{\"checksum\":\"{checksum}\",\"record\":{record}}}\n")
     };
-    let cases: [(&str, &dyn Fn(&mut Value)); 3] = [
+    let cases: [(&str, &RecordEdit); 3] = [
         ("sends[0]: no edge from", &|r| {
             r["sends"][0]["to"] = json!("src")
         }),
@@ -410,7 +413,8 @@ fn a_journaled_send_that_no_edge_carries_is_refused() {
     for (expected, edit) in cases {
         let mut line = lines[0].clone();
         let mut bytes = forged(&mut line, edit);
-        bytes += &(serde_json::to_string(&lines[1]).unwrap() + "\n");
+        bytes += text.lines().nth(1).unwrap();
+        bytes.push('\n');
         std::fs::write(&journal, bytes).unwrap();
         ws.superstep(&["resume", &base_id, "--checkpoint-dir", "crashed"])
             .assert_code(2)
