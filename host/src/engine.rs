@@ -14,7 +14,8 @@ use crate::context::{Effects, ExecutorContext, SharedState};
 use crate::error::invalid;
 use crate::events::{Event, EventSink, Gate};
 use crate::graph::Graph;
-use crate::manifest::{Limits, Manifest};
+use crate::limits::Limits;
+use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message, Payload, request_id};
 use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
 use anyhow::{Context as _, Result};
@@ -345,7 +346,7 @@ impl Workflow {
     /// Whether executor `i` may make outbound HTTP requests. Its results are journaled
     /// even when it is alone in its superstep: its calls may cost money.
     fn pays(&self, i: usize) -> bool {
-        self.manifest.executors[i].grants.http()
+        self.manifest.executors[i].grants.makes_http_calls()
     }
 
     /// A new, uninitialised instance of executor `i` with its grants and limits.

@@ -1,8 +1,8 @@
 //! The workflow graph: executors by index, edges with kind filters, message routing,
 //! the graph's digest and its rendering as Mermaid or Graphviz source.
 
+use crate::hash::sha256_hex;
 use crate::manifest::Manifest;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -209,11 +209,6 @@ fn graph_digest(manifest: &Manifest) -> String {
         "edges": edges,
     });
     sha256_hex(canonical.to_string().as_bytes())
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 #[cfg(test)]

@@ -6,18 +6,20 @@
 //! [`CheckpointStore`] ([`FileStore`] or [`MemoryStore`]) and an [`EventSink`].
 
 pub mod checkpoint;
-pub mod compile_cache;
-pub mod context;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod grants;
 pub mod graph;
-pub mod http;
+pub mod hash;
 pub mod limited_read;
+pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod pretty_json;
 pub mod sandbox;
+
+pub use sandbox::{compile_cache, context};
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runtime, Workflow};

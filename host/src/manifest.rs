@@ -2,13 +2,13 @@
 //! config, the edges between them, the start executor and the run's limits.
 
 use crate::error::invalid;
-use crate::http::HostPattern;
+use crate::grants::{Grants, RawDir};
 use crate::limited_read::{self, FileKind};
+use crate::limits::{HTTP_CALL_TIMEOUT_MS, Limits, RawLimits};
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The superstep cap when the manifest sets none.
 pub const DEFAULT_MAX_SUPERSTEPS: u64 = 1000;
@@ -43,87 +43,6 @@ pub struct ExecutorSpec {
     pub grants: Grants,
     /// Its resource limits.
     pub limits: Limits,
-}
-
-/// Capabilities granted to one executor; nothing else is reachable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grants {
-    /// Host directories preopened in the guest.
-    pub dirs: Vec<DirGrant>,
-    /// Environment variables, resolved when the manifest is loaded.
-    pub env: Vec<(String, String)>,
-    /// Where outbound HTTP may go (`wasi:http`); empty refuses every request.
-    pub allowed_hosts: Arc<[HostPattern]>,
-}
-
-impl Grants {
-    /// Whether the executor may make outbound HTTP requests.
-    pub fn http(&self) -> bool {
-        !self.allowed_hosts.is_empty()
-    }
-
-    /// Whether the executor can change something outside its sandbox that a rerun of
-    /// its superstep would change again: outbound HTTP or a writable directory.
-    pub fn reaches_outside(&self) -> bool {
-        self.http() || self.dirs.iter().any(|dir| dir.writable)
-    }
-}
-
-/// A host directory the guest sees at `guest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirGrant {
-    /// The host directory (absolute).
-    pub host: PathBuf,
-    /// Where the guest sees it (an absolute guest path).
-    pub guest: String,
-    /// Whether the guest may create, change and delete files in it.
-    pub writable: bool,
-}
-
-/// Resource limits of one executor. Time, fuel and message counts are per handler
-/// call (`init`, `handle`, `on-response`, `snapshot`, `restore`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Linear memory (all memories together) in MiB; tables are capped alongside.
-    pub memory_mib: u64,
-    /// Wall time per handler call, in milliseconds.
-    pub call_timeout_ms: u64,
-    /// Fuel (roughly, wasm instructions) per handler call; `None` does not meter.
-    pub fuel: Option<u64>,
-    /// The largest message body, output or request body, in bytes.
-    pub max_message_bytes: u64,
-    /// The most messages (sends, counted per receiver, outputs and requests) per call.
-    pub max_messages_per_call: u64,
-    /// The largest snapshot, in bytes.
-    pub max_snapshot_bytes: u64,
-    /// Outbound HTTP: the longest wait to connect, for the response's first byte and
-    /// between its bytes, in milliseconds.
-    pub http_timeout_ms: u64,
-    /// Outbound HTTP: the largest response body, in bytes.
-    pub http_max_response_bytes: u64,
-    /// Outbound HTTP: the most requests in flight at once.
-    pub http_max_concurrent: u64,
-}
-
-/// The default `call_timeout_ms` of an executor granted outbound HTTP: a call's time
-/// counts its HTTP waits, and a reply paid for after the deadline would be thrown away,
-/// so such a call gets room for several slow model replies.
-const HTTP_CALL_TIMEOUT_MS: u64 = 600_000;
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            memory_mib: 512,
-            call_timeout_ms: 30_000,
-            fuel: None,
-            max_message_bytes: 16 << 20,
-            max_messages_per_call: 100_000,
-            max_snapshot_bytes: 256 << 20,
-            http_timeout_ms: 60_000,
-            http_max_response_bytes: 16 << 20,
-            http_max_concurrent: 4,
-        }
-    }
 }
 
 /// A directed edge; `kinds` (when set) lists the message kinds it carries.
@@ -171,68 +90,6 @@ struct RawExecutor {
     allowed_hosts: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDir {
-    host: PathBuf,
-    guest: String,
-    #[serde(default)]
-    mode: Option<String>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    memory_mib: Option<u64>,
-    call_timeout_ms: Option<u64>,
-    fuel: Option<u64>,
-    max_message_bytes: Option<u64>,
-    max_messages_per_call: Option<u64>,
-    max_snapshot_bytes: Option<u64>,
-    http_timeout_ms: Option<u64>,
-    http_max_response_bytes: Option<u64>,
-    http_max_concurrent: Option<u64>,
-}
-
-impl RawLimits {
-    /// These limits over `base`, field by field; `field` names the table in errors.
-    fn over(self, base: Limits, field: &str) -> std::result::Result<Limits, String> {
-        let limits = Limits {
-            memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
-            call_timeout_ms: self.call_timeout_ms.unwrap_or(base.call_timeout_ms),
-            fuel: self.fuel.or(base.fuel),
-            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
-            max_messages_per_call: self
-                .max_messages_per_call
-                .unwrap_or(base.max_messages_per_call),
-            max_snapshot_bytes: self.max_snapshot_bytes.unwrap_or(base.max_snapshot_bytes),
-            http_timeout_ms: self.http_timeout_ms.unwrap_or(base.http_timeout_ms),
-            http_max_response_bytes: self
-                .http_max_response_bytes
-                .unwrap_or(base.http_max_response_bytes),
-            http_max_concurrent: self.http_max_concurrent.unwrap_or(base.http_max_concurrent),
-        };
-        let positive = [
-            ("memory_mib", limits.memory_mib),
-            ("call_timeout_ms", limits.call_timeout_ms),
-            ("fuel", limits.fuel.unwrap_or(1)),
-            ("max_message_bytes", limits.max_message_bytes),
-            ("max_messages_per_call", limits.max_messages_per_call),
-            ("max_snapshot_bytes", limits.max_snapshot_bytes),
-            ("http_timeout_ms", limits.http_timeout_ms),
-            ("http_max_response_bytes", limits.http_max_response_bytes),
-            ("http_max_concurrent", limits.http_max_concurrent),
-        ];
-        match positive.iter().find(|(_, value)| *value == 0) {
-            Some((name, _)) => Err(format!("{field}.{name}: must be at least 1")),
-            None if limits.memory_mib > 65_536 => {
-                Err(format!("{field}.memory_mib: at most 65536 (64 GiB)"))
-            }
-            None => Ok(limits),
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -347,36 +204,8 @@ impl Manifest {
                 .limits
                 .over(base, "limits")
                 .map_err(|why| invalid(at(&why)))?;
-            let allowed_hosts = executor
-                .allowed_hosts
-                .iter()
-                .enumerate()
-                .map(|(n, entry)| {
-                    HostPattern::parse(entry)
-                        .map_err(|why| invalid(at(&format!("allowed_hosts[{n}]: {why}"))))
-                })
-                .collect::<Result<Arc<[HostPattern]>>>()?;
-            let mut grants = Grants {
-                dirs: Vec::new(),
-                env: Vec::new(),
-                allowed_hosts,
-            };
-            for (n, grant) in executor.dirs.iter().enumerate() {
-                let grant = dir_grant(dir, grant)
-                    .map_err(|why| invalid(at(&format!("dirs[{n}]: {why}"))))?;
-                if grants.dirs.iter().any(|g| g.guest == grant.guest) {
-                    return Err(invalid(at(&format!(
-                        "dirs[{n}].guest: '{}' is granted twice",
-                        grant.guest
-                    ))));
-                }
-                grants.dirs.push(grant);
-            }
-            for (n, entry) in executor.env.iter().enumerate() {
-                let pair =
-                    env_grant(entry).map_err(|why| invalid(at(&format!("env[{n}]: {why}"))))?;
-                grants.env.push(pair);
-            }
+            let grants = Grants::parse(dir, &executor.dirs, &executor.env, &executor.allowed_hosts)
+                .map_err(|why| invalid(at(&why)))?;
             executors.push(ExecutorSpec {
                 id: executor.id,
                 component: dir.join(executor.component),
@@ -455,58 +284,6 @@ impl Manifest {
     pub fn executor(&self, id: &str) -> Option<&ExecutorSpec> {
         self.executors.iter().find(|e| e.id == id)
     }
-}
-
-/// Resolves a directory grant: the host path (relative to the manifest's directory)
-/// must be an existing directory, the guest path absolute.
-fn dir_grant(manifest_dir: &Path, raw: &RawDir) -> std::result::Result<DirGrant, String> {
-    let writable = match raw.mode.as_deref() {
-        None | Some("ro") => false,
-        Some("rw") => true,
-        Some(other) => return Err(format!("mode: '{other}' is neither \"ro\" nor \"rw\"")),
-    };
-    if !raw.guest.starts_with('/') || raw.guest.split('/').any(|part| part == "..") {
-        return Err(format!(
-            "guest: '{}' must be an absolute guest path without '..'",
-            raw.guest
-        ));
-    }
-    let host = manifest_dir.join(&raw.host);
-    let host = host.canonicalize().map_err(|e| {
-        format!(
-            "host: {}: {e} (granted directories must exist)",
-            host.display()
-        )
-    })?;
-    if !host.is_dir() {
-        return Err(format!("host: {} is not a directory", host.display()));
-    }
-    Ok(DirGrant {
-        host,
-        guest: raw.guest.clone(),
-        writable,
-    })
-}
-
-/// Resolves an environment grant: `NAME` passes the host's value, `NAME=value` sets one.
-fn env_grant(entry: &str) -> std::result::Result<(String, String), String> {
-    let (name, value) = match entry.split_once('=') {
-        Some((name, value)) => (name, Some(value.to_string())),
-        None => (entry, None),
-    };
-    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    if name.is_empty() || !name.chars().all(plain) {
-        return Err(format!(
-            "'{name}' is not a variable name (letters, digits and '_')"
-        ));
-    }
-    let value = match value {
-        Some(value) => value,
-        None => std::env::var(name).map_err(|_| {
-            format!("host variable '{name}' is not set (set it, or give NAME=value)")
-        })?,
-    };
-    Ok((name.to_string(), value))
 }
 
 /// Executor ids appear in events, checkpoints and file names: keep them plain.

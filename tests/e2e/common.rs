@@ -398,7 +398,7 @@ pub fn forge(path: &Path, raw: &[&str], edit: impl FnOnce(&mut Value)) {
     }
     let document = format!(
         "{{\"format\": \"superstep-checkpoint\", \"format_version\": 2, \"checksum\": \"{}\", \"checkpoint\": {text}}}",
-        superstep::graph::sha256_hex(text.as_bytes())
+        superstep::hash::sha256_hex(text.as_bytes())
     );
     std::fs::write(path, document).unwrap();
 }

@@ -413,8 +413,8 @@ fn a_resigned_checkpoint_cannot_point_resume_at_any_file() {
         .unwrap()
         .to_string();
     let forged = inner.replace(&path, "/etc/passwd");
-    let old_sum = superstep::graph::sha256_hex(inner.as_bytes());
-    let new_sum = superstep::graph::sha256_hex(forged.as_bytes());
+    let old_sum = superstep::hash::sha256_hex(inner.as_bytes());
+    let new_sum = superstep::hash::sha256_hex(forged.as_bytes());
     let forged = format!("{}{forged}\n}}\n", &text[..at]).replace(&old_sum, &new_sum);
     let elsewhere = ws.path().join("forged");
     std::fs::create_dir_all(&elsewhere).unwrap();

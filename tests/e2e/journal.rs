@@ -394,7 +394,7 @@ fn a_journaled_send_that_no_edge_carries_is_refused() {
     let forged = |line: &mut Value, edit: &dyn Fn(&mut Value)| {
         edit(&mut line["record"]);
         let record = serde_json::to_string(&line["record"]).unwrap();
-        let checksum = superstep::graph::sha256_hex(record.as_bytes());
+        let checksum = superstep::hash::sha256_hex(record.as_bytes());
         format!("{{\"checksum\":\"{checksum}\",\"record\":{record}}}\n")
     };
     let cases: [(&str, &RecordEdit); 3] = [

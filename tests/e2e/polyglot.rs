@@ -83,7 +83,7 @@ fn three_language_pipeline_checkpoints_what_the_rust_one_does() {
         let bytes = std::fs::read(component(file)).unwrap();
         assert_eq!(
             last["executors"][executor]["component"],
-            superstep::graph::sha256_hex(&bytes),
+            superstep::hash::sha256_hex(&bytes),
             "{executor}"
         );
     }

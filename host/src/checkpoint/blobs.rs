@@ -3,7 +3,7 @@
 //! that an unchanged state or a fanned-out body is written once however many
 //! checkpoints and messages refer to it.
 
-use crate::graph::sha256_hex;
+use crate::hash::sha256_hex;
 use crate::message::BlobRef;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ impl BlobDir {
         let path = self.path(&blob.digest);
         let present = std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size);
         if !present {
-            super::store::write_durably(&self.dir, &path, bytes)?;
+            super::durable_file::write_durably(&self.dir, &path, bytes)?;
         }
         Ok(blob)
     }

@@ -10,7 +10,7 @@
 
 use crate::checkpoint::SigningKeys;
 use crate::error::invalid;
-use crate::graph::sha256_hex;
+use crate::hash::sha256_hex;
 use crate::message::Payload;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};

@@ -11,6 +11,7 @@
 mod background;
 pub mod blobs;
 mod diff;
+mod durable_file;
 pub mod journal;
 pub mod lineage;
 mod prune;
@@ -24,7 +25,7 @@ pub use signing::SigningKeys;
 pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
 
 use crate::error::invalid;
-use crate::graph::sha256_hex;
+use crate::hash::sha256_hex;
 use crate::message::{BlobRef, INPUT_SOURCE, Payload, parse_request_id};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,7 @@
 //! Where checkpoints live: one trait, a durable file store and an in-memory store.
 
 use super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::durable_file::{StagedFile, is_temp_file, sync_dir, write_durably};
 use super::journal::JournalRecord;
 use super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
 use crate::error::invalid;
@@ -14,7 +15,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::SystemTime;
 
@@ -646,13 +646,6 @@ fn cut_to_last_record(file: &mut File) -> std::io::Result<()> {
     file.sync_data()
 }
 
-/// Whether `path` is the temp file of a [`StagedFile`].
-fn is_temp_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
-}
-
 /// Writes `checkpoint` to `path` as one self-contained file (every state in it, no
 /// blobs), durably, signed with the signing key of `keys` if any; `superstep resume
 /// <path>` accepts it anywhere (where the same keys are configured, if signed).
@@ -663,78 +656,6 @@ pub fn export(checkpoint: &Checkpoint, path: &Path, keys: Option<&SigningKeys>) 
     };
     write_durably(dir, path, &checkpoint.encode_signed(keys))
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Writes `bytes` to `path` so that a reader sees either nothing or all of it, and the
-/// file survives a crash once this returns.
-pub(super) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    StagedFile::write(dir, path.to_path_buf(), bytes)?.commit()?;
-    sync_dir(dir)
-}
-
-/// Makes the renames and removals in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// A file written and synced under a temp name beside its place: [`StagedFile::commit`]
-/// renames it into place (durable once its directory is synced); dropped uncommitted,
-/// it is removed.
-struct StagedFile {
-    temp: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl StagedFile {
-    fn write(dir: &Path, path: PathBuf, bytes: &[u8]) -> std::io::Result<StagedFile> {
-        let (staged, file) = StagedFile::write_unsynced(dir, path, bytes)?;
-        file.sync_all()?;
-        Ok(staged)
-    }
-
-    /// [`StagedFile::write`] without the sync: also returns the file, to sync before
-    /// the commit.
-    fn write_unsynced(
-        dir: &Path,
-        path: PathBuf,
-        bytes: &[u8],
-    ) -> std::io::Result<(StagedFile, File)> {
-        std::fs::create_dir_all(dir)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("checkpoint");
-        // Unique per process and write, so that concurrent writers never share a temp file.
-        static WRITES: AtomicU64 = AtomicU64::new(0);
-        let write = WRITES.fetch_add(1, Ordering::Relaxed);
-        let staged = StagedFile {
-            temp: dir.join(format!(".{name}.{}.{write}.tmp", std::process::id())),
-            path,
-            committed: false,
-        };
-        let mut file = File::create(&staged.temp)?;
-        file.write_all(bytes)?;
-        Ok((staged, file))
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn commit(mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.temp, &self.path)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
 }
 
 /// Checkpoints kept in memory, encoded exactly as files are; for embedding and tests.

@@ -4,17 +4,17 @@
 //! time per call through epoch interruption, optional fuel, message and snapshot
 //! sizes). A guest's stdout and stderr become log events.
 
-use crate::compile_cache::CompileCache;
-use crate::context::{ExecutorContext, HostState};
 use crate::error::invalid;
 use crate::events::Level;
-use crate::graph::sha256_hex;
-use crate::http::HttpPolicy;
+use crate::grants::Grants;
+use crate::hash::sha256_hex;
 use crate::limited_read::{self, FileKind};
-use crate::manifest::{Grants, Limits};
+use crate::limits::Limits;
 use crate::message::{Envelope, Message};
 use anyhow::Result;
 use bytes::Bytes;
+use compile_cache::CompileCache;
+use context::{ExecutorContext, HostState};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::mpsc::RecvTimeoutError;
@@ -23,18 +23,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-/// Bindings generated from `wit/superstep.wit`.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "executor",
-        path: "../wit",
-        imports: { default: trappable },
-    });
-}
+pub mod bindings;
+pub mod compile_cache;
+pub mod context;
 
 use bindings::Executor as ExecutorBindings;
 use bindings::ExecutorPre;
@@ -94,7 +89,7 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        crate::grants::http::add_to_linker(&mut linker)?;
         ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
             state
         })?;
@@ -181,30 +176,10 @@ impl ExecutorInstance {
         let stdout = Capture::default();
         let stderr = Capture::default();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        for (name, value) in &grants.env {
-            wasi.env(name, value);
-        }
-        for grant in &grants.dirs {
-            let perms = if grant.writable {
-                FsPerms::ReadWrite
-            } else {
-                FsPerms::ReadOnly
-            };
-            wasi.preopened_dir(&grant.host, &grant.guest, perms)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "executor '{id}': cannot open granted directory {}: {e:#}",
-                        grant.host.display()
-                    )
-                })?;
-        }
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        grants.wire(&mut wasi, &id)?;
         let engine = component.pre.engine();
-        let http = HttpPolicy::new(grants.allowed_hosts.clone(), &limits);
+        let http = grants.http_policy(&limits);
         let mut store = Store::new(engine, HostState::new(wasi.build(), http, ctx));
         store.limiter(|state| &mut state.limiter);
         let meters_fuel = component.meters_fuel;

@@ -3,7 +3,7 @@
 //! are new requests, checked the same way) and runs under the executor's HTTP limits:
 //! a timeout, a maximum response size and a maximum of concurrent requests.
 
-use crate::manifest::Limits;
+use crate::limits::Limits;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -14,6 +14,32 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Resolves the `allowed_hosts` entries.
+pub(crate) fn parse(entries: &[String]) -> Result<Arc<[HostPattern]>, String> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(n, entry)| {
+            HostPattern::parse(entry).map_err(|why| format!("allowed_hosts[{n}]: {why}"))
+        })
+        .collect()
+}
+
+/// Whether an executor allowed `hosts` reaches outside its sandbox: when it may make
+/// any request at all.
+pub(crate) fn reaches_outside(hosts: &[HostPattern]) -> bool {
+    !hosts.is_empty()
+}
+
+/// Gives a linker `wasi:http/outgoing-handler`, whose requests each instance's
+/// [`HttpPolicy`] checks.
+pub(crate) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> anyhow::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
+    Ok(())
+}
 
 /// One `allowed_hosts` entry: `[scheme://]host[:port]`. The host may be `*` (any) or
 /// start with `*.` (any subdomain, not the domain itself); the port may be `*`. Without
@@ -268,7 +294,7 @@ impl Body for CappedBody {
 #[cfg(test)]
 mod tests {
     use super::{HostPattern, HttpPolicy};
-    use crate::manifest::Limits;
+    use crate::limits::Limits;
     use http_body_util::{BodyExt, Empty};
     use wasmtime_wasi_http::WasiHttpHooks;
 

@@ -1,12 +1,12 @@
 //! The host side of the WIT `context` interface: what an executor may do while it
 //! handles a message. Every effect is buffered here until the superstep's barrier.
 
+use super::bindings::superstep::workflow::{context, types};
 use crate::events::{Event, EventSink, Level};
+use crate::grants::HttpPolicy;
 use crate::graph::Graph;
-use crate::http::HttpPolicy;
-use crate::manifest::Limits;
+use crate::limits::Limits;
 use crate::message::{Message, request_id};
-use crate::sandbox::bindings::superstep::workflow::{context, types};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,9 +48,6 @@ pub struct ExecutorContext {
     secrets: Vec<(String, String)>,
 }
 
-/// Granted environment values shorter than this are not masked (`1`, `true`, a port).
-const SECRET_MIN_LEN: usize = 8;
-
 impl ExecutorContext {
     /// A context for executor `index` of `graph` under `limits`, reporting to `sink`;
     /// the values of `env` (its granted variables) never appear in what it reports.
@@ -61,11 +58,7 @@ impl ExecutorContext {
         env: &[(String, String)],
         sink: Arc<dyn EventSink>,
     ) -> ExecutorContext {
-        let secrets = env
-            .iter()
-            .filter(|(_, value)| value.len() >= SECRET_MIN_LEN)
-            .cloned()
-            .collect();
+        let secrets = crate::grants::env::secrets(env);
         ExecutorContext {
             index,
             id: graph.id(index).to_string(),
