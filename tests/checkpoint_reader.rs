@@ -6,8 +6,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use superstep::Payload;
 use superstep::checkpoint::{
-    Checkpoint, ExecutorRecord, FileStore, ManifestRef, OutputRecord, QueuedMessage, Status,
-    Summary,
+    Checkpoint, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, Status, Summary,
 };
 
 /// A checkpoint with the given executor states, shared values and queued bodies; with
@@ -182,6 +181,6 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0190aaaa.json");
         std::fs::write(&path, &bytes).unwrap();
-        prop_assert!(FileStore::read_file(&path, None).is_err());
+        prop_assert!(superstep::checkpoint::read_file(&path, None).is_err());
     }
 }

@@ -321,7 +321,7 @@ impl Bench {
 
             let file = FileStore::new(&dir).path_of(&checkpoint.checkpoint_id);
             let started = Instant::now();
-            let read = FileStore::read_file(&file, None)?;
+            let read = superstep::checkpoint::read_file(&file, None)?;
             let resumed = workflow.resume(read, false, store.clone(), quiet())?;
             resume.push(started.elapsed().as_secs_f64() * 1e3);
             ensure!(

@@ -359,7 +359,7 @@ fn mutate(content: &mut Value, kind: usize, pick: usize) {
 /// How the library resumes the checkpoint file at `path` with `workflow`, run to its
 /// end: `None` if it refuses.
 fn library_ending(workflow: &Workflow, path: &Path) -> Option<Ending> {
-    let checkpoint = superstep::FileStore::read_file(path, None).ok()?;
+    let checkpoint = superstep::checkpoint::read_file(path, None).ok()?;
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let sink: Arc<dyn superstep::EventSink> = Arc::new(|_: &superstep::Event| {});
     let mut run = workflow.resume(checkpoint, false, store, sink).ok()?;

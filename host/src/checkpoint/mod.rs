@@ -22,7 +22,9 @@ pub(crate) use background::{OnDurable, SaveHandle, Writer};
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use signing::SigningKeys;
-pub use store::{CheckpointStore, FileStore, Listed, MemoryStore, Pruned, export};
+pub use store::{
+    CheckpointStore, FileStore, ListFilter, Listed, MemoryStore, Pruned, export, read_file,
+};
 
 use crate::error::invalid;
 use crate::hash::sha256_hex;

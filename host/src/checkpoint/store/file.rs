@@ -1,87 +1,24 @@
-//! Where checkpoints live: one trait, a durable file store and an in-memory store.
+//! Checkpoints as files in one directory, large payloads as content-addressed blobs
+//! beside them, journals as JSON Lines files.
 
-use super::blobs::{BLOB_MIN_SIZE, BlobDir};
-use super::durable_file::{StagedFile, is_temp_file, sync_dir, write_durably};
-use super::journal::JournalRecord;
-use super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
+use super::super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::super::durable_file::{StagedFile, is_temp_file, sync_dir};
+use super::super::journal::JournalRecord;
+use super::super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
+use super::{CheckpointStore, Listed, Pruned, sort_listing};
 use crate::error::invalid;
 use crate::limited_read::{self, FileKind};
 use crate::message::Payload;
 use anyhow::{Context as _, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::SystemTime;
-
-/// Checkpoint storage. Implementations must make a saved checkpoint durable before
-/// `save` returns and must never expose half of one.
-pub trait CheckpointStore: Send + Sync {
-    /// Saves a checkpoint under its id; returns where it went (for events).
-    fn save(&self, checkpoint: &Checkpoint) -> Result<String>;
-    /// Saves `checkpoints` in order, as one `save` after the other would, and stops at
-    /// the first that cannot be saved: one result per checkpoint tried, the last one
-    /// the error if any. A store may make them durable together ([`FileStore`] syncs
-    /// its directory once for all of them); each is durable when this returns.
-    fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
-        save_in_turn(self, checkpoints)
-    }
-    /// Loads the checkpoint with `id`.
-    fn load(&self, id: &str) -> Result<Checkpoint>;
-    /// A summary of every checkpoint in the store, oldest first; damaged ones are
-    /// listed with why.
-    fn list(&self) -> Result<Vec<Listed>>;
-    /// Deletes the checkpoint with `id` (durably, for file storage).
-    fn delete(&self, id: &str) -> Result<()>;
-    /// Appends `records`, durably and in one write, to the journal of the superstep that
-    /// starts from checkpoint `base`.
-    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()>;
-    /// The records of `base`'s journal, in append order; empty when there is none.
-    fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>>;
-    /// Removes `base`'s journal, if there is one.
-    fn remove_journal(&self, base: &str) -> Result<()>;
-}
-
-/// Saves `checkpoints` one `save` after the other, stopping at the first that cannot be
-/// saved: [`CheckpointStore::save_all`] for a store with no faster way.
-pub(crate) fn save_in_turn<S: CheckpointStore + ?Sized>(
-    store: &S,
-    checkpoints: &[&Checkpoint],
-) -> Vec<Result<String>> {
-    let mut saved = Vec::with_capacity(checkpoints.len());
-    for checkpoint in checkpoints {
-        let result = store.save(checkpoint);
-        let failed = result.is_err();
-        saved.push(result);
-        if failed {
-            break;
-        }
-    }
-    saved
-}
-
-/// One entry of [`CheckpointStore::list`].
-#[derive(Debug)]
-pub struct Listed {
-    /// The checkpoint id (from the file name for file storage).
-    pub id: String,
-    /// Where it is.
-    pub location: String,
-    /// The checkpoint's summary, or why it cannot be read.
-    pub summary: std::result::Result<Summary, String>,
-}
-
-fn sort_listing(listing: &mut [Listed]) {
-    let key = |l: &Listed| match &l.summary {
-        Ok(c) => (c.created_at.clone(), c.superstep, l.id.clone()),
-        Err(_) => (String::new(), 0, l.id.clone()),
-    };
-    listing.sort_by_key(key);
-}
 
 /// Checkpoints as `<id>.json` files in one directory, written atomically and durably:
 /// temp file, fsync, rename, fsync of the directory. Executor states and shared bodies
@@ -152,11 +89,6 @@ impl FileStore {
         self
     }
 
-    /// The keys the store signs and verifies with, if any.
-    pub fn signing_keys(&self) -> Option<&SigningKeys> {
-        self.keys.as_deref()
-    }
-
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -170,36 +102,6 @@ impl FileStore {
     /// The path of checkpoint `id`.
     pub fn path_of(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
-    }
-
-    /// Reads and verifies one checkpoint file (its signature too, when `keys` are
-    /// given), with the blobs it refers to (from the `blobs/` directory beside it), into
-    /// a self-contained checkpoint.
-    pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> {
-        let origin = path.display().to_string();
-        let bytes = limited_read::read(path, FileKind::Checkpoint)
-            .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
-        let mut checkpoint = Checkpoint::decode_verified(&bytes, &origin, keys)?;
-        let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
-        // A shared body is in place once per receiver: each blob is read once.
-        let mut read: HashMap<String, Payload> = HashMap::new();
-        for (field, payload) in checkpoint.blob_capable_mut() {
-            if let Payload::Blob(blob) = payload {
-                let contents = match read.get(&blob.digest) {
-                    Some(contents) => contents.clone(),
-                    None => {
-                        let bytes = blobs
-                            .get(blob)
-                            .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
-                        let contents = Payload::of(&bytes);
-                        read.insert(blob.digest.clone(), contents.clone());
-                        contents
-                    }
-                };
-                *payload = contents;
-            }
-        }
-        Ok(checkpoint)
     }
 
     /// Reads the summary of one checkpoint file in the store: verifies its checksum,
@@ -322,12 +224,92 @@ impl FileStore {
         .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     }
+}
+
+/// Whether a file store keeps the payload at `field` as a blob: an executor state or a
+/// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the file).
+fn goes_in_blob(field: Field, payload: &Payload) -> bool {
+    !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
+        && !matches!(field, Field::QueuedBody(..))
+        && payload.len() >= BLOB_MIN_SIZE
+}
+
+/// Reads and verifies one checkpoint file (its signature too, when `keys` are
+/// given), with the blobs it refers to (from the `blobs/` directory beside it), into
+/// a self-contained checkpoint.
+pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> {
+    let origin = path.display().to_string();
+    let bytes = limited_read::read(path, FileKind::Checkpoint)
+        .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
+    let mut checkpoint = Checkpoint::decode_verified(&bytes, &origin, keys)?;
+    let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
+    // A shared body is in place once per receiver: each blob is read once.
+    let mut read: HashMap<String, Payload> = HashMap::new();
+    for (field, payload) in checkpoint.blob_capable_mut() {
+        if let Payload::Blob(blob) = payload {
+            let contents = match read.get(&blob.digest) {
+                Some(contents) => contents.clone(),
+                None => {
+                    let bytes = blobs
+                        .get(blob)
+                        .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
+                    let contents = Payload::of(&bytes);
+                    read.insert(blob.digest.clone(), contents.clone());
+                    contents
+                }
+            };
+            *payload = contents;
+        }
+    }
+    Ok(checkpoint)
+}
+
+fn misnamed(path: &Path, checkpoint_id: &str) -> anyhow::Error {
+    invalid(format!(
+        "{}: the file holds checkpoint '{checkpoint_id}' under another name; files in a checkpoint directory are named <checkpoint_id>.json",
+        path.display()
+    ))
+}
+
+impl CheckpointStore for FileStore {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn signing_keys(&self) -> Option<&SigningKeys> {
+        self.keys.as_deref()
+    }
+
+    /// Ids of the checkpoint files in the directory (temp files are skipped).
+    fn ids(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(invalid(format!(
+                    "{}: cannot list checkpoints: {e}",
+                    self.dir.display()
+                )));
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".json")
+                && is_plain_id(id)
+            {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
 
     /// Deletes what `policy` selects (see [`plan_prune`]), then every blob that no
     /// remaining checkpoint refers to, then temp files left by writers that were killed
     /// (no writer is active while the exclusive lock is held). With `dry_run`, only
     /// reports what would go.
-    pub fn prune(&self, policy: &PrunePolicy, now: SystemTime, dry_run: bool) -> Result<Pruned> {
+    fn prune(&self, policy: &PrunePolicy, now: SystemTime, dry_run: bool) -> Result<Pruned> {
         if !self.dir.is_dir() {
             return Err(invalid(format!(
                 "{}: no such checkpoint directory",
@@ -384,94 +366,6 @@ impl FileStore {
             damaged,
         })
     }
-
-    /// Finds the checkpoint that `id` names: a full id, or a unique prefix of one.
-    pub fn resolve(&self, id: &str) -> Result<PathBuf> {
-        if !is_plain_id(id) {
-            return Err(invalid(format!(
-                "'{id}' is neither a checkpoint file nor a checkpoint id (ids hold letters, digits and '-')"
-            )));
-        }
-        let exact = self.path_of(id);
-        if exact.is_file() {
-            return Ok(exact);
-        }
-        let matches: Vec<String> = self
-            .ids()?
-            .into_iter()
-            .filter(|candidate| candidate.starts_with(id))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(self.path_of(one)),
-            [] => Err(invalid(format!(
-                "no checkpoint '{id}' in {}",
-                self.dir.display()
-            ))),
-            many => Err(invalid(format!(
-                "'{id}' names {} checkpoints in {}; give more of the id",
-                many.len(),
-                self.dir.display()
-            ))),
-        }
-    }
-
-    /// Ids of the checkpoint files in the directory (temp files are skipped).
-    fn ids(&self) -> Result<Vec<String>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(invalid(format!(
-                    "{}: cannot list checkpoints: {e}",
-                    self.dir.display()
-                )));
-            }
-        };
-        let mut ids = Vec::new();
-        for entry in entries {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_suffix(".json")
-                && is_plain_id(id)
-            {
-                ids.push(id.to_string());
-            }
-        }
-        Ok(ids)
-    }
-}
-
-/// Whether a file store keeps the payload at `field` as a blob: an executor state or a
-/// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the file).
-fn goes_in_blob(field: Field, payload: &Payload) -> bool {
-    !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
-        && !matches!(field, Field::QueuedBody(..))
-        && payload.len() >= BLOB_MIN_SIZE
-}
-
-/// What [`FileStore::prune`] deleted (or, in a dry run, would delete).
-#[derive(Debug)]
-pub struct Pruned {
-    /// The checkpoints, oldest first.
-    pub deleted: Vec<String>,
-    /// How many blobs no remaining checkpoint referred to.
-    pub blobs_deleted: usize,
-    /// How many temp files of killed writers and journals of deleted checkpoints.
-    pub leftovers_deleted: usize,
-    /// How many checkpoint files were there.
-    pub listed: usize,
-    /// How many of them are damaged (and left alone, with every blob).
-    pub damaged: usize,
-}
-
-fn misnamed(path: &Path, checkpoint_id: &str) -> anyhow::Error {
-    invalid(format!(
-        "{}: the file holds checkpoint '{checkpoint_id}' under another name; files in a checkpoint directory are named <checkpoint_id>.json",
-        path.display()
-    ))
-}
-
-impl CheckpointStore for FileStore {
     fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
         self.save_all(&[checkpoint])
             .pop()
@@ -517,8 +411,8 @@ impl CheckpointStore for FileStore {
     }
 
     fn load(&self, id: &str) -> Result<Checkpoint> {
-        let path = self.resolve(id)?;
-        let checkpoint = Self::read_file(&path, self.signing_keys())?;
+        let path = self.path_of(&self.resolve(id)?);
+        let checkpoint = read_file(&path, self.signing_keys())?;
         if path.file_stem().and_then(|s| s.to_str()) != Some(&checkpoint.checkpoint_id) {
             return Err(misnamed(&path, &checkpoint.checkpoint_id));
         }
@@ -644,97 +538,6 @@ fn cut_to_last_record(file: &mut File) -> std::io::Result<()> {
     };
     file.set_len(keep)?;
     file.sync_data()
-}
-
-/// Writes `checkpoint` to `path` as one self-contained file (every state in it, no
-/// blobs), durably, signed with the signing key of `keys` if any; `superstep resume
-/// <path>` accepts it anywhere (where the same keys are configured, if signed).
-pub fn export(checkpoint: &Checkpoint, path: &Path, keys: Option<&SigningKeys>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    write_durably(dir, path, &checkpoint.encode_signed(keys))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Checkpoints kept in memory, encoded exactly as files are; for embedding and tests.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    documents: Mutex<BTreeMap<String, Vec<u8>>>,
-    journals: Mutex<BTreeMap<String, Vec<u8>>>,
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-}
-
-impl CheckpointStore for MemoryStore {
-    fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
-        let id = checkpoint.checkpoint_id.clone();
-        self.documents
-            .lock()
-            .expect("checkpoint map lock")
-            .insert(id.clone(), checkpoint.encode());
-        Ok(format!("memory:{id}"))
-    }
-
-    fn load(&self, id: &str) -> Result<Checkpoint> {
-        let documents = self.documents.lock().expect("checkpoint map lock");
-        let bytes = documents
-            .get(id)
-            .ok_or_else(|| invalid(format!("no checkpoint '{id}' in memory")))?;
-        Checkpoint::decode(bytes, &format!("memory:{id}"))
-    }
-
-    fn list(&self) -> Result<Vec<Listed>> {
-        let documents = self.documents.lock().expect("checkpoint map lock");
-        let mut listing: Vec<Listed> = documents
-            .iter()
-            .map(|(id, bytes)| Listed {
-                id: id.clone(),
-                location: format!("memory:{id}"),
-                summary: Summary::read(bytes, &format!("memory:{id}")).map_err(|e| e.to_string()),
-            })
-            .collect();
-        sort_listing(&mut listing);
-        Ok(listing)
-    }
-
-    fn delete(&self, id: &str) -> Result<()> {
-        let mut documents = self.documents.lock().expect("checkpoint map lock");
-        documents
-            .remove(id)
-            .map(drop)
-            .ok_or_else(|| invalid(format!("no checkpoint '{id}' in memory")))
-    }
-
-    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
-        let mut journals = self.journals.lock().expect("journal map lock");
-        let journal = journals.entry(base.to_string()).or_default();
-        for record in records {
-            journal.extend(record.encode(None));
-        }
-        Ok(())
-    }
-
-    fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
-        let journals = self.journals.lock().expect("journal map lock");
-        match journals.get(base) {
-            Some(bytes) => {
-                JournalRecord::decode_all(bytes, &format!("memory:{base}.journal"), None)
-            }
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn remove_journal(&self, base: &str) -> Result<()> {
-        self.journals.lock().expect("journal map lock").remove(base);
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,90 @@
+//! The `superstep` command line: one module per group of commands, the store chosen in
+//! one place ([`store`]), events shown by [`display`].
+
+mod checkpoints;
+mod display;
+mod run;
+mod store;
+mod workflow;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use superstep::error::is_invalid_input;
+
+/// Exit code: the run completed (or the command succeeded).
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the run failed (executor error, trap, limit, superstep cap, I/O).
+pub const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code: bad usage, manifest or checkpoint; nothing was run or written.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code: the run paused for outside input; resume it with the responses.
+pub const EXIT_PAUSED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "superstep",
+    version,
+    about = "Run workflows of WebAssembly component executors in checkpointed supersteps",
+    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint, 3 paused for input."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow from its start executor; outputs go to stdout.
+    Run(run::RunArgs),
+    /// Resume a run from a checkpoint, in this process; outputs go to stdout.
+    Resume(run::ResumeArgs),
+    /// List and inspect checkpoints.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
+    /// Check a manifest and its components without running anything.
+    Validate(workflow::ValidateArgs),
+    /// Print the workflow graph as Mermaid or Graphviz DOT source.
+    Graph(workflow::GraphArgs),
+}
+
+/// `println!` that returns the write error (a closed pipe) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use say;
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Resume(args) => run::resume(args),
+        Command::Checkpoints(command) => checkpoints::execute(command),
+        Command::Validate(args) => workflow::validate(args),
+        Command::Graph(args) => workflow::graph(args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        // The reader went away (`superstep checkpoints list | head`): nothing to report.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(if is_invalid_input(&error) {
+                EXIT_INVALID
+            } else {
+                EXIT_RUN_FAILED
+            })
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
