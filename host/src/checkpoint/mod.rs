@@ -8,7 +8,6 @@
 //! `shared_bodies`. A file store may keep large executor states and shared bodies
 //! beside the file as content-addressed blobs (see [`blobs`]).
 
-mod background;
 pub mod blobs;
 mod diff;
 mod durable_file;
@@ -18,10 +17,11 @@ mod prune;
 pub mod signing;
 mod store;
 
-pub(crate) use background::{OnDurable, SaveHandle, Writer};
 pub use diff::diff;
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use signing::SigningKeys;
+#[cfg(test)]
+pub(crate) use store::save_in_turn;
 pub use store::{
     CheckpointStore, FileStore, ListFilter, Listed, MemoryStore, Pruned, export, read_file,
 };
@@ -782,7 +782,7 @@ pub fn is_plain_id(id: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Checkpoint {

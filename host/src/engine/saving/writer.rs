@@ -3,7 +3,7 @@
 //! syncs overlap the executors' work. What the engine does once a checkpoint is
 //! durable (reporting it) runs on the thread that saved it, as soon as it is.
 
-use super::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -191,7 +191,7 @@ impl Drop for Writer {
 mod tests {
     use super::*;
     use crate::checkpoint::journal::JournalRecord;
-    use crate::checkpoint::store::save_in_turn;
+    use crate::checkpoint::save_in_turn;
     use crate::checkpoint::tests::sample;
     use crate::checkpoint::{Listed, MemoryStore};
     use anyhow::Result;

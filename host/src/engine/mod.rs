@@ -1,0 +1,218 @@
+//! The superstep engine: a [`Runtime`] (sandbox and worker threads), a [`Workflow`]
+//! (a manifest with its components compiled), and [`Run`]s of it, fresh or resumed.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `run` | the run loop, the superstep and its barrier |
+//! | `step` | one executor's turn, and its results as a journal record |
+//! | `journal_writer` | the thread that journals a superstep's results as executors finish |
+//! | `saving` | the [`Saver`]: checkpoints written behind the engine, events held until durable |
+//! | `snapshot` | a run's state to and from a checkpoint |
+//! | `restore` | resuming: a checkpoint checked against the workflow, journals replayed |
+
+mod journal_writer;
+mod restore;
+mod run;
+mod saving;
+mod snapshot;
+mod step;
+
+pub use run::{Durability, Outcome, Output, PendingRequest, Run};
+
+use crate::checkpoint::CheckpointStore;
+use crate::compile_cache::CompileCache;
+use crate::context::ExecutorContext;
+use crate::error::invalid;
+use crate::events::EventSink;
+use crate::graph::Graph;
+use crate::manifest::Manifest;
+use crate::message::{Envelope, INPUT_SOURCE, Message};
+use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
+use anyhow::Result;
+use rayon::prelude::*;
+use saving::Saver;
+use snapshot::RunState;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What workflows share: the sandbox (engine and linker) and the worker threads that
+/// run a superstep's executors in parallel.
+pub struct Runtime {
+    sandbox: Sandbox,
+    pool: rayon::ThreadPool,
+}
+
+impl Runtime {
+    /// A runtime whose supersteps use up to `threads` worker threads (0: one per core);
+    /// with `fuel`, executors can have fuel limits (see [`Manifest::uses_fuel`]).
+    /// Compiled components are cached where [`CompileCache::from_env`] says.
+    pub fn new(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("superstep-worker-{i}"))
+            .build()?;
+        Ok(Arc::new(Runtime {
+            sandbox: Sandbox::new(fuel, CompileCache::from_env())?,
+            pool,
+        }))
+    }
+}
+
+/// A manifest with its components compiled and linked: ready to run any number of times.
+pub struct Workflow {
+    runtime: Arc<Runtime>,
+    manifest: Manifest,
+    graph: Arc<Graph>,
+    /// Per executor index.
+    components: Vec<Arc<CompiledComponent>>,
+    /// Per executor index: the config passed to `init`, as JSON.
+    configs: Vec<Vec<u8>>,
+}
+
+impl Workflow {
+    /// Compiles every component of `manifest` (each distinct file once) and checks that
+    /// it implements the executor world.
+    pub fn load(runtime: Arc<Runtime>, manifest: Manifest) -> Result<Workflow> {
+        if manifest.uses_fuel() && !runtime.sandbox.meters_fuel() {
+            return Err(invalid(format!(
+                "{}: an executor sets limits.fuel, but this runtime was created without fuel metering (Runtime::new(threads, true))",
+                manifest.path.display()
+            )));
+        }
+        let graph = Arc::new(Graph::new(&manifest));
+        // Each distinct file once, in parallel: loading a big component from the compile
+        // cache is mostly hashing and copying, which spreads across cores.
+        let mut distinct: Vec<(&std::path::Path, &str)> = Vec::new();
+        for executor in &manifest.executors {
+            if !distinct.iter().any(|(path, _)| *path == executor.component) {
+                distinct.push((&executor.component, &executor.id));
+            }
+        }
+        let loaded: Vec<Result<CompiledComponent>> = runtime.pool.install(|| {
+            distinct
+                .par_iter()
+                .map(|(path, executor)| runtime.sandbox.compile(path, executor))
+                .collect()
+        });
+        let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();
+        for ((path, _), component) in distinct.into_iter().zip(loaded) {
+            compiled.insert(path, Arc::new(component?));
+        }
+        let components = manifest
+            .executors
+            .iter()
+            .map(|executor| compiled[executor.component.as_path()].clone())
+            .collect();
+        let configs = manifest
+            .executors
+            .iter()
+            .map(|e| serde_json::to_vec(&e.config).expect("config is JSON"))
+            .collect();
+        Ok(Workflow {
+            runtime,
+            manifest,
+            graph,
+            components,
+            configs,
+        })
+    }
+
+    /// The manifest the workflow was loaded from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The workflow's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Starts a fresh run that delivers `input` to the start executor in superstep 0.
+    pub fn start(
+        &self,
+        input: Message,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Run<'_>> {
+        let saver = Saver::new(store, sink, None);
+        let mut instances = self.instantiate(&saver.sink())?;
+        let mut states = Vec::with_capacity(instances.len());
+        for (i, instance) in instances.iter_mut().enumerate() {
+            let id = self.graph.id(i);
+            instance
+                .init(&self.configs[i])
+                .and_then(|()| instance.snapshot())
+                .map(|state| states.push(state))
+                .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
+        }
+        let mut state = RunState::fresh(instances.len(), states);
+        state.queues[self.graph.start()].push(Envelope {
+            source: INPUT_SOURCE.to_string(),
+            message: input,
+        });
+        Ok(Run::fresh(self, state, instances, saver))
+    }
+
+    /// A fresh instance of executor `i`, initialised and restored to `state`; `origin`
+    /// names where the state comes from in errors.
+    pub(super) fn restored_instance(
+        &self,
+        i: usize,
+        sink: &Arc<dyn EventSink>,
+        state: &[u8],
+        origin: &str,
+    ) -> Result<ExecutorInstance> {
+        let id = self.graph.id(i);
+        let mut instance = self.instance(i, sink)?;
+        instance
+            .init(&self.configs[i])
+            .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
+        instance.restore(state).map_err(|reason| {
+            invalid(format!(
+                "{origin}: executor '{id}' did not accept its checkpointed state: {reason}"
+            ))
+        })?;
+        Ok(instance)
+    }
+
+    fn instantiate(&self, sink: &Arc<dyn EventSink>) -> Result<Vec<ExecutorInstance>> {
+        (0..self.components.len())
+            .map(|i| self.instance(i, sink))
+            .collect()
+    }
+
+    /// Whether executor `i` may make outbound HTTP requests. Its results are journaled
+    /// even when it is alone in its superstep: its calls may cost money.
+    fn makes_http_calls(&self, i: usize) -> bool {
+        self.manifest.executors[i].grants.makes_http_calls()
+    }
+
+    /// Whether executor `i` can change something outside its sandbox (see
+    /// [`Grants::reaches_outside`](crate::grants::Grants::reaches_outside)).
+    fn reaches_outside(&self, i: usize) -> bool {
+        self.manifest.executors[i].grants.reaches_outside()
+    }
+
+    /// SHA-256 of executor `i`'s component file.
+    fn component_digest(&self, i: usize) -> &str {
+        &self.components[i].digest
+    }
+
+    /// The worker threads that run a superstep's executors.
+    fn pool(&self) -> &rayon::ThreadPool {
+        &self.runtime.pool
+    }
+
+    /// A new, uninitialised instance of executor `i` with its grants and limits.
+    fn instance(&self, i: usize, sink: &Arc<dyn EventSink>) -> Result<ExecutorInstance> {
+        let spec = &self.manifest.executors[i];
+        let ctx = ExecutorContext::new(
+            i,
+            self.graph.clone(),
+            spec.limits,
+            &spec.grants.env,
+            sink.clone(),
+        );
+        ExecutorInstance::new(&self.components[i], ctx, &spec.grants, spec.limits)
+    }
+}

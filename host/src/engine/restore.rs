@@ -1,0 +1,189 @@
+//! Resuming a run: a checkpoint checked against the workflow, decoded into the run's
+//! state, each executor restored to its snapshot, and the journal of an attempt that
+//! died before its barrier read back.
+
+use super::Workflow;
+use super::run::Run;
+use super::snapshot::RunState;
+use super::step::Step;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::error::invalid;
+use crate::events::EventSink;
+use crate::message::{Envelope, INPUT_SOURCE, Message};
+use anyhow::Result;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+impl Workflow {
+    /// Resumes a run from `checkpoint` after checking that it belongs to this
+    /// workflow: same graph and, unless `allow_changed_components`, the same
+    /// components. Every executor is initialised and then restored to its state.
+    pub fn resume(
+        &self,
+        checkpoint: Checkpoint,
+        allow_changed_components: bool,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Run<'_>> {
+        self.check_fits(&checkpoint, allow_changed_components)?;
+        let state = RunState::from_checkpoint(&checkpoint, self.graph())?;
+        let replay = self.journaled_steps(&checkpoint, &store, &state.queues, &state.responses)?;
+        Run::resumed(self, state, checkpoint.checkpoint_id, replay, store, sink)
+    }
+
+    /// The results that the journal of `checkpoint` holds for the superstep starting
+    /// from it (left by a host that died before the barrier), per executor index.
+    fn journaled_steps(
+        &self,
+        checkpoint: &Checkpoint,
+        store: &Arc<dyn CheckpointStore>,
+        queues: &[Vec<Envelope>],
+        responses: &[Vec<(String, Message)>],
+    ) -> Result<Vec<Option<Step>>> {
+        let mut steps: Vec<Option<Step>> = (0..queues.len()).map(|_| None).collect();
+        let records = store.read_journal(&checkpoint.checkpoint_id)?;
+        let origin = format!("journal of checkpoint {}", checkpoint.checkpoint_id);
+        for record in records {
+            let bad =
+                |why: String| invalid(format!("{origin}: executor '{}': {why}", record.executor));
+            if record.superstep != checkpoint.superstep {
+                return Err(bad(format!(
+                    "journaled for superstep {}, but the checkpoint starts superstep {}",
+                    record.superstep, checkpoint.superstep
+                )));
+            }
+            let Some(i) = self.graph.index_of(&record.executor) else {
+                return Err(bad("not an executor of this workflow".into()));
+            };
+            if queues[i].is_empty() && responses[i].is_empty() {
+                return Err(bad("has nothing to handle in this superstep".into()));
+            }
+            if steps[i].is_some() {
+                return Err(bad("journaled twice".into()));
+            }
+            let limits = &self.manifest.executors[i].limits;
+            steps[i] = Some(Step::from_journal(&record, i, &self.graph, limits).map_err(bad)?);
+        }
+        Ok(steps)
+    }
+
+    /// Refuses a checkpoint that was not taken with this workflow, saying what differs.
+    fn check_fits(&self, checkpoint: &Checkpoint, allow_changed_components: bool) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        let manifest = self.manifest.path.display();
+        if checkpoint.manifest.digest != self.graph.digest() {
+            let ours: BTreeSet<&str> = self.graph.ids().iter().map(String::as_str).collect();
+            let theirs: BTreeSet<&str> = checkpoint.executors.keys().map(String::as_str).collect();
+            let mut differences = Vec::new();
+            if checkpoint.workflow != self.manifest.name {
+                differences.push(format!(
+                    "workflow '{}' in the checkpoint, '{}' in the manifest",
+                    checkpoint.workflow, self.manifest.name
+                ));
+            }
+            let missing: Vec<&str> = theirs.difference(&ours).copied().collect();
+            if !missing.is_empty() {
+                differences.push(format!(
+                    "executors not in the manifest: {}",
+                    missing.join(", ")
+                ));
+            }
+            let added: Vec<&str> = ours.difference(&theirs).copied().collect();
+            if !added.is_empty() {
+                differences.push(format!(
+                    "executors not in the checkpoint: {}",
+                    added.join(", ")
+                ));
+            }
+            if differences.is_empty() {
+                differences.push("the edges or the start executor differ".into());
+            }
+            return Err(invalid(format!(
+                "{origin} was taken with a different workflow graph than {manifest} ({}); resume with the manifest the run started with ({})",
+                differences.join("; "),
+                checkpoint.manifest.path
+            )));
+        }
+        // Also checked when a file is read; again here for checkpoints made in code.
+        checkpoint
+            .check_references()
+            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+        self.check_executors(checkpoint, allow_changed_components)?;
+        self.check_queues(checkpoint)?;
+        let cap = self.manifest.max_supersteps;
+        if checkpoint.superstep > cap {
+            return Err(invalid(format!(
+                "{origin}: superstep: {} is past workflow.max_supersteps = {cap} of {manifest}",
+                checkpoint.superstep
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a checkpoint whose executors are not exactly the workflow's, or whose
+    /// components changed (unless `allow_changed_components`).
+    fn check_executors(
+        &self,
+        checkpoint: &Checkpoint,
+        allow_changed_components: bool,
+    ) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        if let Some(id) = checkpoint
+            .executors
+            .keys()
+            .find(|id| self.graph.index_of(id).is_none())
+        {
+            return Err(invalid(format!(
+                "{origin}: executors: '{id}' is not an executor of {}",
+                self.manifest.path.display()
+            )));
+        }
+        for (i, id) in self.graph.ids().iter().enumerate() {
+            let Some(record) = checkpoint.executors.get(id) else {
+                return Err(invalid(format!(
+                    "{origin}: executors: executor '{id}' has no record (no state to restore)"
+                )));
+            };
+            let component = &self.components[i];
+            if record.component != component.digest && !allow_changed_components {
+                return Err(invalid(format!(
+                    "{origin}: executor '{id}': its component changed since the checkpoint (checkpoint {}, now {} at {}); pass --allow-changed-components to restore the old state into the new component",
+                    record.component,
+                    component.digest,
+                    component.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a queued message that no edge of the workflow could have carried (the
+    /// run's input may only be queued for the start executor).
+    fn check_queues(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
+        for (id, queue) in &checkpoint.queued {
+            for (n, message) in queue.iter().enumerate() {
+                let carried = if message.source == INPUT_SOURCE {
+                    match self.graph.index_of(id) == Some(self.graph.start()) {
+                        true => Ok(()),
+                        false => Err(format!(
+                            "the run's input goes to the start executor '{}' only",
+                            self.graph.id(self.graph.start())
+                        )),
+                    }
+                } else {
+                    let from = self.graph.index_of(&message.source);
+                    let from = from.expect("a checkpoint's sources are its executors");
+                    self.graph.route(from, &message.kind, Some(id)).map(drop)
+                };
+                carried.map_err(|why| {
+                    invalid(format!(
+                        "{origin}: queued.{id}[{n}]: a message of kind '{}' from '{}' that the workflow cannot carry: {why}",
+                        message.kind, message.source
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,622 @@
+//! A run: the loop of supersteps and the barrier between them. In a superstep every
+//! executor with messages handles them in delivery order (executors in parallel); at
+//! the barrier shared-state writes commit in executor-id order, sends become the next
+//! superstep's inboxes, outputs are emitted and a checkpoint is handed to the
+//! [`Saver`].
+
+use super::Workflow;
+use super::journal_writer::{
+    Finished, JournalFeed, JournalWriter, completed_events, report_completed,
+};
+use super::saving::{BarrierReport, Saver};
+use super::snapshot::RunState;
+use super::step::{Inbox, Step, Turn};
+use crate::checkpoint::CheckpointStore;
+use crate::context::SharedState;
+use crate::error::invalid;
+use crate::events::{Event, EventSink};
+use crate::message::{Envelope, Message, Payload};
+use crate::sandbox::ExecutorInstance;
+use anyhow::Result;
+use bytes::Bytes;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, mpsc};
+
+/// A workflow output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The superstep that emitted it.
+    pub superstep: u64,
+    /// The executor that yielded it.
+    pub source: String,
+    /// What it yielded.
+    pub message: Message,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No message is queued and no request is pending: the run is over.
+    Completed,
+    /// Only requests for outside input are left: the run waits for responses
+    /// ([`Run::respond`], or `resume --respond` from its last checkpoint).
+    Paused {
+        /// The ids of the pending requests, oldest first.
+        pending: Vec<String>,
+    },
+    /// An executor failed or a limit was hit; the last checkpoint stays valid.
+    Failed {
+        /// What went wrong, naming the executor or limit.
+        reason: String,
+    },
+}
+
+/// When a run writes checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Durably at every barrier (and before delivering responses), with the superstep
+    /// journal. The next supersteps may run while a barrier's checkpoint is written
+    /// (up to 32 barriers ahead of the disk), their events held back until the
+    /// checkpoint before them is durable: a crash loses at most the unfinished
+    /// executors of the running superstep and the barriers whose checkpoints were still
+    /// being written.
+    #[default]
+    Superstep,
+    /// Once, when the run stops (completes, pauses or fails, at its last good barrier):
+    /// a crash loses everything since the run started or resumed.
+    Exit,
+    /// Never: the run cannot be resumed. For measurements and throwaway runs.
+    Off,
+}
+
+/// A request for outside input waiting for its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The request id (`<executor>:<superstep>:<n>`), stable across resumes.
+    pub request_id: String,
+    /// The executor that asked.
+    pub executor: String,
+    /// The superstep it asked in.
+    pub superstep: u64,
+    /// What it asked.
+    pub message: Message,
+}
+
+/// One run of a workflow, fresh or resumed.
+pub struct Run<'w> {
+    workflow: &'w Workflow,
+    /// What a checkpoint holds of the run.
+    state: RunState,
+    /// Saves the run's checkpoints and holds events back until the one before them is
+    /// durable.
+    saver: Saver,
+    /// The saver's gate, as the sink that instances and the engine emit to.
+    sink: Arc<dyn EventSink>,
+    /// Per executor index.
+    instances: Vec<ExecutorInstance>,
+    /// When checkpoints are written.
+    durability: Durability,
+    /// Something happened since the last checkpoint (a barrier, or responses).
+    unsaved: bool,
+    /// Per executor index (empty when none): results of the next superstep journaled
+    /// by an earlier attempt that died before the barrier.
+    replay: Vec<Option<Step>>,
+    /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
+    failure: Option<String>,
+}
+
+/// The results of a superstep's executors, by executor index.
+type Results = Vec<(usize, Result<Step, String>)>;
+
+impl<'w> Run<'w> {
+    /// A fresh run of `workflow` whose input is queued in `state`.
+    pub(super) fn fresh(
+        workflow: &'w Workflow,
+        state: RunState,
+        instances: Vec<ExecutorInstance>,
+        saver: Saver,
+    ) -> Run<'w> {
+        let run = Run {
+            workflow,
+            state,
+            sink: saver.sink(),
+            saver,
+            instances,
+            durability: Durability::default(),
+            unsaved: true,
+            replay: Vec::new(),
+            failure: None,
+        };
+        run.announce(None);
+        run
+    }
+
+    /// A run resumed from checkpoint `from`, whose state is `state`: each executor is
+    /// initialised and restored, and `replay` holds what its journal says.
+    pub(super) fn resumed(
+        workflow: &'w Workflow,
+        state: RunState,
+        from: String,
+        replay: Vec<Option<Step>>,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Run<'w>> {
+        let saver = Saver::new(store, sink, Some(from.clone()));
+        let sink = saver.sink();
+        let origin = format!("checkpoint {from}");
+        let instances = (0..state.states.len())
+            .map(|i| workflow.restored_instance(i, &sink, &state.states[i], &origin))
+            .collect::<Result<Vec<_>>>()?;
+        let run = Run {
+            workflow,
+            state,
+            saver,
+            sink,
+            instances,
+            durability: Durability::default(),
+            unsaved: false,
+            replay,
+            failure: None,
+        };
+        run.announce(Some(from));
+        Ok(run)
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.state.run_id
+    }
+
+    /// Every output since the run began (including before a resume).
+    pub fn outputs(&self) -> &[Output] {
+        &self.state.outputs
+    }
+
+    /// Each executor's latest snapshot, by id.
+    pub fn states(&self) -> BTreeMap<&str, &Bytes> {
+        let ids = self.workflow.graph().ids().iter().map(String::as_str);
+        ids.zip(&self.state.states).collect()
+    }
+
+    /// The committed shared state.
+    pub fn shared_state(&self) -> &SharedState {
+        &self.state.shared
+    }
+
+    /// Sets when checkpoints are written (by default at every superstep).
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Requests waiting for a response, oldest first.
+    pub fn pending_requests(&self) -> &[PendingRequest] {
+        &self.state.pending
+    }
+
+    /// The id of the latest checkpoint of this run, if any.
+    pub fn last_checkpoint(&self) -> Option<&str> {
+        self.saver.last_checkpoint()
+    }
+
+    /// Answers pending request `request_id`: the response reaches the asking executor's
+    /// `on-response` in the next superstep (and is saved in a checkpoint before it
+    /// runs). Refuses, changing nothing, an id that is not pending.
+    pub fn respond(&mut self, request_id: &str, response: Message) -> Result<()> {
+        let pending = &mut self.state.pending;
+        let Some(at) = pending.iter().position(|r| r.request_id == request_id) else {
+            let ids: Vec<&str> = pending.iter().map(|r| r.request_id.as_str()).collect();
+            return Err(invalid(format!(
+                "request '{request_id}' is not pending in run {} (never asked, or already answered); pending: {}",
+                self.state.run_id,
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    ids.join(", ")
+                }
+            )));
+        };
+        let request = pending.remove(at);
+        let to = self
+            .workflow
+            .graph()
+            .index_of(&request.executor)
+            .expect("requests come from the graph's executors");
+        self.state.responses[to].push((request.request_id, response));
+        self.unsaved = true;
+        // The next superstep now delivers responses: a journal of an earlier attempt
+        // at it, made without them, does not describe it.
+        self.replay.clear();
+        Ok(())
+    }
+
+    /// Runs supersteps until no message is queued, an executor fails or the superstep
+    /// cap is reached. An `Err` is a host-side failure (such as a checkpoint that
+    /// cannot be written); the last saved checkpoint stays valid either way. A run that
+    /// failed cannot go on: resume its last checkpoint instead.
+    pub fn run(&mut self) -> Result<Outcome> {
+        if let Some(reason) = &self.failure {
+            anyhow::bail!(
+                "run {} already failed ({reason}); resume from its last checkpoint instead",
+                self.state.run_id
+            );
+        }
+        let mut outcome = self.run_supersteps();
+        // A checkpoint that could not be saved comes first: the work after it is lost.
+        if let Err(error) = self.saver.settle() {
+            outcome = Err(error);
+        }
+        if self.durability == Durability::Exit
+            && self.unsaved
+            && let Ok(Outcome::Completed | Outcome::Paused { .. } | Outcome::Failed { .. }) =
+                outcome
+            && let Err(error) = self.save_checkpoint()
+        {
+            outcome = Err(error);
+        }
+        self.report_end(&outcome);
+        outcome
+    }
+
+    /// Emits how the run ended; a failed run cannot go on.
+    fn report_end(&mut self, outcome: &Result<Outcome>) {
+        let run_id = self.state.run_id.clone();
+        let reason = match outcome {
+            Ok(Outcome::Completed) => {
+                return self.sink.emit(&Event::RunCompleted {
+                    run_id,
+                    supersteps: self.state.superstep,
+                    outputs: self.state.outputs.len(),
+                });
+            }
+            Ok(Outcome::Paused { pending }) => {
+                return self.sink.emit(&Event::RunPaused {
+                    run_id,
+                    checkpoint_id: self.last_checkpoint().map(str::to_string),
+                    pending: pending.clone(),
+                });
+            }
+            Ok(Outcome::Failed { reason }) => reason.clone(),
+            Err(error) => format!("{error:#}"),
+        };
+        self.failure = Some(reason.clone());
+        self.sink.emit(&Event::RunFailed {
+            run_id,
+            reason,
+            last_checkpoint: self.last_checkpoint().map(str::to_string),
+        });
+    }
+
+    fn run_supersteps(&mut self) -> Result<Outcome> {
+        let unsaved_responses = self.unsaved && self.state.responses.iter().any(|r| !r.is_empty());
+        if unsaved_responses && self.durability == Durability::Superstep {
+            self.save_checkpoint()?;
+        }
+        let manifest = self.workflow.manifest();
+        let cap = manifest.max_supersteps;
+        while self.has_work() {
+            if self.state.superstep >= cap {
+                return Ok(Outcome::Failed {
+                    reason: format!(
+                        "superstep cap reached: {cap} supersteps run and messages are still queued (raise workflow.max_supersteps in {} and resume)",
+                        manifest.path.display()
+                    ),
+                });
+            }
+            if let Some(reason) = self.superstep()? {
+                return Ok(Outcome::Failed { reason });
+            }
+        }
+        if self.state.pending.is_empty() {
+            Ok(Outcome::Completed)
+        } else {
+            Ok(Outcome::Paused {
+                pending: self
+                    .state
+                    .pending
+                    .iter()
+                    .map(|r| r.request_id.clone())
+                    .collect(),
+            })
+        }
+    }
+
+    /// Whether the next superstep has anything to deliver.
+    fn has_work(&self) -> bool {
+        self.with_work().next().is_some()
+    }
+
+    /// The indices of the executors with messages or responses for the next superstep.
+    fn with_work(&self) -> impl Iterator<Item = usize> + '_ {
+        let state = &self.state;
+        (0..state.queues.len())
+            .filter(|&i| !state.queues[i].is_empty() || !state.responses[i].is_empty())
+    }
+
+    /// Emits `run_started` and, for a resumed run, every request still pending.
+    fn announce(&self, resumed_from: Option<String>) {
+        self.sink.emit(&Event::RunStarted {
+            run_id: self.state.run_id.clone(),
+            workflow: self.workflow.manifest().name.clone(),
+            resumed_from,
+            superstep: self.state.superstep,
+        });
+        for request in &self.state.pending {
+            emit_request(self.sink.as_ref(), request);
+        }
+    }
+
+    /// Saves the run as it stands, now.
+    fn save_checkpoint(&mut self) -> Result<()> {
+        self.start_save(None);
+        self.saver.settle()
+    }
+
+    /// Hands the run as it stands to the saver, as a checkpoint whose parent is the
+    /// latest one.
+    fn start_save(&mut self, barrier: Option<BarrierReport>) {
+        let parent = self.last_checkpoint().map(str::to_string);
+        let checkpoint = self.state.to_checkpoint(self.workflow, parent);
+        self.unsaved = false;
+        self.saver.start(checkpoint, barrier);
+    }
+
+    /// Runs one superstep and its barrier; returns the failure reason if an executor
+    /// failed, in which case nothing of the superstep is applied.
+    fn superstep(&mut self) -> Result<Option<String>> {
+        let superstep = self.state.superstep;
+        let active: Vec<usize> = self.with_work().collect();
+        let journal = self.begin(&active)?;
+        // Without a checkpoint per superstep, a failure must leave the inboxes as they
+        // were, so that the state saved at exit is the last good barrier's.
+        let inboxes = (self.durability == Durability::Exit)
+            .then(|| (self.state.queues.clone(), self.state.responses.clone()));
+        let mut results = self.replay_journaled()?;
+        let replayed = !results.is_empty();
+        let (executed, unreported) = self.execute(journal.as_deref())?;
+        results.extend(executed);
+        results.sort_by_key(|(i, _)| *i);
+        if results.iter().any(|(_, result)| result.is_err()) {
+            self.saver.settle()?;
+        } else {
+            self.saver.settle_finished()?;
+        }
+        let graph = self.workflow.graph();
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|(i, result)| {
+                let reason = result.as_ref().err()?;
+                Some(format!("executor '{}': {reason}", graph.id(*i)))
+            })
+            .collect();
+        if !failures.is_empty() {
+            report_completed(self.sink.as_ref(), superstep, graph, &unreported);
+            if let Some((queues, responses)) = inboxes {
+                self.state.queues = queues;
+                self.state.responses = responses;
+            }
+            return Ok(Some(failures.join("; ")));
+        }
+        self.barrier(results);
+        let queued = self.state.queues.iter().map(Vec::len).sum();
+        if self.durability == Durability::Superstep {
+            // Written by the saver while the next supersteps run, and reported as soon
+            // as it is durable.
+            let barrier = BarrierReport {
+                superstep,
+                made_durable: completed_events(superstep, graph, &unreported).collect(),
+                completed: Event::SuperstepCompleted { superstep, queued },
+                journal_to_remove: self
+                    .last_checkpoint()
+                    .map(str::to_string)
+                    .filter(|_| journal.is_some() || replayed),
+            };
+            self.start_save(Some(barrier));
+        } else {
+            self.sink
+                .emit(&Event::SuperstepCompleted { superstep, queued });
+        }
+        Ok(None)
+    }
+
+    /// Gets superstep `active` may run: saves the run as it starts if a first
+    /// superstep may pay for calls (a journal needs a checkpoint to start from), waits
+    /// for every save when work reaches outside the sandbox, and announces the
+    /// superstep. Returns the checkpoint whose journal the superstep's results go to,
+    /// if they are journaled.
+    fn begin(&mut self, active: &[usize]) -> Result<Option<String>> {
+        let workflow = self.workflow;
+        let superstep_journals = self.durability == Durability::Superstep;
+        let pays = active.iter().any(|&i| workflow.makes_http_calls(i));
+        if self.last_checkpoint().is_none() && superstep_journals && pays {
+            self.start_save(None);
+        }
+        // Work that reaches outside the sandbox waits until the previous barrier is
+        // durable, so that no crash can make it run twice; other work runs while that
+        // checkpoint is written, its events held back until it is durable.
+        if active.iter().any(|&i| workflow.reaches_outside(i)) {
+            self.saver.settle()?;
+        }
+        // With more than one executor, or one that makes HTTP requests, each one's
+        // results are journaled as it finishes, so that a crash before the barrier does
+        // not cost the finished ones' work (or their paid calls) again.
+        let journal = self
+            .last_checkpoint()
+            .filter(|_| (active.len() > 1 || pays) && superstep_journals)
+            .map(str::to_string);
+        let graph = workflow.graph();
+        self.sink.emit(&Event::SuperstepStarted {
+            superstep: self.state.superstep,
+            from_checkpoint: self.last_checkpoint().map(str::to_string),
+            executors: active.iter().map(|&i| graph.id(i).to_string()).collect(),
+        });
+        Ok(journal)
+    }
+
+    /// The results of the superstep that the journal of an attempt that died before
+    /// its barrier holds: each such executor gets a fresh instance in the state the
+    /// attempt left, and its inbox is not delivered again.
+    fn replay_journaled(&mut self) -> Result<Results> {
+        let mut results = Vec::new();
+        let replay = std::mem::take(&mut self.replay);
+        let Some(base) = self.last_checkpoint().map(str::to_string) else {
+            return Ok(results);
+        };
+        let origin = format!("journal of checkpoint {base}");
+        for (i, step) in replay.into_iter().enumerate() {
+            let Some(step) = step else { continue };
+            self.state.queues[i].clear();
+            self.state.responses[i].clear();
+            self.instances[i] =
+                self.workflow
+                    .restored_instance(i, &self.sink, &step.state, &origin)?;
+            self.sink.emit(&Event::ExecutorSkipped {
+                superstep: self.state.superstep,
+                executor: self.workflow.graph().id(i).to_string(),
+                reason: format!(
+                    "its results for this superstep are in the {origin}, left by an attempt that stopped before the barrier"
+                ),
+            });
+            results.push((i, Ok(step)));
+        }
+        Ok(results)
+    }
+
+    /// Delivers every inbox, executors in parallel, their results journaled to the
+    /// journal of checkpoint `journal` if given. Returns the results and the executors
+    /// whose completion is still to report (index, duration in µs): those the barrier's
+    /// checkpoint makes durable.
+    fn execute(&mut self, journal: Option<&str>) -> Result<(Results, Vec<(usize, u64)>)> {
+        let superstep = self.state.superstep;
+        let workflow = self.workflow;
+        let graph = workflow.graph();
+        let state = &mut self.state;
+        let work: Vec<(usize, &mut ExecutorInstance, Inbox)> = self
+            .instances
+            .iter_mut()
+            .zip(state.queues.iter_mut().zip(state.responses.iter_mut()))
+            .enumerate()
+            .filter(|(_, (_, (queue, responses)))| !queue.is_empty() || !responses.is_empty())
+            .map(|(i, (instance, (queue, responses)))| {
+                let inbox = Inbox {
+                    responses: std::mem::take(responses),
+                    messages: std::mem::take(queue),
+                };
+                (i, instance, inbox)
+            })
+            .collect();
+        let (shared, sink) = (&state.shared, &self.sink);
+        let store = self.saver.store().as_ref();
+        let base_save = self.saver.pending_save();
+        std::thread::scope(|scope| {
+            let (finished, journaled) = mpsc::channel::<Finished>();
+            let writer = journal.map(|base| {
+                let writer = JournalWriter {
+                    store,
+                    base,
+                    base_save,
+                    superstep,
+                    graph,
+                    sink: sink.as_ref(),
+                };
+                scope.spawn(move || writer.write(journaled))
+            });
+            let journal_to = writer.as_ref().map(|writer| JournalFeed {
+                finished: &finished,
+                writer: writer.thread(),
+            });
+            let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
+                let turn = Turn {
+                    superstep,
+                    index: i,
+                    graph,
+                    journal: journal_to,
+                    makes_http_calls: workflow.makes_http_calls(i),
+                };
+                (i, turn.run(instance, &inbox, shared, sink.as_ref()))
+            };
+            let executed: Results = if work.len() == 1 {
+                work.into_iter().map(execute).collect()
+            } else {
+                workflow
+                    .pool()
+                    .install(|| work.into_par_iter().map(execute).collect())
+            };
+            drop(finished);
+            let unreported = match writer {
+                Some(writer) => {
+                    // Every executor finished: the writer need not wait any longer.
+                    writer.thread().unpark();
+                    writer.join().expect("the journal writer does not panic")?
+                }
+                None => Vec::new(),
+            };
+            Ok((executed, unreported))
+        })
+    }
+
+    /// The barrier: executor-id order throughout, so that delivery is by sender id and
+    /// then send order, and shared-state writes commit deterministically.
+    fn barrier(&mut self, results: Results) {
+        let superstep = self.state.superstep;
+        let graph = self.workflow.graph();
+        let mut next: Vec<Vec<Envelope>> = vec![Vec::new(); self.state.queues.len()];
+        for (i, result) in results {
+            let Step { effects, state } = result.expect("failures returned before");
+            let source = graph.id(i);
+            if !effects.writes.is_empty() {
+                let shared = Arc::make_mut(&mut self.state.shared);
+                for (key, value) in effects.writes {
+                    match value {
+                        Some(value) => shared.insert(key, value),
+                        None => shared.remove(&key),
+                    };
+                }
+            }
+            for (to, message) in effects.sends {
+                next[to].push(Envelope {
+                    source: source.to_string(),
+                    message,
+                });
+            }
+            for (request_id, message) in effects.requests {
+                let request = PendingRequest {
+                    request_id,
+                    executor: source.to_string(),
+                    superstep,
+                    message,
+                };
+                emit_request(self.sink.as_ref(), &request);
+                self.state.pending.push(request);
+            }
+            for message in effects.outputs {
+                self.sink.emit(&Event::Output {
+                    superstep,
+                    executor: source.to_string(),
+                    kind: message.kind.clone(),
+                    body: Payload::of(&message.body),
+                });
+                self.state.outputs.push(Output {
+                    superstep,
+                    source: source.to_string(),
+                    message,
+                });
+            }
+            self.state.states[i] = state;
+        }
+        self.state.queues = next;
+        self.state.superstep += 1;
+        self.unsaved = true;
+    }
+}
+
+/// Emits `request_info` for a pending request.
+fn emit_request(sink: &dyn EventSink, request: &PendingRequest) {
+    sink.emit(&Event::RequestInfo {
+        request_id: request.request_id.clone(),
+        executor: request.executor.clone(),
+        superstep: request.superstep,
+        kind: request.message.kind.clone(),
+        body: Payload::of(&request.message.body),
+    });
+}
