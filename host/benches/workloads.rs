@@ -479,7 +479,7 @@ fn run_to_output(manifest: &Path, cache: &Path, out: &Path) -> Result<Duration> 
         .args(["--input", "\"hello world\"", "--events", "quiet"])
         .arg("--checkpoint-dir")
         .arg(out)
-        .env(superstep::compile_cache::CACHE_ENV, cache)
+        .env(superstep::COMPILE_CACHE_ENV, cache)
         .stderr(Stdio::inherit())
         .output()?;
     let elapsed = started.elapsed();
@@ -511,7 +511,7 @@ fn first_superstep_after_resume(checkpoint: &Path, cache: &Path, out: &Path) -> 
         .arg("--checkpoint-dir")
         .arg(out)
         .args(["--events", "jsonl"])
-        .env(superstep::compile_cache::CACHE_ENV, cache)
+        .env(superstep::COMPILE_CACHE_ENV, cache)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;

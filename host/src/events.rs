@@ -40,7 +40,9 @@ impl Level {
 pub enum Event {
     /// A run began, fresh or resumed from a checkpoint.
     RunStarted {
+        /// The run.
         run_id: String,
+        /// The workflow's name.
         workflow: String,
         /// The checkpoint the run resumed from, if any.
         resumed_from: Option<String>,
@@ -49,6 +51,7 @@ pub enum Event {
     },
     /// A superstep began.
     SuperstepStarted {
+        /// The superstep.
         superstep: u64,
         /// The checkpoint whose state this superstep starts from.
         from_checkpoint: Option<String>,
@@ -57,70 +60,100 @@ pub enum Event {
     },
     /// An executor started handling its messages of the superstep.
     ExecutorInvoked {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// How many responses and messages it gets.
         messages: usize,
     },
     /// An executor handled all its messages of the superstep.
     ExecutorCompleted {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// How long it ran, in microseconds.
         duration_us: u64,
     },
     /// An executor was not invoked in this superstep because a journal of an earlier,
     /// interrupted attempt at the same superstep already holds its results.
     ExecutorSkipped {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// What went wrong, naming the call and the limit or error.
         reason: String,
     },
     /// An executor failed: its handler returned an error, or it trapped.
     ExecutorFailed {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// What went wrong, naming the call and the limit or error.
         reason: String,
     },
     /// A guest wrote a log line (through `log`, or on its stdout or stderr).
     Log {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// The severity.
         level: Level,
+        /// The text (granted secrets masked).
         text: String,
     },
     /// A workflow output, emitted at the barrier.
     Output {
+        /// The superstep.
         superstep: u64,
+        /// The executor.
         executor: String,
+        /// The kind.
         kind: String,
+        /// The body, as checkpoints write payloads.
         body: Payload,
     },
     /// An executor asked for outside input (at the barrier of the superstep it asked
     /// in; again on every resume while the request is pending).
     RequestInfo {
+        /// The request id (`<executor>:<superstep>:<n>`).
         request_id: String,
+        /// The executor.
         executor: String,
         /// The superstep it asked in.
         superstep: u64,
+        /// The kind.
         kind: String,
+        /// The body, as checkpoints write payloads.
         body: Payload,
     },
     /// A checkpoint was written durably.
     CheckpointSaved {
+        /// The checkpoint.
         checkpoint_id: String,
+        /// The checkpoint the superstep started from.
         parent_id: Option<String>,
+        /// The superstep.
         superstep: u64,
+        /// The run's status in it.
         status: String,
         /// Where the store put it (a file path for file storage).
         location: String,
     },
     /// A superstep's barrier completed.
     SuperstepCompleted {
+        /// The superstep.
         superstep: u64,
         /// Messages queued for the next superstep.
         queued: usize,
     },
     /// The run completed: no message is queued and no request is pending.
     RunCompleted {
+        /// The run.
         run_id: String,
         /// Supersteps taken since the run began.
         supersteps: u64,
@@ -130,6 +163,7 @@ pub enum Event {
     /// Nothing is left to do but requests wait for responses: the run paused. Resume its
     /// last checkpoint with the responses to go on.
     RunPaused {
+        /// The run.
         run_id: String,
         /// The checkpoint (status `awaiting-input`) to resume from.
         checkpoint_id: Option<String>,
@@ -138,7 +172,9 @@ pub enum Event {
     },
     /// The run failed; the last checkpoint stays valid.
     RunFailed {
+        /// The run.
         run_id: String,
+        /// What went wrong, naming the call and the limit or error.
         reason: String,
         /// The checkpoint to resume from once the cause is fixed.
         last_checkpoint: Option<String>,

@@ -3,7 +3,44 @@
 //!
 //! Load a [`Manifest`], compile it into a [`Workflow`] on a [`Runtime`], then
 //! [`Workflow::start`] or [`Workflow::resume`] a [`Run`] against any
-//! [`CheckpointStore`] ([`FileStore`] or [`MemoryStore`]) and an [`EventSink`].
+//! [`CheckpointStore`] ([`FileStore`] or [`MemoryStore`]) and an [`EventSink`]:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use superstep::{FileStore, Manifest, Message, Outcome, Runtime, Workflow};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let manifest = Manifest::load("guest-examples/pipeline.toml".as_ref())?;
+//! let workflow = Workflow::load(Runtime::new(0, false)?, manifest)?;
+//! let input = Message { kind: "input".into(), body: "\"hello world\"".into() };
+//! let store = Arc::new(FileStore::new("checkpoints"));
+//! let mut run = workflow.start(input, store, Arc::new(|_: &superstep::Event| {}))?;
+//! assert_eq!(run.run()?, Outcome::Completed);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! Data flows one way: a manifest becomes a workflow; a run of it calls into the
+//! sandbox, and hands checkpoints to a store.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`manifest`] | the TOML manifest: parsing and validation |
+//! | [`limits`] | an executor's resource limits and their defaults |
+//! | [`grants`] | capability grants, one module each: `dirs`, `env`, `http` |
+//! | [`graph`] | executors by index, edges, routing, the graph digest, Mermaid and DOT |
+//! | [`engine`] | the runtime, workflows and runs: supersteps, barriers, journals, saving |
+//! | `sandbox` | wasmtime: the engine and linker, the WIT bindings, the host side of the `context` interface, instances under their limits, the compile cache |
+//! | [`checkpoint`] | the checkpoint document, its checks and signing, journals, stores |
+//! | [`events`] | what a run reports, and the sink trait |
+//! | [`message`] | messages, envelopes, payloads as checkpoints write them, request ids |
+//! | [`hash`] | content digests |
+//! | [`error`] | the error a user can fix, and how to tell it |
+//! | `limited_read` | reading files: regular ones only, within size limits |
+
+#![deny(missing_docs)]
 
 pub mod checkpoint;
 pub mod engine;
@@ -12,18 +49,18 @@ pub mod events;
 pub mod grants;
 pub mod graph;
 pub mod hash;
-pub mod limited_read;
+mod limited_read;
 pub mod limits;
 pub mod manifest;
 pub mod message;
-pub mod pretty_json;
-pub mod sandbox;
-
-pub use sandbox::{compile_cache, context};
+mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runtime, Workflow};
 pub use error::InvalidInput;
 pub use events::{Event, EventSink, Level};
+pub use limited_read::FileKind;
 pub use manifest::Manifest;
 pub use message::{Envelope, Message, Payload};
+pub use sandbox::compile_cache::CACHE_ENV as COMPILE_CACHE_ENV;
+pub use sandbox::context::SharedState;

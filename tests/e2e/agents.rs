@@ -165,7 +165,7 @@ fn agent_pipeline(ws: &Workspace, server: &ChatServer, allowed: &str, limits: &s
 fn run_with_key(ws: &Workspace, args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
         .args(args)
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .env("SUPERSTEP_TEST_KEY", KEY)
         .current_dir(ws.path())
         .output()
@@ -391,7 +391,7 @@ to = "out"
     );
     ws.set_gate(false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .env("SUPERSTEP_TEST_KEY", KEY)
         .args([
             "run",

@@ -67,10 +67,10 @@ fn compiled_components_are_cached_and_damaged_entries_replaced() {
             ])
             .env("HOME", &home)
             .env_remove("XDG_CACHE_HOME")
-            .env_remove(superstep::compile_cache::CACHE_ENV)
+            .env_remove(superstep::COMPILE_CACHE_ENV)
             .current_dir(ws.path());
         if let Some(cache) = cache {
-            command.env(superstep::compile_cache::CACHE_ENV, cache);
+            command.env(superstep::COMPILE_CACHE_ENV, cache);
         }
         let output = command.output().unwrap();
         assert!(

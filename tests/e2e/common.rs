@@ -170,7 +170,7 @@ impl Workspace {
     pub fn superstep(&self, args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
             .args(args)
-            .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+            .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
             .current_dir(self.path())
             .output()
             .expect("start superstep");
@@ -409,7 +409,7 @@ pub fn superstep_within_a_minute(ws: &Workspace, env: &[(&str, &str)], args: &[&
     let output = Command::new("timeout")
         .args(["-s", "KILL", "60", env!("CARGO_BIN_EXE_superstep")])
         .args(args)
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .envs(env.iter().copied())
         .current_dir(ws.path())
         .output()

@@ -52,7 +52,7 @@ fn sigkill_at_random_moments_never_loses_or_corrupts_a_run() {
             };
             attempt.extend(["--checkpoint-dir", &dir, "--events", "quiet"].map(String::from));
             let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
-                .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+                .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
                 .args(&attempt)
                 .current_dir(ws.path())
                 .stdout(Stdio::null())

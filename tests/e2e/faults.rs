@@ -137,7 +137,7 @@ fn two_resumes_of_one_checkpoint_into_one_directory_each_write_a_whole_branch() 
     let (_, base) = ids[5].clone();
     let resume = || {
         Command::new(env!("CARGO_BIN_EXE_superstep"))
-            .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+            .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
             .args([
                 "resume",
                 &base,
@@ -198,7 +198,7 @@ fn prune_while_a_run_writes_loses_nothing_the_run_needs() {
         .assert_code(0);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .args(run_args(&manifest, "pruned"))
         .current_dir(ws.path())
         .stdout(Stdio::piped())

@@ -227,7 +227,7 @@ fn interactive_runs_ask_at_the_prompt_and_go_on() {
     );
     let mut child = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .current_dir(ws.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

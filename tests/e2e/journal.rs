@@ -84,7 +84,7 @@ fn completed_fast(events: &[Value]) -> usize {
 /// so far satisfy `until`; returns those events.
 fn kill_when(ws: &Workspace, args: &[String], until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
-        .env(superstep::compile_cache::CACHE_ENV, test_compile_cache())
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
         .args(args)
         .current_dir(ws.path())
         .stdout(Stdio::piped())

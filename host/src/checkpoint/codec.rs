@@ -71,7 +71,7 @@ impl Checkpoint {
     }
 
     /// [`Checkpoint::decode`], also refusing, when `keys` are given, a file that they
-    /// did not sign (see [`signing`]).
+    /// did not sign (see [`signing`](super::signing)).
     pub fn decode_verified(
         bytes: &[u8],
         origin: &str,

@@ -1,5 +1,6 @@
 //! `superstep checkpoints list|latest|show|export|prune`: the checkpoints of a store.
 
+use super::pretty_json;
 use super::store::{StoreArgs, load_named};
 use super::{EXIT_OK, say};
 use anyhow::Result;
@@ -11,7 +12,6 @@ use superstep::checkpoint::{
 };
 use superstep::error::invalid;
 use superstep::message::Payload;
-use superstep::pretty_json;
 
 #[derive(Subcommand)]
 pub(super) enum CheckpointsCommand {

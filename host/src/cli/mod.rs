@@ -3,6 +3,7 @@
 
 mod checkpoints;
 mod display;
+mod pretty_json;
 mod run;
 mod store;
 mod workflow;

@@ -6,7 +6,7 @@
 //! | `run` | the run loop, the superstep and its barrier |
 //! | `step` | one executor's turn, and its results as a journal record |
 //! | `journal_writer` | the thread that journals a superstep's results as executors finish |
-//! | `saving` | the [`Saver`]: checkpoints written behind the engine, events held until durable |
+//! | `saving` | the `Saver`: checkpoints written behind the engine, events held until durable |
 //! | `snapshot` | a run's state to and from a checkpoint |
 //! | `restore` | resuming: a checkpoint checked against the workflow, journals replayed |
 
@@ -20,13 +20,13 @@ mod step;
 pub use run::{Durability, Outcome, Output, PendingRequest, Run};
 
 use crate::checkpoint::CheckpointStore;
-use crate::compile_cache::CompileCache;
-use crate::context::ExecutorContext;
 use crate::error::invalid;
 use crate::events::EventSink;
 use crate::graph::Graph;
 use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message};
+use crate::sandbox::compile_cache::CompileCache;
+use crate::sandbox::context::ExecutorContext;
 use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -45,7 +45,8 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime whose supersteps use up to `threads` worker threads (0: one per core);
     /// with `fuel`, executors can have fuel limits (see [`Manifest::uses_fuel`]).
-    /// Compiled components are cached where [`CompileCache::from_env`] says.
+    /// Compiled components are cached where [`COMPILE_CACHE_ENV`](crate::COMPILE_CACHE_ENV)
+    /// says (see the README).
     pub fn new(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -8,10 +8,10 @@ use crate::checkpoint::{
     Checkpoint, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, RequestRecord,
     ResponseRecord, SHARED_BODY_MIN_SIZE, Status,
 };
-use crate::context::SharedState;
 use crate::error::invalid;
 use crate::graph::Graph;
 use crate::message::{Envelope, Message, Payload};
+use crate::sandbox::context::SharedState;
 use anyhow::Result;
 use bytes::Bytes;
 use std::collections::HashMap;

@@ -4,12 +4,12 @@
 
 use super::journal_writer::{Finished, JournalFeed};
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
-use crate::context::{Effects, SharedState};
 use crate::events::{Event, EventSink};
 use crate::graph::Graph;
 use crate::limits::Limits;
 use crate::message::{Envelope, Message, Payload, request_id};
 use crate::sandbox::ExecutorInstance;
+use crate::sandbox::context::{Effects, SharedState};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 //! | module | manifest field | reaches outside |
 //! | --- | --- | --- |
 //! | [`dirs`] | `dirs` | when a directory is writable |
-//! | [`env`] | `env` | never |
+//! | [`env`](mod@env) | `env` | never |
 //! | [`http`] | `allowed_hosts` | when any host is allowed |
 
 pub mod dirs;

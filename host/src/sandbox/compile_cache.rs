@@ -50,11 +50,6 @@ impl CompileCache {
         }
     }
 
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The compiled form of the component with SHA-256 `digest` (`sha256:<hex>`) and
     /// bytes `wasm`: from the cache when a valid entry is there, else compiled now and
     /// stored (a failure to store only costs the next process a compile).

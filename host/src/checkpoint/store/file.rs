@@ -372,7 +372,7 @@ impl CheckpointStore for FileStore {
             .expect("one result per checkpoint tried")
     }
 
-    /// Writes and syncs each checkpoint under a temp name (see [`FileStore::stage_all`]),
+    /// Writes and syncs each checkpoint under a temp name,
     /// renames them into place in order, then syncs the directory once for all of them.
     fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
         let _lock = match self.lock(false) {
