@@ -14,7 +14,12 @@ fn every_invalid_manifest_is_refused_with_its_message() {
         .filter(|path| path.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "{} cases in {}", cases.len(), dir.display());
+    assert!(
+        cases.len() >= 20,
+        "{} cases in {}",
+        cases.len(),
+        dir.display()
+    );
     let mut wrong = Vec::new();
     for case in &cases {
         let expected = std::fs::read_to_string(case.with_extension("expected"))
@@ -23,10 +28,15 @@ fn every_invalid_manifest_is_refused_with_its_message() {
         let absolute = std::path::absolute(case).unwrap();
         let message = match Manifest::load(case) {
             Ok(_) => "(accepted)".to_string(),
-            Err(error) => format!("{error:#}").replace(&absolute.display().to_string(), "<manifest>"),
+            Err(error) => {
+                format!("{error:#}").replace(&absolute.display().to_string(), "<manifest>")
+            }
         };
         if !message.contains(expected) {
-            wrong.push(format!("{}:\n  expected: {expected}\n  got:      {message}", case.display()));
+            wrong.push(format!(
+                "{}:\n  expected: {expected}\n  got:      {message}",
+                case.display()
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -9,7 +9,7 @@ use superstep::{
 };
 
 /// A sink that keeps every event, and the events it kept.
-fn collecting_sink() -> (Arc<Mutex<Vec<Event>>>, Arc<dyn EventSink>) {
+pub(crate) fn collecting_sink() -> (Arc<Mutex<Vec<Event>>>, Arc<dyn EventSink>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let kept = events.clone();
     let sink = Arc::new(move |e: &Event| kept.lock().unwrap().push(e.clone()));
@@ -349,7 +349,7 @@ to = "sink"
 "#;
 
 /// The input the branching workflow runs on.
-fn branching_input() -> Message {
+pub(crate) fn branching_input() -> Message {
     Message {
         kind: "input".into(),
         body: Bytes::from_static(b"\"hello\""),
@@ -559,7 +559,7 @@ fn a_journal_that_cannot_be_removed_fails_the_run_after_its_checkpoint() {
 }
 
 /// `b` of the branching workflow held at the workspace's gate (see `Workspace::set_gate`).
-fn branching_with_b_at_the_gate(ws: &Workspace) -> Workflow {
+pub(crate) fn branching_with_b_at_the_gate(ws: &Workspace) -> Workflow {
     let text = BRANCHING.replace(
         "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
         "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",

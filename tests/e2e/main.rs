@@ -18,3 +18,4 @@ mod pipeline;
 mod polyglot;
 mod routing;
 mod sandbox;
+mod stores;
