@@ -280,7 +280,7 @@ impl Bench {
     fn w4(&self) -> Result<()> {
         let mut text = String::from(
             "[workflow]\nname = \"big-state\"\nstart = \"start\"\n\n\
-             [[executors]]\nid = \"start\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"touch\" }] }\n",
+             [[executors]]\nid = \"start\"\ncomponent = \"@components@/upper.wasm\"\n",
         );
         for b in 0..8 {
             text += &format!(
@@ -571,7 +571,7 @@ fn repo() -> PathBuf {
 fn components() -> Result<PathBuf> {
     let dir = repo().join("guest-examples/components");
     let needed = [
-        "upper", "reverse", "lower", "finalize", "probe", "ring", "fanout", "bigstate",
+        "upper", "reverse", "lower", "finalize", "ring", "fanout", "bigstate",
     ];
     if needed
         .iter()

@@ -367,7 +367,7 @@ config = {{ base_url = "{base}", model = "m", api_key_env = "SUPERSTEP_TEST_KEY"
 
 [[executors]]
 id = "slow"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 dirs = [{{ host = "gate", guest = "/gate" }}]
 config = {{ wait_for = "/gate/open" }}
 

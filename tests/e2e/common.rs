@@ -17,27 +17,40 @@ pub fn repo() -> PathBuf {
 /// Builds the example Rust guests once per test process; returns their directory.
 pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build_guests("build.sh"))
+    BUILT.get_or_init(|| build_examples("build.sh"))
 }
 
 /// Builds the Python, JavaScript and C example guests once per test process (with the
 /// tools scripts/install-guest-tools installs); returns their directory.
 pub fn polyglot_components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| build_guests("build-polyglot.sh"))
+    BUILT.get_or_init(|| build_examples("build-polyglot.sh"))
+}
+
+/// Builds the executors only the tests use (`tests/guests`) once per test process;
+/// returns their directory.
+pub fn test_guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_guests("tests/guests", "build.sh"))
 }
 
 /// Runs a build script of guest-examples/; returns the components' directory.
-fn build_guests(script: &str) -> PathBuf {
+fn build_examples(script: &str) -> PathBuf {
+    build_guests("guest-examples", script)
+}
+
+/// Runs the build script `script` of directory `dir`; returns its components'
+/// directory.
+fn build_guests(dir: &str, script: &str) -> PathBuf {
     let status = Command::new("bash")
-        .arg(repo().join("guest-examples").join(script))
+        .arg(repo().join(dir).join(script))
         .status()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        .unwrap_or_else(|e| panic!("run {dir}/{script}: {e}"));
     assert!(
         status.success(),
-        "guest-examples/{script} failed (scripts/install-guest-tools installs the guest tools)"
+        "{dir}/{script} failed (scripts/install-guest-tools installs the guest tools)"
     );
-    repo().join("guest-examples/components")
+    repo().join(dir).join("components")
 }
 
 /// The compile cache the tests share (under Cargo's temp dir, not the user's cache).
@@ -45,9 +58,14 @@ pub fn test_compile_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
-/// The path of the built component `name`.
+/// The path of the built example component `name`.
 pub fn component(name: &str) -> PathBuf {
     components().join(format!("{name}.wasm"))
+}
+
+/// The path of the built test executor `name` (see [`test_guests`]).
+pub fn test_guest(name: &str) -> PathBuf {
+    test_guests().join(format!("{name}.wasm"))
 }
 
 /// A temporary directory to run in, with manifests written into it.
@@ -58,6 +76,7 @@ pub struct Workspace {
 impl Workspace {
     pub fn new() -> Workspace {
         components();
+        test_guests();
         Workspace {
             dir: tempfile::tempdir().unwrap(),
         }
@@ -67,10 +86,13 @@ impl Workspace {
         self.dir.path()
     }
 
-    /// Writes a manifest; `@components@` stands for the built components' directory.
+    /// Writes a manifest; `@components@` stands for the built example components'
+    /// directory, `@test-guests@` for the test executors'.
     pub fn manifest(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
-        let text = text.replace("@components@", components().to_str().unwrap());
+        let text = text
+            .replace("@components@", components().to_str().unwrap())
+            .replace("@test-guests@", test_guests().to_str().unwrap());
         std::fs::write(&path, text).unwrap();
         path
     }

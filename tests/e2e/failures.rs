@@ -11,11 +11,11 @@ start = "a"
 
 [[executors]]
 id = "a"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 
 [[executors]]
 id = "b"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 
 [[edges]]
 from = "a"
@@ -80,7 +80,7 @@ fn bad_manifests_are_refused_with_exit_code_2() {
         &ws,
         "missing.toml",
         &TWO.replace(
-            "@components@/probe.wasm\"\n\n[[edges]]",
+            "@test-guests@/probe.wasm\"\n\n[[edges]]",
             "@components@/absent.wasm\"\n\n[[edges]]",
         ),
         "executor 'b': cannot read component",
@@ -94,7 +94,7 @@ fn bad_manifests_are_refused_with_exit_code_2() {
         ("core.wasm", "does not implement"),
         ("empty.wasm", "does not implement"),
     ] {
-        let text = TWO.replacen("@components@/probe.wasm", &format!("{dir}/{file}"), 1);
+        let text = TWO.replacen("@test-guests@/probe.wasm", &format!("{dir}/{file}"), 1);
         assert_refused(
             &ws,
             &format!("{file}.toml"),
@@ -269,7 +269,7 @@ fn a_changed_component_or_graph_is_refused_unless_allowed() {
         "bigger.toml",
         &format!(
             "{text}\n[[executors]]\nid = \"extra\"\ncomponent = \"{}\"\n",
-            component("probe").display()
+            test_guest("probe").display()
         ),
     );
     let refused = ws.superstep(&["resume", &first, "--manifest", bigger.to_str().unwrap()]);
@@ -292,13 +292,13 @@ start = "a"
 
 [[executors]]
 id = "a"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 forward = [{ kind = "input" }]
 
 [[executors]]
 id = "b"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 fail_on_kind = "input"
 
@@ -397,8 +397,8 @@ fn the_superstep_cap_fails_the_run_and_a_raised_cap_resumes_it() {
 fn guest_stdio_becomes_bounded_log_events() {
     let ws = Workspace::new();
     let text = TWO.replacen(
-        "component = \"@components@/probe.wasm\"",
-        "component = \"@components@/probe.wasm\"\n[executors.config]\nforward = [{ kind = \"k\" }]\nprint = \"hello from a\"\nprint_bytes = 100000",
+        "component = \"@test-guests@/probe.wasm\"",
+        "component = \"@test-guests@/probe.wasm\"\n[executors.config]\nforward = [{ kind = \"k\" }]\nprint = \"hello from a\"\nprint_bytes = 100000",
         1,
     );
     let path = ws.manifest("stdio.toml", &text);

@@ -283,16 +283,16 @@ start = "src"
 
 [[executors]]
 id = "src"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "copy" }] }
 
 [[executors]]
 id = "a"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 
 [[executors]]
 id = "b"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 
 [[edges]]
 from = "src"

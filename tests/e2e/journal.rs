@@ -17,28 +17,28 @@ start = "src"
 
 [[executors]]
 id = "src"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "work" }] }
 
 [[executors]]
 id = "fast1"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "done" }], set_shared = "fast1" }
 
 [[executors]]
 id = "fast2"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "done" }] }
 
 [[executors]]
 id = "slow"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 dirs = [{ host = "gate", guest = "/gate" }]
 config = { forward = [{ kind = "done" }], wait_for = "/gate/open" }
 
 [[executors]]
 id = "sink"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { yield = true, read_shared = ["fast1"] }
 
 [[edges]]

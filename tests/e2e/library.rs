@@ -78,7 +78,7 @@ fn a_failed_run_refuses_to_go_on() {
         start = "a"
         [[executors]]
         id = "a"
-        component = "@components@/probe.wasm"
+        component = "@test-guests@/probe.wasm"
         [executors.config]
         fail_on_kind = "input"
         "#,
@@ -194,7 +194,7 @@ fn a_fuel_limit_needs_a_runtime_that_meters_fuel() {
 
         [[executors]]
         id = "a"
-        component = "@components@/probe.wasm"
+        component = "@test-guests@/probe.wasm"
         limits = { fuel = 1000000 }
         "#,
     );
@@ -313,23 +313,23 @@ name = "branching"
 start = "src"
 [[executors]]
 id = "src"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "work" }] }
 [[executors]]
 id = "mid"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "work" }] }
 [[executors]]
 id = "a"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "done" }] }
 [[executors]]
 id = "b"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "done" }] }
 [[executors]]
 id = "sink"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { yield = true }
 [[edges]]
 from = "src"
@@ -561,8 +561,8 @@ fn a_journal_that_cannot_be_removed_fails_the_run_after_its_checkpoint() {
 /// `b` of the branching workflow held at the workspace's gate (see `Workspace::set_gate`).
 pub(crate) fn branching_with_b_at_the_gate(ws: &Workspace) -> Workflow {
     let text = BRANCHING.replace(
-        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
-        "id = \"b\"\ncomponent = \"@components@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",
+        "id = \"b\"\ncomponent = \"@test-guests@/probe.wasm\"\nconfig = { forward = [{ kind = \"done\" }] }",
+        "id = \"b\"\ncomponent = \"@test-guests@/probe.wasm\"\ndirs = [{ host = \"gate\", guest = \"/gate\" }]\nconfig = { forward = [{ kind = \"done\" }], wait_for = \"/gate/open\" }",
     );
     assert_ne!(text, BRANCHING);
     ws.set_gate(false);

@@ -11,7 +11,7 @@ start = "a"
 
 [[executors]]
 id = "a"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 forward = [
     { kind = "x" },
@@ -25,7 +25,7 @@ forward = [
 
 [[executors]]
 id = "b"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 forward = [{ kind = "fwd" }]
 set_shared = "k"
@@ -33,14 +33,14 @@ read_shared = ["k"]
 
 [[executors]]
 id = "c"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 forward = [{ kind = "fwd" }]
 read_shared = ["k"]
 
 [[executors]]
 id = "d"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 [executors.config]
 yield = true
 read_shared = ["k"]

@@ -14,16 +14,16 @@ start = "src"
 
 [[executors]]
 id = "src"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 config = { forward = [{ kind = "go" }] }
 
 [[executors]]
 id = "sink"
-component = "@components@/probe.wasm"
+component = "@test-guests@/probe.wasm"
 
 [[executors]]
 id = "adv"
-component = "@components@/adversary.wasm"
+component = "@test-guests@/adversary.wasm"
 @adv@
 
 [[edges]]
