@@ -1,4 +1,4 @@
-"""The workloads of shared/bench/WORKLOADS.md on Microsoft Agent Framework, the reference
+"""The workloads of bench/WORKLOADS.md on Microsoft Agent Framework, the reference
 side of superstep's benchmark (`cargo bench -p superstep --bench workloads`).
 
     python3 -m venv venv && venv/bin/pip install agent-framework-core==1.23.0

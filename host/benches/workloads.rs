@@ -1,4 +1,4 @@
-//! The five benchmark workloads of `shared/bench/WORKLOADS.md` (W1 pipeline, W2 ring,
+//! The five benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring,
 //! W3 fan-out/fan-in, W4 big state, W5 cold resume), run against this build, and the
 //! three-language pipeline (`languages`).
 //!

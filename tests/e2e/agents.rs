@@ -145,7 +145,7 @@ fn serve(
 /// The key the tests grant; it must reach the server and nowhere else.
 const KEY: &str = "sk-test-5f0e1d2c3b4a59687766554433221100";
 
-/// The notebook's agent pipeline (`agent_pipeline.toml`) pointed at `server`, with
+/// The agent pipeline of Agent Framework's sample (`agent_pipeline.toml`) pointed at `server`, with
 /// `allowed_hosts` and `limits` for `lower_agent` replaced.
 fn agent_pipeline(ws: &Workspace, server: &ChatServer, allowed: &str, limits: &str) -> String {
     let text = std::fs::read_to_string(repo().join("guest-examples/agent_pipeline.toml"))
@@ -210,7 +210,7 @@ fn allow(server: &ChatServer) -> String {
 }
 
 #[test]
-fn the_notebook_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
+fn the_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
     let ws = Workspace::new();
     let server = ChatServer::start(Mode::Lowercase);
     let manifest = agent_pipeline(&ws, &server, &allow(&server), "");

@@ -1,4 +1,4 @@
-//! `bigstate`: the W4 executor (`shared/bench/WORKLOADS.md`). Its state is `bytes`
+//! `bigstate`: the W4 executor (`bench/WORKLOADS.md`). Its state is `bytes`
 //! bytes from a generator seeded by its executor id (so that it does not compress),
 //! made when it handles its first message (so that `init` stays cheap on resume); each
 //! message it handles changes one byte. The state

@@ -1,5 +1,5 @@
 //! `fanout`: the three roles of the W3 fan-out/fan-in benchmark
-//! (`shared/bench/WORKLOADS.md`), chosen by config `{"role": …}`.
+//! (`bench/WORKLOADS.md`), chosen by config `{"role": …}`.
 //!
 //! - `dispatch`: on any message `{"round": r}` (the run's input is round 0), sends every
 //!   worker (along its edges) the list `[r*1000 .. r*1000+999]` as kind `numbers`.

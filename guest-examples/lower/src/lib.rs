@@ -1,4 +1,5 @@
-//! `lower`: lower-cases the text (the notebook's agent step, made deterministic) after
+//! `lower`: lower-cases the text (the agent step of Agent Framework's
+//! "Checkpoint with Resume" sample, made deterministic) after
 //! reading the shared state that `upper` published.
 use serde::{Deserialize, Serialize};
 use superstep_guest::{Context, Executor, Incoming, Level};

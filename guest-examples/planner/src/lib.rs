@@ -1,4 +1,5 @@
-//! `planner`: the plan-review pattern of the Magentic notebook. It proposes a plan for
+//! `planner`: the plan-review pattern of Agent Framework's "Magentic Workflow with
+//! Checkpointing" sample notebook. It proposes a plan for
 //! the task it receives and asks a person to approve it (`request-info`, kind
 //! `plan-review`). An approval sends the plan to the worker; a rejection's feedback goes
 //! into a revised plan that is put up for review again, for at most `max_rounds`

@@ -1,4 +1,4 @@
-//! `ring`: one station of the W2 ring benchmark (`shared/bench/WORKLOADS.md`).
+//! `ring`: one station of the W2 ring benchmark (`bench/WORKLOADS.md`).
 //!
 //! On a `token` message `{"hops": n}` it counts the message in its state (`seen`),
 //! raises `hops` by one and sends the token along its edges; the station that raises

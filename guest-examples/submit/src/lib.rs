@@ -1,4 +1,5 @@
-//! `submit`: the notebook's SubmitToLowerAgent. Reads the shared state that `upper`
+//! `submit`: the SubmitToLowerAgent step of Agent Framework's
+//! "Checkpoint with Resume" sample notebook. Reads the shared state that `upper`
 //! published, logs it, and sends the agent a prompt built from its config's `prompt`
 //! (`{text}` stands for the incoming text) as kind `text`.
 use serde::{Deserialize, Serialize};
