@@ -150,121 +150,23 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-
+        let at_file = |why: String| invalid(format!("{file}: {why}"));
         let name = raw.workflow.name;
         if name.trim().is_empty() {
-            return Err(invalid(format!("{file}: workflow.name: must not be empty")));
+            return Err(at_file("workflow.name: must not be empty".into()));
         }
         let max_supersteps = raw
             .workflow
             .max_supersteps
             .unwrap_or(DEFAULT_MAX_SUPERSTEPS);
         if max_supersteps == 0 {
-            return Err(invalid(format!(
-                "{file}: workflow.max_supersteps: must be at least 1"
-            )));
+            return Err(at_file(
+                "workflow.max_supersteps: must be at least 1".into(),
+            ));
         }
-        if raw.executors.is_empty() {
-            return Err(invalid(format!(
-                "{file}: executors: the workflow has no executors"
-            )));
-        }
-
-        let workflow_limits = raw.workflow.limits;
-        let default_limits = workflow_limits
-            .over(Limits::default(), "workflow.limits")
-            .map_err(|why| invalid(format!("{file}: {why}")))?;
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        let mut executors = Vec::with_capacity(raw.executors.len());
-        for (i, executor) in raw.executors.into_iter().enumerate() {
-            check_id(&executor.id)
-                .map_err(|why| invalid(format!("{file}: executors[{i}].id: {why}")))?;
-            if let Some(first) = seen.insert(executor.id.clone(), i) {
-                return Err(invalid(format!(
-                    "{file}: executors[{i}].id: duplicate executor id '{}' (also executors[{first}])",
-                    executor.id
-                )));
-            }
-            let config = match executor.config {
-                Some(table) => toml_to_json(toml::Value::Table(table)),
-                None => serde_json::Value::Object(Default::default()),
-            };
-            let at = |field: &str| format!("{file}: executors[{i}] ('{}').{field}", executor.id);
-            let base = if executor.allowed_hosts.is_empty() {
-                default_limits
-            } else {
-                Limits {
-                    call_timeout_ms: workflow_limits
-                        .call_timeout_ms
-                        .unwrap_or(HTTP_CALL_TIMEOUT_MS),
-                    ..default_limits
-                }
-            };
-            let limits = executor
-                .limits
-                .over(base, "limits")
-                .map_err(|why| invalid(at(&why)))?;
-            let grants = Grants::parse(dir, &executor.dirs, &executor.env, &executor.allowed_hosts)
-                .map_err(|why| invalid(at(&why)))?;
-            executors.push(ExecutorSpec {
-                id: executor.id,
-                component: dir.join(executor.component),
-                config,
-                grants,
-                limits,
-            });
-        }
-        executors.sort_by(|a, b| a.id.cmp(&b.id));
-
-        let start = raw.workflow.start.ok_or_else(|| {
-            invalid(format!(
-                "{file}: workflow.start: missing (name the start executor)"
-            ))
-        })?;
-        if !seen.contains_key(&start) {
-            return Err(invalid(format!(
-                "{file}: workflow.start: unknown executor '{start}' (executors: {})",
-                seen.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-
-        let mut edges: Vec<EdgeSpec> = Vec::with_capacity(raw.edges.len());
-        for (i, edge) in raw.edges.into_iter().enumerate() {
-            for (field, id) in [("from", &edge.from), ("to", &edge.to)] {
-                if !seen.contains_key(id) {
-                    return Err(invalid(format!(
-                        "{file}: edges[{i}].{field}: unknown executor '{id}'"
-                    )));
-                }
-            }
-            if let Some(kinds) = &edge.kinds {
-                if kinds.is_empty() {
-                    return Err(invalid(format!(
-                        "{file}: edges[{i}].kinds: an empty list carries nothing (omit it to carry every kind)"
-                    )));
-                }
-                if let Some(kind) = kinds.iter().find(|k| k.is_empty()) {
-                    return Err(invalid(format!(
-                        "{file}: edges[{i}].kinds: empty kind '{kind}'"
-                    )));
-                }
-            }
-            if let Some(j) = edges
-                .iter()
-                .position(|e| e.from == edge.from && e.to == edge.to)
-            {
-                return Err(invalid(format!(
-                    "{file}: edges[{i}]: duplicate edge '{}' -> '{}' (also edges[{j}]); list all its kinds in one edge",
-                    edge.from, edge.to
-                )));
-            }
-            edges.push(EdgeSpec {
-                from: edge.from,
-                to: edge.to,
-                kinds: edge.kinds,
-            });
-        }
-
+        let executors = executors(raw.executors, dir, raw.workflow.limits).map_err(at_file)?;
+        let start = start(raw.workflow.start, &executors).map_err(at_file)?;
+        let edges = edges(raw.edges, &executors).map_err(at_file)?;
         Ok(Manifest {
             path: path.to_path_buf(),
             name,
@@ -284,6 +186,109 @@ impl Manifest {
     pub fn executor(&self, id: &str) -> Option<&ExecutorSpec> {
         self.executors.iter().find(|e| e.id == id)
     }
+}
+
+/// The executors of a manifest in `dir`, sorted by id, each with its limits over
+/// `workflow_limits` and its grants; the error names the field.
+fn executors(
+    raw: Vec<RawExecutor>,
+    dir: &Path,
+    workflow_limits: RawLimits,
+) -> std::result::Result<Vec<ExecutorSpec>, String> {
+    if raw.is_empty() {
+        return Err("executors: the workflow has no executors".into());
+    }
+    let default_limits = workflow_limits.over(Limits::default(), "workflow.limits")?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut executors = Vec::with_capacity(raw.len());
+    for (i, executor) in raw.into_iter().enumerate() {
+        check_id(&executor.id).map_err(|why| format!("executors[{i}].id: {why}"))?;
+        if let Some(first) = seen.insert(executor.id.clone(), i) {
+            return Err(format!(
+                "executors[{i}].id: duplicate executor id '{}' (also executors[{first}])",
+                executor.id
+            ));
+        }
+        let config = match executor.config {
+            Some(table) => toml_to_json(toml::Value::Table(table)),
+            None => serde_json::Value::Object(Default::default()),
+        };
+        let at = |why: String| format!("executors[{i}] ('{}').{why}", executor.id);
+        // A call that waits on HTTP gets longer, unless the workflow says otherwise.
+        let base = match executor.allowed_hosts.is_empty() {
+            true => default_limits,
+            false => Limits {
+                call_timeout_ms: workflow_limits
+                    .call_timeout_ms
+                    .unwrap_or(HTTP_CALL_TIMEOUT_MS),
+                ..default_limits
+            },
+        };
+        let limits = executor.limits.over(base, "limits").map_err(at)?;
+        let grants = Grants::parse(dir, &executor.dirs, &executor.env, &executor.allowed_hosts)
+            .map_err(at)?;
+        executors.push(ExecutorSpec {
+            id: executor.id,
+            component: dir.join(executor.component),
+            config,
+            grants,
+            limits,
+        });
+    }
+    executors.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(executors)
+}
+
+/// The start executor, which must be one of `executors`.
+fn start(start: Option<String>, executors: &[ExecutorSpec]) -> std::result::Result<String, String> {
+    let start = start.ok_or("workflow.start: missing (name the start executor)")?;
+    if executors.iter().any(|e| e.id == start) {
+        return Ok(start);
+    }
+    let ids: Vec<&str> = executors.iter().map(|e| e.id.as_str()).collect();
+    Err(format!(
+        "workflow.start: unknown executor '{start}' (executors: {})",
+        ids.join(", ")
+    ))
+}
+
+/// The edges between `executors`, each pair once, with kind filters that carry
+/// something.
+fn edges(
+    raw: Vec<RawEdge>,
+    executors: &[ExecutorSpec],
+) -> std::result::Result<Vec<EdgeSpec>, String> {
+    let mut edges: Vec<EdgeSpec> = Vec::with_capacity(raw.len());
+    for (i, edge) in raw.into_iter().enumerate() {
+        for (field, id) in [("from", &edge.from), ("to", &edge.to)] {
+            if !executors.iter().any(|e| &e.id == id) {
+                return Err(format!("edges[{i}].{field}: unknown executor '{id}'"));
+            }
+        }
+        if let Some(kinds) = &edge.kinds {
+            if kinds.is_empty() {
+                return Err(format!(
+                    "edges[{i}].kinds: an empty list carries nothing (omit it to carry every kind)"
+                ));
+            }
+            if let Some(kind) = kinds.iter().find(|k| k.is_empty()) {
+                return Err(format!("edges[{i}].kinds: empty kind '{kind}'"));
+            }
+        }
+        let same = |e: &EdgeSpec| e.from == edge.from && e.to == edge.to;
+        if let Some(j) = edges.iter().position(same) {
+            return Err(format!(
+                "edges[{i}]: duplicate edge '{}' -> '{}' (also edges[{j}]); list all its kinds in one edge",
+                edge.from, edge.to
+            ));
+        }
+        edges.push(EdgeSpec {
+            from: edge.from,
+            to: edge.to,
+            kinds: edge.kinds,
+        });
+    }
+    Ok(edges)
 }
 
 /// Executor ids appear in events, checkpoints and file names: keep them plain.

@@ -66,41 +66,60 @@ impl Checkpoint {
     /// Checks that everything the checkpoint names is in it: queues, requests, responses
     /// and outputs name its executors, and happened before its superstep.
     pub(crate) fn check_references(&self) -> Result<(), String> {
-        let known = |id: &str| self.executors.contains_key(id);
-        let before = |field: &str, superstep: u64| {
-            if superstep < self.superstep {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{field}: superstep {superstep} is not before the checkpoint's own ({})",
-                    self.superstep
-                ))
-            }
-        };
+        self.check_queues()?;
+        let mut asked = BTreeSet::new();
+        self.check_requests(&mut asked)?;
+        self.check_responses(&mut asked)?;
+        for (i, output) in self.outputs.iter().enumerate() {
+            self.known(&format!("outputs[{i}].source"), &output.source)?;
+            self.before(&format!("outputs[{i}].superstep"), output.superstep)?;
+        }
+        Ok(())
+    }
+
+    /// An error naming `field` unless `id` is one of the checkpoint's executors.
+    fn known(&self, field: &str, id: &str) -> Result<(), String> {
+        match self.executors.contains_key(id) {
+            true => Ok(()),
+            false => Err(format!("{field}: unknown executor '{id}'")),
+        }
+    }
+
+    /// An error naming `field` unless `superstep` came before the checkpoint's own.
+    fn before(&self, field: &str, superstep: u64) -> Result<(), String> {
+        match superstep < self.superstep {
+            true => Ok(()),
+            false => Err(format!(
+                "{field}: superstep {superstep} is not before the checkpoint's own ({})",
+                self.superstep
+            )),
+        }
+    }
+
+    /// Queued messages are for and from its executors (or the run's input, before the
+    /// first superstep).
+    fn check_queues(&self) -> Result<(), String> {
         for (id, queue) in &self.queued {
-            if !known(id) {
+            if !self.executors.contains_key(id) {
                 return Err(format!("queued: messages for unknown executor '{id}'"));
             }
             for (i, message) in queue.iter().enumerate() {
                 let input = message.source == INPUT_SOURCE && self.superstep == 0;
-                if !input && !known(&message.source) {
-                    return Err(format!(
-                        "queued.{id}[{i}].source: unknown executor '{}'",
-                        message.source
-                    ));
+                if !input {
+                    self.known(&format!("queued.{id}[{i}].source"), &message.source)?;
                 }
             }
         }
-        let mut asked = BTreeSet::new();
+        Ok(())
+    }
+
+    /// Each pending request was made by its executor in an earlier superstep, once;
+    /// `asked` collects their ids.
+    fn check_requests<'a>(&'a self, asked: &mut BTreeSet<&'a str>) -> Result<(), String> {
         for (i, request) in self.pending_requests.iter().enumerate() {
             let field = format!("pending_requests[{i}]");
-            if !known(&request.executor) {
-                return Err(format!(
-                    "{field}.executor: unknown executor '{}'",
-                    request.executor
-                ));
-            }
-            before(&format!("{field}.superstep"), request.superstep)?;
+            self.known(&format!("{field}.executor"), &request.executor)?;
+            self.before(&format!("{field}.superstep"), request.superstep)?;
             let made_by = parse_request_id(&request.request_id)
                 .is_some_and(|(e, s, _)| e == request.executor && s == request.superstep);
             if !made_by {
@@ -116,8 +135,14 @@ impl Checkpoint {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Each response answers a request of its executor from an earlier superstep, one
+    /// that is not also pending or answered twice.
+    fn check_responses<'a>(&'a self, asked: &mut BTreeSet<&'a str>) -> Result<(), String> {
         for (id, responses) in &self.responses {
-            if !known(id) {
+            if !self.executors.contains_key(id) {
                 return Err(format!("responses: responses for unknown executor '{id}'"));
             }
             for (i, response) in responses.iter().enumerate() {
@@ -131,7 +156,7 @@ impl Checkpoint {
                             response.request_id
                         )
                     })?;
-                before(&field, superstep)?;
+                self.before(&field, superstep)?;
                 if !asked.insert(response.request_id.as_str()) {
                     return Err(format!(
                         "{field}: request '{}' is answered twice, or both answered and pending",
@@ -139,15 +164,6 @@ impl Checkpoint {
                     ));
                 }
             }
-        }
-        for (i, output) in self.outputs.iter().enumerate() {
-            if !known(&output.source) {
-                return Err(format!(
-                    "outputs[{i}].source: unknown executor '{}'",
-                    output.source
-                ));
-            }
-            before(&format!("outputs[{i}].superstep"), output.superstep)?;
         }
         Ok(())
     }

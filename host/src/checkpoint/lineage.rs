@@ -130,3 +130,66 @@ fn push_branches<'a>(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Status;
+
+    fn summary(id: &str, parent: Option<&str>, run: &str, created: &str) -> Summary {
+        Summary {
+            checkpoint_id: id.into(),
+            parent_id: parent.map(str::to_string),
+            run_id: run.into(),
+            workflow: "w".into(),
+            superstep: 0,
+            created_at: created.into(),
+            status: Status::Running,
+            executors: vec![],
+            shared_keys: vec![],
+            queued: 0,
+            pending: 0,
+            outputs: 0,
+            blobs: vec![],
+        }
+    }
+
+    /// Run r1: c1 -> c2 -> c3, and a branch c1 -> b2 made later; run r2: d1, made last.
+    fn forest() -> Vec<Summary> {
+        vec![
+            summary("c1", None, "r1", "2026-01-01T00:00:01Z"),
+            summary("c2", Some("c1"), "r1", "2026-01-01T00:00:02Z"),
+            summary("c3", Some("c2"), "r1", "2026-01-01T00:00:03Z"),
+            summary("b2", Some("c1"), "r1", "2026-01-01T00:00:04Z"),
+            summary("d1", None, "r2", "2026-01-01T00:00:05Z"),
+        ]
+    }
+
+    #[test]
+    fn latest_is_the_end_of_the_longest_chain_not_the_newest_file() {
+        let all = forest();
+        let all: Vec<&Summary> = all.iter().collect();
+        let id = |run| latest(&all, run).map(|s| s.checkpoint_id.as_str());
+        assert_eq!(
+            id(Some("r1")),
+            Some("c3"),
+            "b2 is newer but its chain is shorter"
+        );
+        assert_eq!(id(None), Some("d1"), "the run that saved last");
+        assert_eq!(id(Some("r3")), None);
+        assert_eq!(latest(&[], None), None);
+    }
+
+    #[test]
+    fn a_tree_draws_each_branch() {
+        let all = forest();
+        let all: Vec<&Summary> = all.iter().collect();
+        let lines = tree(&all, |s| s.checkpoint_id.clone());
+        assert!(lines.iter().any(|l| l.contains("c3")), "{lines:?}");
+        let branches = lines
+            .iter()
+            .filter(|l| l.contains('├') || l.contains('└'))
+            .count();
+        assert_eq!(branches, 2, "c1 was resumed twice: {lines:?}");
+    }
+}

@@ -64,3 +64,77 @@ pub fn plan(listing: &[Listed], policy: &PrunePolicy, now: SystemTime) -> Vec<St
         .map(str::to_string)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{Status, Summary};
+    use std::time::UNIX_EPOCH;
+
+    fn listed(id: &str, parent: Option<&str>, run: &str, second: u64) -> Listed {
+        let created = UNIX_EPOCH + Duration::from_secs(1_800_000_000 + second);
+        Listed {
+            id: id.into(),
+            location: id.into(),
+            summary: Ok(Summary {
+                checkpoint_id: id.into(),
+                parent_id: parent.map(str::to_string),
+                run_id: run.into(),
+                workflow: "w".into(),
+                superstep: second,
+                created_at: humantime::format_rfc3339(created).to_string(),
+                status: Status::Running,
+                executors: vec![],
+                shared_keys: vec![],
+                queued: 0,
+                pending: 0,
+                outputs: 0,
+                blobs: vec![],
+            }),
+        }
+    }
+
+    fn listing() -> Vec<Listed> {
+        vec![
+            listed("a1", None, "ra", 1),
+            listed("a2", Some("a1"), "ra", 2),
+            listed("a3", Some("a2"), "ra", 3),
+            listed("b1", None, "rb", 4),
+            Listed {
+                id: "broken".into(),
+                location: "broken".into(),
+                summary: Err("checksum mismatch".into()),
+            },
+        ]
+    }
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_100)
+    }
+
+    #[test]
+    fn keeps_the_newest_of_each_run_the_parents_it_needs_and_damaged_files() {
+        let keep_one = PrunePolicy {
+            keep_last: Some(1),
+            ..PrunePolicy::default()
+        };
+        // a3 is kept, and names a2 as parent: a2 stays too.
+        assert_eq!(plan(&listing(), &keep_one, now()), ["a1"]);
+        let everything_old = PrunePolicy {
+            older_than: Some(Duration::from_secs(10)),
+            ..PrunePolicy::default()
+        };
+        // Every one is old, but the newest of each run stays, and so does its parent.
+        assert_eq!(plan(&listing(), &everything_old, now()), ["a1"]);
+        let recent = PrunePolicy {
+            older_than: Some(Duration::from_secs(1000)),
+            ..PrunePolicy::default()
+        };
+        assert!(plan(&listing(), &recent, now()).is_empty());
+        let other_run = PrunePolicy {
+            run: Some("rb".into()),
+            ..keep_one
+        };
+        assert!(plan(&listing(), &other_run, now()).is_empty());
+    }
+}
