@@ -17,7 +17,8 @@ mod saving;
 mod snapshot;
 mod step;
 
-pub use run::{Durability, Outcome, Output, PendingRequest, Run};
+pub use run::{Durability, Outcome, Run};
+pub use snapshot::{Output, PendingRequest};
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::invalid;

@@ -9,7 +9,7 @@ use super::journal_writer::{
     Finished, JournalFeed, JournalWriter, completed_events, report_completed,
 };
 use super::saving::{BarrierReport, Saver};
-use super::snapshot::RunState;
+use super::snapshot::{Output, PendingRequest, RunState};
 use super::step::{Inbox, Step, Turn};
 use crate::checkpoint::CheckpointStore;
 use crate::error::invalid;
@@ -22,17 +22,6 @@ use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, mpsc};
-
-/// A workflow output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    /// The superstep that emitted it.
-    pub superstep: u64,
-    /// The executor that yielded it.
-    pub source: String,
-    /// What it yielded.
-    pub message: Message,
-}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,19 +57,6 @@ pub enum Durability {
     Exit,
     /// Never: the run cannot be resumed. For measurements and throwaway runs.
     Off,
-}
-
-/// A request for outside input waiting for its response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRequest {
-    /// The request id (`<executor>:<superstep>:<n>`), stable across resumes.
-    pub request_id: String,
-    /// The executor that asked.
-    pub executor: String,
-    /// The superstep it asked in.
-    pub superstep: u64,
-    /// What it asked.
-    pub message: Message,
 }
 
 /// One run of a workflow, fresh or resumed.

@@ -3,7 +3,6 @@
 //! state on resume.
 
 use super::Workflow;
-use super::run::{Output, PendingRequest};
 use crate::checkpoint::{
     Checkpoint, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, RequestRecord,
     ResponseRecord, SHARED_BODY_MIN_SIZE, Status,
@@ -17,6 +16,30 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// A workflow output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The superstep that emitted it.
+    pub superstep: u64,
+    /// The executor that yielded it.
+    pub source: String,
+    /// What it yielded.
+    pub message: Message,
+}
+
+/// A request for outside input waiting for its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The request id (`<executor>:<superstep>:<n>`), stable across resumes.
+    pub request_id: String,
+    /// The executor that asked.
+    pub executor: String,
+    /// The superstep it asked in.
+    pub superstep: u64,
+    /// What it asked.
+    pub message: Message,
+}
 
 /// A run between supersteps: everything its checkpoints hold but the executors'
 /// instances.
