@@ -141,7 +141,7 @@ fn complete(run: &mut superstep::Run, expected: &str) -> Result<()> {
 impl Bench {
     fn workflow(&self, manifest: &Path, threads: usize) -> Result<Workflow> {
         let manifest = Manifest::load(manifest)?;
-        Workflow::load(Runtime::new(threads, false)?, manifest)
+        Ok(Workflow::load(Runtime::new(threads, false)?, manifest)?)
     }
 
     /// A new, empty directory `name` in the scratch directory. Nothing is deleted while

@@ -57,7 +57,7 @@ mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runtime, Workflow};
-pub use error::InvalidInput;
+pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};
 pub use limited_read::FileKind;
 pub use manifest::Manifest;

@@ -1,11 +1,11 @@
 //! The workflow manifest: a TOML file naming the executors, their components and
 //! config, the edges between them, the start executor and the run's limits.
 
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::{Error, invalid};
 use crate::grants::{Grants, RawDir};
 use crate::limited_read::{self, FileKind};
 use crate::limits::{HTTP_CALL_TIMEOUT_MS, Limits, RawLimits};
-use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -150,7 +150,10 @@ impl Manifest {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let at_file = |why: String| invalid(format!("{file}: {why}"));
+        let at_file = |message: String| Error::Manifest {
+            file: path.to_path_buf(),
+            message,
+        };
         let name = raw.workflow.name;
         if name.trim().is_empty() {
             return Err(at_file("workflow.name: must not be empty".into()));

@@ -4,6 +4,7 @@ use crate::common::*;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use superstep::error::host;
 use superstep::{
     CheckpointStore, Event, EventSink, MemoryStore, Message, Outcome, Runtime, Workflow,
 };
@@ -251,17 +252,17 @@ impl FailingStore {
 }
 
 impl CheckpointStore for FailingStore {
-    fn save(&self, checkpoint: &superstep::Checkpoint) -> anyhow::Result<String> {
+    fn save(&self, checkpoint: &superstep::Checkpoint) -> superstep::Result<String> {
         self.save_all(&[checkpoint]).pop().unwrap()
     }
-    fn save_all(&self, checkpoints: &[&superstep::Checkpoint]) -> Vec<anyhow::Result<String>> {
+    fn save_all(&self, checkpoints: &[&superstep::Checkpoint]) -> Vec<superstep::Result<String>> {
         std::thread::sleep(self.save_delay);
         let mut saved = Vec::new();
         let mut tried = Vec::new();
         for checkpoint in checkpoints {
             tried.push(checkpoint.superstep);
             if Some(checkpoint.superstep) == self.fail_save_after.map(|s| s + 1) {
-                saved.push(Err(anyhow::anyhow!("No space left on device (injected)")));
+                saved.push(Err(host("No space left on device (injected)")));
                 break;
             }
             saved.push(self.inner.save(checkpoint));
@@ -269,37 +270,39 @@ impl CheckpointStore for FailingStore {
         self.groups.lock().unwrap().push(tried);
         saved
     }
-    fn load(&self, id: &str) -> anyhow::Result<superstep::Checkpoint> {
+    fn load(&self, id: &str) -> superstep::Result<superstep::Checkpoint> {
         self.inner.load(id)
     }
-    fn list(&self) -> anyhow::Result<Vec<superstep::checkpoint::Listed>> {
+    fn list(&self) -> superstep::Result<Vec<superstep::checkpoint::Listed>> {
         self.inner.list()
     }
-    fn delete(&self, id: &str) -> anyhow::Result<()> {
+    fn delete(&self, id: &str) -> superstep::Result<()> {
         self.inner.delete(id)
     }
     fn append_journal(
         &self,
         base: &str,
         records: &[superstep::checkpoint::journal::JournalRecord],
-    ) -> anyhow::Result<()> {
+    ) -> superstep::Result<()> {
         if let Some(gate) = &self.gate_on_journal {
             std::fs::write(gate, "").unwrap();
         }
         if self.fail_journal {
-            anyhow::bail!("No space left on device (injected)");
+            return Err(host("No space left on device (injected)"));
         }
         self.inner.append_journal(base, records)
     }
     fn read_journal(
         &self,
         base: &str,
-    ) -> anyhow::Result<Vec<superstep::checkpoint::journal::JournalRecord>> {
+    ) -> superstep::Result<Vec<superstep::checkpoint::journal::JournalRecord>> {
         self.inner.read_journal(base)
     }
-    fn remove_journal(&self, base: &str) -> anyhow::Result<()> {
+    fn remove_journal(&self, base: &str) -> superstep::Result<()> {
         if self.fail_journal_removal {
-            anyhow::bail!("cannot delete journal {base}: Permission denied (injected)");
+            return Err(host(format!(
+                "cannot delete journal {base}: Permission denied (injected)"
+            )));
         }
         self.inner.remove_journal(base)
     }

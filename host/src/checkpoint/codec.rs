@@ -2,10 +2,10 @@
 //! and signature, and reading them back.
 
 use super::{Checkpoint, FORMAT, FORMAT_VERSION, OLDEST_FORMAT_VERSION, SigningKeys};
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::bad_checkpoint;
 use crate::hash::sha256_hex;
 use crate::message::Payload;
-use anyhow::Result;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -78,11 +78,15 @@ impl Checkpoint {
         keys: Option<&SigningKeys>,
     ) -> Result<Checkpoint> {
         let inner = verified_content(bytes, origin, keys)?;
-        let mut checkpoint: Checkpoint = serde_json::from_str(inner)
-            .map_err(|e| invalid(format!("{origin}: malformed checkpoint content: {e}")))?;
+        let mut checkpoint: Checkpoint = serde_json::from_str(inner).map_err(|e| {
+            bad_checkpoint(
+                origin.to_string(),
+                format!("malformed checkpoint content: {e}"),
+            )
+        })?;
         checkpoint
             .check()
-            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+            .map_err(|why| bad_checkpoint(origin.to_string(), why))?;
         checkpoint.inline_shared_bodies();
         Ok(checkpoint)
     }
@@ -106,7 +110,7 @@ pub(super) fn verified_content<'a>(
     origin: &str,
     keys: Option<&SigningKeys>,
 ) -> Result<&'a str> {
-    let bad = |why: String| invalid(format!("{origin}: {why}"));
+    let bad = |why: String| bad_checkpoint(origin.to_string(), why);
     let text = std::str::from_utf8(bytes)
         .map_err(|_| bad("not a superstep checkpoint (not UTF-8 text)".into()))?;
     let document: DocumentIn = serde_json::from_str(text).map_err(|e| {

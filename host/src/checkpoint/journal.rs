@@ -9,10 +9,10 @@
 //! while appending) is ignored; a damaged line before it is refused.
 
 use crate::checkpoint::SigningKeys;
+use crate::error::Result;
 use crate::error::invalid;
 use crate::hash::sha256_hex;
 use crate::message::Payload;
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -9,9 +9,9 @@
 //! comments): the first key signs, every key verifies, so a key being rotated out stays
 //! on a later line until no checkpoint signed with it is needed.
 
+use crate::error::Result;
 use crate::error::invalid;
 use crate::limited_read::{self, FileKind};
-use anyhow::Result;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::path::Path;

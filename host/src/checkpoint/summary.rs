@@ -4,9 +4,9 @@
 use super::checks::check_ids;
 use super::codec::verified_content;
 use super::{Checkpoint, SigningKeys, Status, blobs, unique_keys};
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::bad_checkpoint;
 use crate::message::{BlobRef, Payload};
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -110,8 +110,12 @@ impl Summary {
         keys: Option<&SigningKeys>,
     ) -> Result<Summary> {
         let inner = verified_content(bytes, origin, keys)?;
-        let bad =
-            |e: serde_json::Error| invalid(format!("{origin}: malformed checkpoint content: {e}"));
+        let bad = |e: serde_json::Error| {
+            bad_checkpoint(
+                origin.to_string(),
+                format!("malformed checkpoint content: {e}"),
+            )
+        };
         let view: SummaryView = serde_json::from_str(inner).map_err(bad)?;
         let states = view
             .executors
@@ -131,13 +135,13 @@ impl Summary {
         let mut blobs = Vec::new();
         for (field, raw) in states.chain(shared).chain(bodies) {
             if let Some(blob) =
-                blob_in(raw, &field).map_err(|why| invalid(format!("{origin}: {why}")))?
+                blob_in(raw, &field).map_err(|why| bad_checkpoint(origin.to_string(), why))?
             {
                 blobs.push(blob);
             }
         }
         check_ids(&view.checkpoint_id, view.parent_id.as_deref())
-            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+            .map_err(|why| bad_checkpoint(origin.to_string(), why))?;
         Ok(Summary {
             checkpoint_id: view.checkpoint_id,
             parent_id: view.parent_id,

@@ -3,13 +3,13 @@
 use super::pretty_json;
 use super::store::{StoreArgs, load_named};
 use super::{EXIT_OK, say};
-use anyhow::Result;
 use clap::Subcommand;
 use std::io::Write;
 use std::path::PathBuf;
 use superstep::checkpoint::{
     CheckpointStore, ListFilter, Listed, PrunePolicy, Status, Summary, diff, export, lineage,
 };
+use superstep::error::Result;
 use superstep::error::invalid;
 use superstep::message::Payload;
 
@@ -295,7 +295,7 @@ fn show(
             ))
         })?;
         // A JSON state is printed indented; other bytes as they are.
-        let bytes = record.state.decode().map_err(|e| anyhow::anyhow!(e))?;
+        let bytes = record.state.decode().map_err(superstep::error::invalid)?;
         match Payload::encode(&bytes) {
             Payload::Json(raw) => say!("{}", pretty_json::indent(raw.get()))?,
             _ => std::io::stdout().write_all(&bytes)?,
@@ -316,7 +316,7 @@ fn show(
     }
     // Indented as text, so that JSON states are indented like the rest, and any JSON
     // that resume accepts prints (a Value has a depth limit and no room for 1e999).
-    let compact = serde_json::to_string(&checkpoint)?;
+    let compact = serde_json::to_string(&checkpoint).map_err(superstep::error::host)?;
     say!("{}", pretty_json::indent(&compact))?;
     Ok(EXIT_OK)
 }

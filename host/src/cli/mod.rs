@@ -10,14 +10,12 @@ mod workflow;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use superstep::error::is_invalid_input;
+use superstep::error::{EXIT_FAILED, Error};
 
 /// Exit code: the run completed (or the command succeeded).
 pub const EXIT_OK: u8 = 0;
 /// Exit code: the run failed (executor error, trap, limit, superstep cap, I/O).
-pub const EXIT_RUN_FAILED: u8 = 1;
-/// Exit code: bad usage, manifest or checkpoint; nothing was run or written.
-pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_RUN_FAILED: u8 = EXIT_FAILED;
 /// Exit code: the run paused for outside input; resume it with the responses.
 pub const EXIT_PAUSED: u8 = 3;
 
@@ -73,16 +71,16 @@ pub fn main() -> ExitCode {
         Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(if is_invalid_input(&error) {
-                EXIT_INVALID
-            } else {
-                EXIT_RUN_FAILED
-            })
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
+/// Whether stdout's reader went away: the one host error that is no failure.
+fn is_broken_pipe(error: &Error) -> bool {
+    let Error::Host(error) = error else {
+        return false;
+    };
     error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

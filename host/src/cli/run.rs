@@ -4,13 +4,13 @@
 use super::display::{EventsFormat, sink_for};
 use super::store::{self, StoreArgs};
 use super::{EXIT_OK, EXIT_PAUSED, EXIT_RUN_FAILED};
-use anyhow::Result;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use superstep::checkpoint::Checkpoint;
 use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
+use superstep::error::Result;
 use superstep::error::invalid;
 use superstep::manifest::Manifest;
 use superstep::message::{Message, Payload};

@@ -1,11 +1,11 @@
 //! Where the commands find checkpoints: the one place that turns a `--store` location
 //! into a store, and a checkpoint named on the command line into a checkpoint.
 
-use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, SigningKeys, read_file};
+use superstep::error::Result;
 
 /// The store option every command that reads or writes checkpoints takes.
 #[derive(Args, Clone)]

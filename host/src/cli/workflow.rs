@@ -1,11 +1,11 @@
 //! `superstep validate` and `superstep graph`: a manifest looked at without running it.
 
 use super::{EXIT_OK, say};
-use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use superstep::engine::{Runtime, Workflow};
+use superstep::error::Result;
 use superstep::graph::Graph;
 use superstep::manifest::Manifest;
 

@@ -6,9 +6,10 @@
 use super::saving::SaveHandle;
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::journal::JournalRecord;
+use crate::error::Result;
 use crate::events::{Event, EventSink};
 use crate::graph::Graph;
-use anyhow::{Context as _, Result};
+use anyhow::Context as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 

@@ -21,7 +21,8 @@ pub use run::{Durability, Outcome, Run};
 pub use snapshot::{Output, PendingRequest};
 
 use crate::checkpoint::CheckpointStore;
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::{host, invalid};
 use crate::events::EventSink;
 use crate::graph::Graph;
 use crate::manifest::Manifest;
@@ -29,7 +30,6 @@ use crate::message::{Envelope, INPUT_SOURCE, Message};
 use crate::sandbox::compile_cache::CompileCache;
 use crate::sandbox::context::ExecutorContext;
 use crate::sandbox::{CompiledComponent, ExecutorInstance, Sandbox};
-use anyhow::Result;
 use rayon::prelude::*;
 use saving::Saver;
 use snapshot::RunState;
@@ -52,7 +52,8 @@ impl Runtime {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("superstep-worker-{i}"))
-            .build()?;
+            .build()
+            .map_err(host)?;
         Ok(Arc::new(Runtime {
             sandbox: Sandbox::new(fuel, CompileCache::from_env())?,
             pool,

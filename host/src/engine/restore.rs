@@ -7,10 +7,10 @@ use super::run::Run;
 use super::snapshot::RunState;
 use super::step::Step;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::{bad_checkpoint, invalid};
 use crate::events::EventSink;
 use crate::message::{Envelope, INPUT_SOURCE, Message};
-use anyhow::Result;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -44,8 +44,12 @@ impl Workflow {
         let records = store.read_journal(&checkpoint.checkpoint_id)?;
         let origin = format!("journal of checkpoint {}", checkpoint.checkpoint_id);
         for record in records {
-            let bad =
-                |why: String| invalid(format!("{origin}: executor '{}': {why}", record.executor));
+            let bad = |why: String| {
+                bad_checkpoint(
+                    origin.to_string(),
+                    format!("executor '{}': {why}", record.executor),
+                )
+            };
             if record.superstep != checkpoint.superstep {
                 return Err(bad(format!(
                     "journaled for superstep {}, but the checkpoint starts superstep {}",
@@ -107,7 +111,7 @@ impl Workflow {
         // Also checked when a file is read; again here for checkpoints made in code.
         checkpoint
             .check_references()
-            .map_err(|why| invalid(format!("{origin}: {why}")))?;
+            .map_err(|why| bad_checkpoint(origin.to_string(), why))?;
         self.check_executors(checkpoint, allow_changed_components)?;
         self.check_queues(checkpoint)?;
         let cap = self.manifest.max_supersteps;

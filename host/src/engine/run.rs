@@ -12,12 +12,12 @@ use super::saving::{BarrierReport, Saver};
 use super::snapshot::{Output, PendingRequest, RunState};
 use super::step::{Inbox, Step, Turn};
 use crate::checkpoint::CheckpointStore;
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::{host, invalid};
 use crate::events::{Event, EventSink};
 use crate::message::{Envelope, Message, Payload};
 use crate::sandbox::ExecutorInstance;
 use crate::sandbox::context::SharedState;
-use anyhow::Result;
 use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -212,10 +212,10 @@ impl<'w> Run<'w> {
     /// failed cannot go on: resume its last checkpoint instead.
     pub fn run(&mut self) -> Result<Outcome> {
         if let Some(reason) = &self.failure {
-            anyhow::bail!(
+            return Err(host(format!(
                 "run {} already failed ({reason}); resume from its last checkpoint instead",
                 self.state.run_id
-            );
+            )));
         }
         let mut outcome = self.run_supersteps();
         // A checkpoint that could not be saved comes first: the work after it is lost.

@@ -7,11 +7,11 @@ use crate::checkpoint::{
     Checkpoint, ExecutorRecord, ManifestRef, OutputRecord, QueuedMessage, RequestRecord,
     ResponseRecord, SHARED_BODY_MIN_SIZE, Status,
 };
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::bad_checkpoint;
 use crate::graph::Graph;
 use crate::message::{Envelope, Message, Payload};
 use crate::sandbox::context::SharedState;
-use anyhow::Result;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl RunState {
         let decode = |payload: &Payload, field: String| {
             payload
                 .decode()
-                .map_err(|e| invalid(format!("{origin}: {field}: {e}")))
+                .map_err(|e| bad_checkpoint(origin.to_string(), format!("{field}: {e}")))
         };
         let message = |kind: &str, body: &Payload, field: String| -> Result<Message> {
             Ok(Message {

@@ -1,7 +1,7 @@
 //! The `dirs` grant: host directories preopened in the guest, read-only unless
 //! `mode = "rw"`. A writable directory reaches outside the sandbox.
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};

@@ -16,8 +16,8 @@ pub mod http;
 pub use dirs::{DirGrant, RawDir};
 pub use http::{HostPattern, HttpPolicy};
 
+use crate::error::Result;
 use crate::limits::Limits;
-use anyhow::Result;
 use std::path::Path;
 use std::sync::Arc;
 use wasmtime_wasi::WasiCtxBuilder;

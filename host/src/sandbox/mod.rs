@@ -4,6 +4,7 @@
 //! time per call through epoch interruption, optional fuel, message and snapshot
 //! sizes). A guest's stdout and stderr become log events.
 
+use crate::error::Result;
 use crate::error::invalid;
 use crate::events::Level;
 use crate::grants::Grants;
@@ -11,7 +12,6 @@ use crate::hash::sha256_hex;
 use crate::limited_read::{self, FileKind};
 use crate::limits::Limits;
 use crate::message::{Envelope, Message};
-use anyhow::Result;
 use bytes::Bytes;
 use compile_cache::CompileCache;
 use context::{ExecutorContext, HostState};

@@ -3,8 +3,8 @@
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, Summary};
 use super::{CheckpointStore, Listed, sort_listing};
+use crate::error::Result;
 use crate::error::invalid;
-use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

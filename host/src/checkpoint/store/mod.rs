@@ -14,8 +14,9 @@ use super::journal::JournalRecord;
 use super::{
     Checkpoint, PrunePolicy, SigningKeys, Status, Summary, is_plain_id, lineage, plan_prune,
 };
+use crate::error::Result;
 use crate::error::invalid;
-use anyhow::{Context as _, Result};
+use anyhow::Context as _;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -216,6 +217,6 @@ pub fn export(checkpoint: &Checkpoint, path: &Path, keys: Option<&SigningKeys>) 
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    write_durably(dir, path, &checkpoint.encode_signed(keys))
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(write_durably(dir, path, &checkpoint.encode_signed(keys))
+        .with_context(|| format!("cannot write {}", path.display()))?)
 }

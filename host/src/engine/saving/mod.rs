@@ -9,8 +9,9 @@ mod writer;
 pub(crate) use writer::SaveHandle;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::error::Result;
+use crate::error::host;
 use crate::events::{Event, EventSink};
-use anyhow::Result;
 use gate::Gate;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -227,7 +228,7 @@ impl Saver {
             } else {
                 in_flight.parent_id
             };
-            anyhow::anyhow!(reason)
+            host(reason)
         })
     }
 }

@@ -194,7 +194,7 @@ mod tests {
     use crate::checkpoint::save_in_turn;
     use crate::checkpoint::tests::sample;
     use crate::checkpoint::{Listed, MemoryStore};
-    use anyhow::Result;
+    use crate::error::{Result, host};
 
     /// A memory store that records the supersteps of each batch it is asked to save,
     /// holds the first batch until the test lets it go, and fails to save the
@@ -210,7 +210,7 @@ mod tests {
     impl CheckpointStore for GatedStore {
         fn save(&self, checkpoint: &Checkpoint) -> Result<String> {
             if Some(checkpoint.superstep) == self.fail {
-                anyhow::bail!("No space left on device (injected)");
+                return Err(host("No space left on device (injected)"));
             }
             self.inner.save(checkpoint)
         }

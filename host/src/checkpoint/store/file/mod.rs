@@ -6,10 +6,11 @@ use super::super::durable_file::{StagedFile, is_temp_file, sync_dir};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
 use super::{CheckpointStore, Listed, Pruned, sort_listing};
-use crate::error::invalid;
+use crate::error::Result;
+use crate::error::{Error, bad_checkpoint, host, invalid};
 use crate::limited_read::{self, FileKind};
 use crate::message::Payload;
-use anyhow::{Context as _, Result};
+use anyhow::Context as _;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -128,7 +129,7 @@ impl FileStore {
     /// while the next is encoded and written (a lone checkpoint is synced here). Stops
     /// at the first that cannot be written or synced: returns the files before it, and
     /// its error. Files written after it are removed.
-    fn stage_all(&self, checkpoints: &[&Checkpoint]) -> (Vec<StagedFile>, Option<anyhow::Error>) {
+    fn stage_all(&self, checkpoints: &[&Checkpoint]) -> (Vec<StagedFile>, Option<Error>) {
         let syncer = match checkpoints {
             [_] => None,
             _ => self.syncer.get_or_init(|| Syncer::start().ok()).as_ref(),
@@ -169,10 +170,10 @@ impl FileStore {
                 Some(Err(error)) => error.to_string(),
                 _ => "the fsync thread stopped".to_string(),
             };
-            failure = Some(anyhow::anyhow!(
+            failure = Some(host(format!(
                 "cannot write checkpoint {}: {why}",
                 staged[n].path().display()
-            ));
+            )));
             // Dropped, the files from the unsynced one on are removed.
             staged.truncate(n);
         }
@@ -200,8 +201,8 @@ impl FileStore {
             }
         }
         let bytes = document.encode_signed(self.signing_keys());
-        StagedFile::write_unsynced(&self.dir, path.clone(), &bytes)
-            .with_context(|| format!("cannot write checkpoint {}", path.display()))
+        Ok(StagedFile::write_unsynced(&self.dir, path.clone(), &bytes)
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))?)
     }
 
     /// Takes the directory lock: shared for saving, exclusive for pruning. The lock is
@@ -240,7 +241,7 @@ fn goes_in_blob(field: Field, payload: &Payload) -> bool {
 pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> {
     let origin = path.display().to_string();
     let bytes = limited_read::read(path, FileKind::Checkpoint)
-        .map_err(|e| invalid(format!("{origin}: cannot read checkpoint: {e}")))?;
+        .map_err(|e| bad_checkpoint(origin.to_string(), format!("cannot read checkpoint: {e}")))?;
     let mut checkpoint = Checkpoint::decode_verified(&bytes, &origin, keys)?;
     let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
     // A shared body is in place once per receiver: each blob is read once.
@@ -250,9 +251,9 @@ pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> 
             let contents = match read.get(&blob.digest) {
                 Some(contents) => contents.clone(),
                 None => {
-                    let bytes = blobs
-                        .get(blob)
-                        .map_err(|why| invalid(format!("{origin}: {field}: {why}")))?;
+                    let bytes = blobs.get(blob).map_err(|why| {
+                        bad_checkpoint(origin.to_string(), format!("{field}: {why}"))
+                    })?;
                     let contents = Payload::of(&bytes);
                     read.insert(blob.digest.clone(), contents.clone());
                     contents
@@ -264,7 +265,7 @@ pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> 
     Ok(checkpoint)
 }
 
-fn misnamed(path: &Path, checkpoint_id: &str) -> anyhow::Error {
+fn misnamed(path: &Path, checkpoint_id: &str) -> Error {
     invalid(format!(
         "{}: the file holds checkpoint '{checkpoint_id}' under another name; files in a checkpoint directory are named <checkpoint_id>.json",
         path.display()
@@ -387,10 +388,7 @@ impl CheckpointStore for FileStore {
                 Ok(()) => placed.push(location),
                 Err(error) => {
                     // The later files are dropped here, which removes them.
-                    failure = Some(
-                        anyhow::Error::new(error)
-                            .context(format!("cannot write checkpoint {location}")),
-                    );
+                    failure = Some(host(format!("cannot write checkpoint {location}: {error}")));
                     break;
                 }
             }
@@ -403,7 +401,7 @@ impl CheckpointStore for FileStore {
                 "cannot write checkpoint: cannot sync directory {}: {error}",
                 self.dir.display()
             );
-            return vec![Err(anyhow::anyhow!(why))];
+            return vec![Err(host(why))];
         }
         let mut saved: Vec<Result<String>> = placed.into_iter().map(Ok).collect();
         saved.extend(failure.map(Err));
@@ -466,7 +464,7 @@ impl CheckpointStore for FileStore {
             }
             Ok(())
         };
-        append().with_context(|| format!("cannot append to journal {}", path.display()))
+        Ok(append().with_context(|| format!("cannot append to journal {}", path.display()))?)
     }
 
     fn read_journal(&self, base: &str) -> Result<Vec<JournalRecord>> {
@@ -486,9 +484,10 @@ impl CheckpointStore for FileStore {
     fn remove_journal(&self, base: &str) -> Result<()> {
         let path = self.journal_path(base);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot delete journal {}", path.display()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(host(format!(
+                "cannot delete journal {}: {e}",
+                path.display()
+            ))),
             _ => Ok(()),
         }
     }
