@@ -3,11 +3,12 @@
 # (upper_py, finalize_py, approve_py, reverse_js, approve_js, upper_c), where
 # polyglot.toml and the tests find them.
 # Needs the tools that scripts/install-guest-tools installs: componentize-py, node with
-# guest-examples/js's npm packages, clang with wasi-libc, wit-bindgen, wasm-tools and the
+# sdk/js's npm packages, clang with wasi-libc, wit-bindgen, wasm-tools and the
 # WASI preview1 adapter. A component newer than all of its sources is not rebuilt.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 wit="$here/../wit"
+sdk="$here/../sdk"
 out="$here/components"
 tools="${SUPERSTEP_GUEST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/superstep/tools}"
 export PATH="$tools/bin:$PATH"
@@ -31,16 +32,16 @@ publish() {
 
 for name in upper finalize approve; do
     target="$out/${name}_py.wasm"
-    up_to_date "$target" "$here/python/superstep_guest.py" "$here/python/$name" && continue
+    up_to_date "$target" "$sdk/python/superstep_guest.py" "$here/python/$name" && continue
     componentize-py -d "$wit" -w executor componentize \
-        -p "$here/python" -p "$here/python/$name" app -o "$target.tmp" >/dev/null
+        -p "$sdk/python" -p "$here/python/$name" app -o "$target.tmp" >/dev/null
     publish "$target.tmp" "${name}_py"
 done
 
 for name in reverse approve; do
     target="$out/${name}_js.wasm"
-    up_to_date "$target" "$here/js/superstep-guest.js" "$here/js/build.mjs" "$here/js/$name" && continue
-    node "$here/js/build.mjs" "$here/js/$name/$name.js" "$target.tmp"
+    up_to_date "$target" "$sdk/js/superstep-guest.js" "$sdk/js/build.mjs" "$here/js/$name" && continue
+    node "$sdk/js/build.mjs" "$here/js/$name/$name.js" "$target.tmp"
     publish "$target.tmp" "${name}_js"
 done
 

@@ -127,7 +127,10 @@ mod tests {
         assert!(matches!(disk, Error::Host(_)));
         let journal: Result<()> = Err(host("No space left on device"));
         let journal: Error = journal.context("not journaled").unwrap_err().into();
-        assert_eq!(format!("{journal:#}"), "not journaled: No space left on device");
+        assert_eq!(
+            format!("{journal:#}"),
+            "not journaled: No space left on device"
+        );
         assert_eq!(journal.exit_code(), EXIT_FAILED);
         assert_eq!(disk.exit_code(), EXIT_FAILED);
         let io: Error = std::io::Error::other("EIO").into();

@@ -435,6 +435,9 @@ impl<'w> Run<'w> {
     fn replay_journaled(&mut self) -> Result<Results> {
         let mut results = Vec::new();
         let replay = std::mem::take(&mut self.replay);
+        if replay.is_empty() {
+            return Ok(results);
+        }
         let Some(base) = self.last_checkpoint().map(str::to_string) else {
             return Ok(results);
         };

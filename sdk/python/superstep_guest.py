@@ -16,7 +16,7 @@ and a ``handle`` method; :func:`export` turns it into the component's exports, w
 
     WitWorld = export(Upper)
 
-Build: ``componentize-py -d wit -w executor componentize -p guest-examples/python
+Build: ``componentize-py -d wit -w executor componentize -p sdk/python
 -p <dir of app.py> app -o upper.wasm``.
 """
 
