@@ -134,25 +134,7 @@ fn push_branches<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Status;
-
-    fn summary(id: &str, parent: Option<&str>, run: &str, created: &str) -> Summary {
-        Summary {
-            checkpoint_id: id.into(),
-            parent_id: parent.map(str::to_string),
-            run_id: run.into(),
-            workflow: "w".into(),
-            superstep: 0,
-            created_at: created.into(),
-            status: Status::Running,
-            executors: vec![],
-            shared_keys: vec![],
-            queued: 0,
-            pending: 0,
-            outputs: 0,
-            blobs: vec![],
-        }
-    }
+    use crate::checkpoint::tests::bare_summary as summary;
 
     /// Run r1: c1 -> c2 -> c3, and a branch c1 -> b2 made later; run r2: d1, made last.
     fn forest() -> Vec<Summary> {

@@ -314,6 +314,30 @@ impl std::fmt::Display for Field<'_> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A summary of checkpoint `id` of `run`, made at `created_at`, with nothing in it.
+    pub(crate) fn bare_summary(
+        id: &str,
+        parent: Option<&str>,
+        run: &str,
+        created_at: &str,
+    ) -> Summary {
+        Summary {
+            checkpoint_id: id.into(),
+            parent_id: parent.map(str::to_string),
+            run_id: run.into(),
+            workflow: "w".into(),
+            superstep: 0,
+            created_at: created_at.into(),
+            status: Status::Running,
+            executors: vec![],
+            shared_keys: vec![],
+            queued: 0,
+            pending: 0,
+            outputs: 0,
+            blobs: vec![],
+        }
+    }
+
     pub(crate) fn sample() -> Checkpoint {
         Checkpoint {
             checkpoint_id: "0190-abc".into(),

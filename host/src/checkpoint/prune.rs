@@ -68,7 +68,8 @@ pub fn plan(listing: &[Listed], policy: &PrunePolicy, now: SystemTime) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{Status, Summary};
+    use crate::checkpoint::Summary;
+    use crate::checkpoint::tests::bare_summary;
     use std::time::UNIX_EPOCH;
 
     fn listed(id: &str, parent: Option<&str>, run: &str, second: u64) -> Listed {
@@ -77,19 +78,13 @@ mod tests {
             id: id.into(),
             location: id.into(),
             summary: Ok(Summary {
-                checkpoint_id: id.into(),
-                parent_id: parent.map(str::to_string),
-                run_id: run.into(),
-                workflow: "w".into(),
                 superstep: second,
-                created_at: humantime::format_rfc3339(created).to_string(),
-                status: Status::Running,
-                executors: vec![],
-                shared_keys: vec![],
-                queued: 0,
-                pending: 0,
-                outputs: 0,
-                blobs: vec![],
+                ..bare_summary(
+                    id,
+                    parent,
+                    run,
+                    &humantime::format_rfc3339(created).to_string(),
+                )
             }),
         }
     }
