@@ -184,7 +184,7 @@ impl WasiHttpHooks for HttpPolicy {
                 Error::HttpRequestDenied,
             );
         }
-        let in_flight = InFlight::enter(&self.in_flight);
+        let in_flight = RequestSlot::enter(&self.in_flight);
         if in_flight.count > self.max_concurrent {
             let limit = self.max_concurrent;
             return self.refuse(
@@ -231,22 +231,22 @@ impl WasiHttpHooks for HttpPolicy {
 }
 
 /// Counts a request as in flight until its response body is dropped.
-struct InFlight {
+struct RequestSlot {
     counter: Arc<AtomicUsize>,
     count: usize,
 }
 
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+impl RequestSlot {
+    fn enter(counter: &Arc<AtomicUsize>) -> RequestSlot {
         let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        InFlight {
+        RequestSlot {
             counter: counter.clone(),
             count,
         }
     }
 }
 
-impl Drop for InFlight {
+impl Drop for RequestSlot {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::SeqCst);
     }
@@ -257,7 +257,7 @@ struct CappedBody {
     inner: WasiBody,
     left: u64,
     max: u64,
-    _in_flight: InFlight,
+    _in_flight: RequestSlot,
 }
 
 impl Body for CappedBody {

@@ -224,14 +224,14 @@ impl ExecutorInstance {
         let id = self.store.data().ctx.id().to_string();
         self.arm_call()?;
         let result = self.bindings.call_init(&mut self.store, &id, config);
-        self.settle("init", result)
+        self.call_outcome("init", result)
     }
 
     /// Calls the guest's `restore` with a checkpointed snapshot.
     pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         self.arm_call()?;
         let result = self.bindings.call_restore(&mut self.store, state);
-        self.settle("restore", result)
+        self.call_outcome("restore", result)
     }
 
     /// Delivers one message to the guest's `handle`.
@@ -245,7 +245,7 @@ impl ExecutorInstance {
         };
         self.arm_call()?;
         let result = self.bindings.call_handle(&mut self.store, &wit);
-        self.settle("handle", result)
+        self.call_outcome("handle", result)
     }
 
     /// Delivers the response to request `request_id` to the guest's `on-response`.
@@ -258,7 +258,7 @@ impl ExecutorInstance {
         let result = self
             .bindings
             .call_on_response(&mut self.store, request_id, &wit);
-        self.settle("on-response", result)
+        self.call_outcome("on-response", result)
     }
 
     /// Asks the guest for its state, which may not exceed `limits.max_snapshot_bytes`.
@@ -268,7 +268,7 @@ impl ExecutorInstance {
             .bindings
             .call_snapshot(&mut self.store)
             .map(|state| Ok(Bytes::from(state)));
-        let state = self.settle("snapshot", result)?;
+        let state = self.call_outcome("snapshot", result)?;
         let limit = self.limits.max_snapshot_bytes;
         if state.len() as u64 > limit {
             return Err(format!(
@@ -286,17 +286,17 @@ impl ExecutorInstance {
     }
 
     /// Turns a call's outcome into a failure reason, after reporting its stdio.
-    fn settle<T>(
+    fn call_outcome<T>(
         &mut self,
         call: &str,
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
-        let settled = self.settle_unmasked(call, result);
-        settled.map_err(|reason| self.store.data().ctx.mask(reason))
+        let outcome = self.call_outcome_unmasked(call, result);
+        outcome.map_err(|reason| self.store.data().ctx.mask(reason))
     }
 
-    /// [`Self::settle`] before granted secrets are masked in the reason.
-    fn settle_unmasked<T>(
+    /// [`Self::call_outcome`] before granted secrets are masked in the reason.
+    fn call_outcome_unmasked<T>(
         &mut self,
         call: &str,
         result: wasmtime::Result<Result<T, String>>,

@@ -16,7 +16,7 @@ use gate::Gate;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use writer::{OnDurable, Writer};
+use writer::{CheckpointWriter, OnDurable};
 
 /// How many checkpoints may be in flight at once: the engine runs at most this many
 /// barriers ahead of the disk. Only supersteps quicker than a save get that far ahead
@@ -36,7 +36,7 @@ pub(crate) struct Saver {
     /// checkpoint it started from is still being written.
     gate: Arc<Gate>,
     /// Writes checkpoints behind the engine, in order.
-    writer: Writer,
+    writer: CheckpointWriter,
     /// Checkpoints being written, oldest first.
     in_flight: VecDeque<InFlight>,
     /// The run's latest checkpoint, counting one still in flight.
@@ -76,7 +76,7 @@ impl Saver {
         last_checkpoint: Option<String>,
     ) -> Saver {
         Saver {
-            writer: Writer::new(store.clone()),
+            writer: CheckpointWriter::new(store.clone()),
             store,
             gate: Arc::new(Gate::new(sink)),
             in_flight: VecDeque::new(),

@@ -87,15 +87,15 @@ struct Job {
 /// (those that queued up meanwhile together, see [`write_in_order`]). Once a save fails,
 /// the later ones are not written (each builds on the one before), nor reported. Started
 /// on the first checkpoint handed over; dropping it waits for the saves handed over.
-pub(crate) struct Writer {
+pub(crate) struct CheckpointWriter {
     store: Arc<dyn CheckpointStore>,
     thread: Option<(mpsc::Sender<Job>, JoinHandle<()>)>,
 }
 
-impl Writer {
+impl CheckpointWriter {
     /// A writer to `store`, its thread not started yet.
-    pub(crate) fn new(store: Arc<dyn CheckpointStore>) -> Writer {
-        Writer {
+    pub(crate) fn new(store: Arc<dyn CheckpointStore>) -> CheckpointWriter {
+        CheckpointWriter {
             store,
             thread: None,
         }
@@ -178,7 +178,7 @@ fn write_in_order(store: &dyn CheckpointStore, queue: mpsc::Receiver<Job>) {
     }
 }
 
-impl Drop for Writer {
+impl Drop for CheckpointWriter {
     fn drop(&mut self) {
         if let Some((jobs, thread)) = self.thread.take() {
             drop(jobs);
@@ -259,8 +259,8 @@ mod tests {
             release: Mutex::new(release),
             fail,
         });
-        let mut writer = Writer::new(store.clone());
-        let job = |writer: &mut Writer, superstep: u64| {
+        let mut writer = CheckpointWriter::new(store.clone());
+        let job = |writer: &mut CheckpointWriter, superstep: u64| {
             let mut checkpoint = sample();
             checkpoint.checkpoint_id = format!("0190-{superstep}");
             checkpoint.superstep = superstep;
