@@ -221,8 +221,8 @@ fn tree_lines(listing: &[Listed]) -> Vec<String> {
 /// A header and one line per checkpoint.
 fn table_lines(listing: &[Listed]) -> Vec<String> {
     let header = format!(
-        "{:<36}  {:<8}  {:>9}  {:<9}  {:>6}  {:<30}  SHARED",
-        "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "STATES"
+        "{:<36}  {:<8}  {:>9}  {:<14}  {:>6}  {:>7}  {:<30}  SHARED",
+        "CHECKPOINT", "RUN", "SUPERSTEP", "STATUS", "QUEUED", "PENDING", "STATES"
     );
     let rows = listing.iter().map(|entry| match &entry.summary {
         Ok(c) => format!(
