@@ -1,9 +1,9 @@
-//! The five benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring,
-//! W3 fan-out/fan-in, W4 big state, W5 cold resume), run against this build, and the
-//! three-language pipeline (`languages`).
+//! The benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring, W3
+//! fan-out/fan-in, W4 big state, W5 cold resume, W6 many runs in one process), run
+//! against this build, and the three-language pipeline (`languages`).
 //!
 //! `cargo bench -p superstep --bench workloads [-- w1 w3 languages ...]` runs them (W1 to
-//! W5 by default; `languages` only when named, since it needs the guest tools of
+//! W6 by default; `languages` only when named, since it needs the guest tools of
 //! scripts/install-guest-tools); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
 //! 5 for a reported figure) and `SUPERSTEP_BENCH_DIR` where checkpoints go (default: a
 //! temp dir under the system's). Every workload checks its final output and refuses to
@@ -63,6 +63,9 @@ fn main() -> Result<()> {
     if run("w5") {
         bench.w5()?;
     }
+    if run("w6") {
+        bench.w6()?;
+    }
     if wanted.iter().any(|w| w == "languages") {
         bench.languages()?;
     }
@@ -119,6 +122,46 @@ fn json_input(kind: &str, body: &str) -> Message {
         kind: kind.into(),
         body: Bytes::from(body.to_string()),
     }
+}
+
+/// `runs` runs of the pipeline workflow, run `n` on `"hello world <n>"`, `in_flight` at a
+/// time, each checked to end with its own input reversed; returns each one's time from
+/// start to completion in ms.
+fn many_runs(
+    workflow: &Workflow,
+    store: &Arc<dyn CheckpointStore>,
+    runs: usize,
+    in_flight: usize,
+) -> Result<Vec<f64>> {
+    let next = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(runs));
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..in_flight)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= runs {
+                            return Ok(());
+                        }
+                        let text = format!("hello world {n}");
+                        let reversed: String = text.chars().rev().collect();
+                        let started = Instant::now();
+                        let input = json_input("input", &format!("\"{text}\""));
+                        let mut run = workflow.start(input, store.clone(), quiet())?;
+                        complete(&mut run, &format!("\"{reversed}\""))?;
+                        let ms = started.elapsed().as_secs_f64() * 1e3;
+                        latencies.lock().unwrap().push(ms);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("a run thread panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok(latencies.into_inner().unwrap())
 }
 
 /// Runs to completion and checks the single output's body.
@@ -179,6 +222,30 @@ impl Bench {
         }
         report("W1 pipeline, durable", "runs/s", rates);
         report("W1 pipeline, durable, per superstep", "us", per_superstep);
+        Ok(())
+    }
+
+    /// W6: 1,000 W1 runs, each on its own input, 32 at a time (and one at a time) in one
+    /// process through the library, durable, into one file store.
+    fn w6(&self) -> Result<()> {
+        let workflow = self.workflow(&repo().join("guest-examples/pipeline.toml"), 0)?;
+        for in_flight in [32, 1] {
+            let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            for sample in 0..self.samples {
+                let dir = self.fresh_dir(&format!("w6-{in_flight}-{sample}"))?;
+                let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(dir));
+                let started = Instant::now();
+                let mut latencies = many_runs(&workflow, &store, 1000, in_flight)?;
+                rates.push(1000.0 / started.elapsed().as_secs_f64());
+                latencies.sort_by(f64::total_cmp);
+                p50.push(latencies[latencies.len() / 2]);
+                p99.push(latencies[latencies.len() * 99 / 100]);
+            }
+            let what = format!("W6 many runs, durable, {in_flight} in flight");
+            report(&what, "runs/s", rates);
+            report(&format!("{what}, p50"), "ms", p50);
+            report(&format!("{what}, p99"), "ms", p99);
+        }
         Ok(())
     }
 
