@@ -101,6 +101,37 @@ impl From<wasmtime::Error> for Error {
     }
 }
 
+/// ` (did you mean '<candidate>'?)` for the candidate closest to `name`, when one is
+/// close enough to be a slip of the keyboard; else nothing.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let len = name.chars().count();
+    // A third of the name may differ, never all of it.
+    let close_enough = len.div_ceil(3).min(len.saturating_sub(1));
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= close_enough)
+        .min()
+        .map(|(_, candidate)| format!(" (did you mean '{candidate}'?)"))
+        .unwrap_or_default()
+}
+
+/// How many characters to insert, delete or replace to turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let replace = diagonal + usize::from(x != *y);
+            diagonal = row[j + 1];
+            row[j + 1] = replace.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// The host's error, from anything printable.
 pub fn host(message: impl std::fmt::Display) -> Error {
     Error::Host(anyhow::anyhow!("{message}"))
@@ -110,6 +141,23 @@ pub fn host(message: impl std::fmt::Display) -> Error {
 mod tests {
     use super::*;
     use anyhow::Context as _;
+
+    #[test]
+    fn suggests_the_nearest_name_only_when_it_is_near() {
+        let ids = ["wordcount", "upper", "lower"];
+        assert_eq!(
+            did_you_mean("wordcuont", ids),
+            " (did you mean 'wordcount'?)"
+        );
+        assert_eq!(did_you_mean("uper", ids), " (did you mean 'upper'?)");
+        assert_eq!(did_you_mean("finalize", ids), "");
+        assert_eq!(
+            did_you_mean("b", ["a"]),
+            "",
+            "not for a name that differs entirely"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn the_kind_survives_anyhow_and_its_context() {

@@ -2,7 +2,7 @@
 //! config, the edges between them, the start executor and the run's limits.
 
 use crate::error::Result;
-use crate::error::{Error, invalid};
+use crate::error::{Error, did_you_mean, invalid};
 use crate::grants::{Grants, RawDir};
 use crate::limited_read::{self, FileKind};
 use crate::limits::{HTTP_CALL_TIMEOUT_MS, Limits, RawLimits};
@@ -35,6 +35,8 @@ pub struct Manifest {
 pub struct ExecutorSpec {
     /// The executor's id, unique in the workflow.
     pub id: String,
+    /// Where it stands in the manifest's `executors` list (from 0), for errors.
+    pub position: usize,
     /// Absolute path of its component file.
     pub component: PathBuf,
     /// The `config` table, as JSON (an empty object when the manifest has none).
@@ -98,6 +100,14 @@ struct RawEdge {
     from: String,
     to: String,
     kinds: Option<Vec<String>>,
+}
+
+impl ExecutorSpec {
+    /// Where a field of this executor is, as errors name it:
+    /// `executors[<position>] ('<id>').<field>`.
+    pub fn field(&self, field: &str) -> String {
+        format!("executors[{}] ('{}').{field}", self.position, self.id)
+    }
 }
 
 impl Manifest {
@@ -231,6 +241,7 @@ fn executors(
         let grants = Grants::parse(dir, &executor.dirs, &executor.env, &executor.allowed_hosts)
             .map_err(at)?;
         executors.push(ExecutorSpec {
+            position: i,
             id: executor.id,
             component: dir.join(executor.component),
             config,
@@ -250,7 +261,8 @@ fn start(start: Option<String>, executors: &[ExecutorSpec]) -> std::result::Resu
     }
     let ids: Vec<&str> = executors.iter().map(|e| e.id.as_str()).collect();
     Err(format!(
-        "workflow.start: unknown executor '{start}' (executors: {})",
+        "workflow.start: unknown executor '{start}'{} (executors: {})",
+        did_you_mean(&start, ids.iter().copied()),
         ids.join(", ")
     ))
 }
@@ -265,7 +277,11 @@ fn edges(
     for (i, edge) in raw.into_iter().enumerate() {
         for (field, id) in [("from", &edge.from), ("to", &edge.to)] {
             if !executors.iter().any(|e| &e.id == id) {
-                return Err(format!("edges[{i}].{field}: unknown executor '{id}'"));
+                let ids = executors.iter().map(|e| e.id.as_str());
+                return Err(format!(
+                    "edges[{i}].{field}: unknown executor '{id}'{}",
+                    did_you_mean(id, ids)
+                ));
             }
         }
         if let Some(kinds) = &edge.kinds {

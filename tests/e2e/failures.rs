@@ -83,7 +83,7 @@ fn bad_manifests_are_refused_with_exit_code_2() {
             "@test-guests@/probe.wasm\"\n\n[[edges]]",
             "@components@/absent.wasm\"\n\n[[edges]]",
         ),
-        "executor 'b': cannot read component",
+        "missing.toml: executors[1] ('b').component: cannot read component",
     );
 
     // A core module is not a component; an empty component does not export the world.
@@ -91,16 +91,18 @@ fn bad_manifests_are_refused_with_exit_code_2() {
     std::fs::write(ws.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
     let dir = ws.path().to_str().unwrap().to_string();
     for (file, detail) in [
-        ("core.wasm", "does not implement"),
-        ("empty.wasm", "does not implement"),
+        (
+            "core.wasm",
+            "attempted to parse a wasm module with a component parser",
+        ),
+        ("empty.wasm", "no export `"),
     ] {
         let text = TWO.replacen("@test-guests@/probe.wasm", &format!("{dir}/{file}"), 1);
-        assert_refused(
-            &ws,
-            &format!("{file}.toml"),
-            &text,
-            &format!("executor 'a': {dir}/{file} {detail} the superstep:workflow/executor world"),
+        let refused = format!(
+            "{file}.toml: executors[0] ('a').component: {dir}/{file} does not implement the superstep:workflow/executor@0.1.0 world of this host: "
         );
+        assert_refused(&ws, &format!("{file}.toml"), &text, &refused);
+        assert_refused(&ws, &format!("{file}.toml"), &text, detail);
     }
 
     let nothing = ws.superstep(&["validate", "no-such.toml"]);
@@ -251,6 +253,20 @@ fn a_changed_component_or_graph_is_refused_unless_allowed() {
         .assert_stderr("executor 'reverse': its component changed since the checkpoint");
     assert!(refused.stderr.contains("--allow-changed-components"));
     assert_eq!(ws.checkpoint_files("checkpoints"), before);
+
+    // The digests are compared before anything is compiled: a changed file that is not
+    // even a component is refused as changed, not as a bad component.
+    std::fs::write(ws.path().join("broken.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    let broken = ws.manifest(
+        "broken.toml",
+        &text.replace(
+            &format!("{}/reverse.wasm", components().display()),
+            &format!("{}/broken.wasm", ws.path().display()),
+        ),
+    );
+    ws.superstep(&["resume", &first, "--manifest", broken.to_str().unwrap()])
+        .assert_code(2)
+        .assert_stderr("executor 'reverse': its component changed since the checkpoint");
 
     let allowed = ws.superstep(&[
         "resume",

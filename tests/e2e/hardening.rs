@@ -220,7 +220,7 @@ fn special_files_are_refused_without_hanging_or_reading_them() {
     );
     superstep_within_a_minute(&ws, &[], &["validate", manifest.to_str().unwrap()])
         .assert_code(2)
-        .assert_stderr("executor 'a': cannot read component")
+        .assert_stderr("fifo_component.toml: executors[0] ('a').component: cannot read component")
         .assert_stderr("it is a FIFO, not a regular file");
     // As a checkpoint, and a journal.
     let dir = ws.path().join("checkpoints");

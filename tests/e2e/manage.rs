@@ -79,6 +79,31 @@ fn show_state_and_diff() {
         "{}",
         unknown.stderr
     );
+    ws.superstep(&["checkpoints", "show", id(&saved[1]), "--state", "revrese"])
+        .assert_code(2)
+        .assert_stderr("has no executor 'revrese' (did you mean 'reverse'?)");
+    let listed = ws.superstep(&["checkpoints", "list"]);
+    let header: Vec<&str> = listed
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let row: Vec<&str> = listed
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header.len(),
+        row.len(),
+        "a header for every column:\n{}",
+        listed.stdout
+    );
+    assert!(header.contains(&"PENDING"));
 
     let diff = ws.superstep(&[
         "checkpoints",

@@ -115,6 +115,11 @@ fn compare(lines: &mut Vec<String>, name: &str, x: Option<&Payload>, y: Option<&
     match (x.map(Payload::to_text), y.map(Payload::to_text)) {
         (None, Some(y)) => lines.push(format!("{name}: added {y}")),
         (Some(x), None) => lines.push(format!("{name}: removed (was {x})")),
+        (Some(x), Some(y)) if x != y && same_json_value(&x, &y) => {
+            lines.push(format!(
+                "{name}: the same JSON value, written differently (key order or spacing)"
+            ));
+        }
         (Some(x), Some(y)) if x != y => {
             lines.push(format!("{name}: changed"));
             lines.push(format!("  - {x}"));
@@ -122,6 +127,14 @@ fn compare(lines: &mut Vec<String>, name: &str, x: Option<&Payload>, y: Option<&
         }
         _ => {}
     }
+}
+
+/// Whether two payload texts are JSON holding the same value (objects compared by key,
+/// not order). JSON a value cannot hold (too deep, numbers past `f64`) counts as
+/// different.
+fn same_json_value(x: &str, y: &str) -> bool {
+    let value = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+    matches!((value(x), value(y)), (Some(x), Some(y)) if x == y)
 }
 
 #[cfg(test)]
@@ -137,6 +150,25 @@ mod tests {
         b.checkpoint_id = "0190-other".into();
         b.created_at = "2027-01-01T00:00:00Z".into();
         assert!(diff(&a, &b).is_empty());
+    }
+
+    #[test]
+    fn json_states_compare_as_values() {
+        let a = sample();
+        let mut b = sample();
+        let state = |text: &str| Payload::encode(text.as_bytes());
+        b.executors.get_mut("a").unwrap().state = state(r#"{ "count" : 1 }"#);
+        assert_eq!(
+            diff(&a, &b),
+            ["executor a state: the same JSON value, written differently (key order or spacing)"]
+        );
+        let mut reordered = sample();
+        reordered.executors.get_mut("a").unwrap().state = state(r#"{"x":1,"count":1}"#);
+        let mut other = sample();
+        other.executors.get_mut("a").unwrap().state = state(r#"{"count":1,"x":1}"#);
+        assert_eq!(diff(&reordered, &other).len(), 1);
+        other.executors.get_mut("a").unwrap().state = state(r#"{"count":1,"x":2}"#);
+        assert_eq!(diff(&reordered, &other)[0], "executor a state: changed");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use superstep::checkpoint::{
     CheckpointStore, ListFilter, Listed, PrunePolicy, Status, Summary, diff, export, lineage,
 };
 use superstep::error::Result;
-use superstep::error::invalid;
+use superstep::error::{did_you_mean, invalid};
 use superstep::message::Payload;
 
 #[derive(Subcommand)]
@@ -289,8 +289,9 @@ fn show(
         let record = checkpoint.executors.get(id).ok_or_else(|| {
             let ids: Vec<&str> = checkpoint.executors.keys().map(String::as_str).collect();
             invalid(format!(
-                "checkpoint {} has no executor '{id}' (executors: {})",
+                "checkpoint {} has no executor '{id}'{} (executors: {})",
                 checkpoint.checkpoint_id,
+                did_you_mean(id, ids.iter().copied()),
                 ids.join(", ")
             ))
         })?;

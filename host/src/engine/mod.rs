@@ -17,6 +17,7 @@ mod saving;
 mod snapshot;
 mod step;
 
+pub use restore::check_components_unchanged;
 pub use run::{Durability, Outcome, Run};
 pub use snapshot::{Output, PendingRequest};
 
@@ -85,16 +86,21 @@ impl Workflow {
         let graph = Arc::new(Graph::new(&manifest));
         // Each distinct file once, in parallel: loading a big component from the compile
         // cache is mostly hashing and copying, which spreads across cores.
-        let mut distinct: Vec<(&std::path::Path, &str)> = Vec::new();
+        let mut distinct: Vec<(&std::path::Path, String)> = Vec::new();
         for executor in &manifest.executors {
             if !distinct.iter().any(|(path, _)| *path == executor.component) {
-                distinct.push((&executor.component, &executor.id));
+                let origin = format!(
+                    "{}: {}",
+                    manifest.path.display(),
+                    executor.field("component")
+                );
+                distinct.push((&executor.component, origin));
             }
         }
         let loaded: Vec<Result<CompiledComponent>> = runtime.pool.install(|| {
             distinct
                 .par_iter()
-                .map(|(path, executor)| runtime.sandbox.compile(path, executor))
+                .map(|(path, origin)| runtime.sandbox.compile(path, origin))
                 .collect()
         });
         let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();

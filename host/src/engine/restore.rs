@@ -8,10 +8,15 @@ use super::snapshot::RunState;
 use super::step::Step;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;
-use crate::error::{bad_checkpoint, invalid};
+use crate::error::{Error, bad_checkpoint, invalid};
 use crate::events::EventSink;
+use crate::graph::Graph;
+use crate::hash::sha256_hex;
+use crate::limited_read::{self, FileKind};
+use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 impl Workflow {
@@ -150,12 +155,12 @@ impl Workflow {
             };
             let component = &self.components[i];
             if record.component != component.digest && !allow_changed_components {
-                return Err(invalid(format!(
-                    "{origin}: executor '{id}': its component changed since the checkpoint (checkpoint {}, now {} at {}); pass --allow-changed-components to restore the old state into the new component",
-                    record.component,
-                    component.digest,
-                    component.path.display()
-                )));
+                return Err(changed_component(
+                    checkpoint,
+                    id,
+                    &component.digest,
+                    &component.path,
+                ));
             }
         }
         Ok(())
@@ -190,4 +195,53 @@ impl Workflow {
         }
         Ok(())
     }
+}
+
+/// Refuses, before anything is compiled, a checkpoint whose executors' components
+/// changed since it was taken: hashing a component costs little, compiling a big one
+/// many seconds. Checkpoints of another graph are left to [`Workflow::resume`], which
+/// says what differs.
+pub fn check_components_unchanged(manifest: &Manifest, checkpoint: &Checkpoint) -> Result<()> {
+    if checkpoint.manifest.digest != Graph::new(manifest).digest() {
+        return Ok(());
+    }
+    for executor in &manifest.executors {
+        let Some(record) = checkpoint.executors.get(&executor.id) else {
+            continue;
+        };
+        let origin = format!(
+            "{}: {}",
+            manifest.path.display(),
+            executor.field("component")
+        );
+        let bytes = limited_read::read(&executor.component, FileKind::Component).map_err(|e| {
+            invalid(format!(
+                "{origin}: cannot read component {}: {e}",
+                executor.component.display()
+            ))
+        })?;
+        let digest = sha256_hex(&bytes);
+        if digest != record.component {
+            return Err(changed_component(
+                checkpoint,
+                &executor.id,
+                &digest,
+                &executor.component,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a checkpoint whose executor `id` now has a component with another
+/// digest, at `path`.
+fn changed_component(checkpoint: &Checkpoint, id: &str, digest: &str, path: &Path) -> Error {
+    let recorded = &checkpoint.executors[id].component;
+    bad_checkpoint(
+        format!("checkpoint {}", checkpoint.checkpoint_id),
+        format!(
+            "executor '{id}': its component changed since the checkpoint (checkpoint {recorded}, now {digest} at {}); pass --allow-changed-components to restore the old state into the new component",
+            path.display()
+        ),
+    )
 }

@@ -35,6 +35,9 @@ use bindings::Executor as ExecutorBindings;
 use bindings::ExecutorPre;
 use bindings::superstep::workflow::types;
 
+/// The world every executor implements, with its package's version.
+pub const WORLD: &str = "superstep:workflow/executor@0.1.0";
+
 /// The most bytes of a guest's stdout (and as much of its stderr) kept per call;
 /// the rest is dropped with a note.
 pub const STDIO_LIMIT: usize = 64 * 1024;
@@ -109,18 +112,18 @@ impl Sandbox {
     }
 
     /// Reads and compiles the component at `path`, checking that it implements the
-    /// `executor` world. `executor` names the executor in errors.
-    pub fn compile(&self, path: &Path, executor: &str) -> Result<CompiledComponent> {
+    /// `executor` world. `origin` names the manifest field that gave the path, in errors.
+    pub fn compile(&self, path: &Path, origin: &str) -> Result<CompiledComponent> {
         let bytes = limited_read::read(path, FileKind::Component).map_err(|e| {
             invalid(format!(
-                "executor '{executor}': cannot read component {}: {e}",
+                "{origin}: cannot read component {}: {e}",
                 path.display()
             ))
         })?;
         let digest = sha256_hex(&bytes);
         let not_an_executor = |e: wasmtime::Error| {
             invalid(format!(
-                "executor '{executor}': {} does not implement the superstep:workflow/executor world: {e:#}",
+                "{origin}: {} does not implement the {WORLD} world of this host: {e:#}",
                 path.display()
             ))
         };
