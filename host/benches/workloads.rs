@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use superstep::checkpoint::FileStore;
 use superstep::{
-    CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runtime, Workflow,
+    CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runner, Runtime,
+    Workflow,
 };
 
 fn main() -> Result<()> {
@@ -125,11 +126,12 @@ fn json_input(kind: &str, body: &str) -> Message {
 }
 
 /// `runs` runs of the pipeline workflow, run `n` on `"hello world <n>"`, `in_flight` at a
-/// time, each checked to end with its own input reversed; returns each one's time from
-/// start to completion in ms.
+/// time, through `runner` if given, each checked to end with its own input reversed;
+/// returns each one's time from start to completion in ms.
 fn many_runs(
     workflow: &Workflow,
     store: &Arc<dyn CheckpointStore>,
+    runner: Option<&Runner>,
     runs: usize,
     in_flight: usize,
 ) -> Result<Vec<f64>> {
@@ -148,7 +150,10 @@ fn many_runs(
                         let reversed: String = text.chars().rev().collect();
                         let started = Instant::now();
                         let input = json_input("input", &format!("\"{text}\""));
-                        let mut run = workflow.start(input, store.clone(), quiet())?;
+                        let mut run = match runner {
+                            Some(runner) => runner.start(workflow, input, quiet())?,
+                            None => workflow.start(input, store.clone(), quiet())?,
+                        };
                         complete(&mut run, &format!("\"{reversed}\""))?;
                         let ms = started.elapsed().as_secs_f64() * 1e3;
                         latencies.lock().unwrap().push(ms);
@@ -225,23 +230,30 @@ impl Bench {
         Ok(())
     }
 
-    /// W6: 1,000 W1 runs, each on its own input, 32 at a time (and one at a time) in one
-    /// process through the library, durable, into one file store.
+    /// W6: 1,000 W1 runs, each on its own input, 32 at a time through a `Runner` (one
+    /// checkpoint writer for all), and for comparison 32 and one at a time each with its
+    /// own writer; in one process through the library, durable, into one file store.
     fn w6(&self) -> Result<()> {
         let workflow = self.workflow(&repo().join("guest-examples/pipeline.toml"), 0)?;
-        for in_flight in [32, 1] {
+        for (in_flight, shared) in [(32, true), (32, false), (1, false)] {
             let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
             for sample in 0..self.samples {
-                let dir = self.fresh_dir(&format!("w6-{in_flight}-{sample}"))?;
+                let dir = self.fresh_dir(&format!("w6-{in_flight}-{shared}-{sample}"))?;
                 let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(dir));
+                let runner = shared.then(|| Runner::new(store.clone())).transpose()?;
                 let started = Instant::now();
-                let mut latencies = many_runs(&workflow, &store, 1000, in_flight)?;
+                let mut latencies = many_runs(&workflow, &store, runner.as_ref(), 1000, in_flight)?;
                 rates.push(1000.0 / started.elapsed().as_secs_f64());
                 latencies.sort_by(f64::total_cmp);
                 p50.push(latencies[latencies.len() / 2]);
                 p99.push(latencies[latencies.len() * 99 / 100]);
             }
-            let what = format!("W6 many runs, durable, {in_flight} in flight");
+            let writer = if shared {
+                "one writer"
+            } else {
+                "a writer per run"
+            };
+            let what = format!("W6 many runs, durable, {in_flight} in flight, {writer}");
             report(&what, "runs/s", rates);
             report(&format!("{what}, p50"), "ms", p50);
             report(&format!("{what}, p99"), "ms", p99);

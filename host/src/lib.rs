@@ -56,7 +56,7 @@ pub mod message;
 mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
-pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runtime, Workflow};
+pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runner, Runtime, Workflow};
 pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};
 pub use limited_read::FileKind;

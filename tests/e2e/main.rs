@@ -14,6 +14,7 @@ mod integrity;
 mod journal;
 mod library;
 mod manage;
+mod many_runs;
 mod pipeline;
 mod polyglot;
 mod routing;

@@ -14,6 +14,18 @@ pub(crate) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::R
     sync_dir(dir)
 }
 
+/// Makes every file written on the filesystem that holds `dir` durable, with one call
+/// (`syncfs`): for many files at once, much cheaper than an fsync of each.
+pub(crate) fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(dir)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    match unsafe { libc::syncfs(dir.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Makes the renames and removals in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()

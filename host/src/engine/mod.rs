@@ -13,12 +13,14 @@
 mod journal_writer;
 mod restore;
 mod run;
+mod runner;
 mod saving;
 mod snapshot;
 mod step;
 
 pub use restore::check_components_unchanged;
 pub use run::{Durability, Outcome, Run};
+pub use runner::Runner;
 pub use snapshot::{Output, PendingRequest};
 
 use crate::checkpoint::CheckpointStore;
@@ -143,7 +145,11 @@ impl Workflow {
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
     ) -> Result<Run<'_>> {
-        let saver = Saver::new(store, sink, None);
+        self.start_saving(input, Saver::new(store, sink, None))
+    }
+
+    /// [`Workflow::start`], its checkpoints saved by `saver`.
+    fn start_saving(&self, input: Message, saver: Saver) -> Result<Run<'_>> {
         let mut instances = self.instantiate(&saver.sink())?;
         let mut states = Vec::with_capacity(instances.len());
         for (i, instance) in instances.iter_mut().enumerate() {

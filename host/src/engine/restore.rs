@@ -4,6 +4,7 @@
 
 use super::Workflow;
 use super::run::Run;
+use super::saving::Saver;
 use super::snapshot::RunState;
 use super::step::Step;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
@@ -30,10 +31,22 @@ impl Workflow {
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
     ) -> Result<Run<'_>> {
+        let saver = Saver::new(store, sink, Some(checkpoint.checkpoint_id.clone()));
+        self.resume_saving(checkpoint, allow_changed_components, saver)
+    }
+
+    /// [`Workflow::resume`], its checkpoints saved by `saver`.
+    pub(super) fn resume_saving(
+        &self,
+        checkpoint: Checkpoint,
+        allow_changed_components: bool,
+        saver: Saver,
+    ) -> Result<Run<'_>> {
         self.check_fits(&checkpoint, allow_changed_components)?;
         let state = RunState::from_checkpoint(&checkpoint, self.graph())?;
+        let store = saver.store().clone();
         let replay = self.journaled_steps(&checkpoint, &store, &state.queues, &state.responses)?;
-        Run::resumed(self, state, checkpoint.checkpoint_id, replay, store, sink)
+        Run::resumed(self, state, checkpoint.checkpoint_id, replay, saver)
     }
 
     /// The results that the journal of `checkpoint` holds for the superstep starting

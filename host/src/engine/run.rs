@@ -11,7 +11,6 @@ use super::journal_writer::{
 use super::saving::{BarrierReport, Saver};
 use super::snapshot::{Output, PendingRequest, RunState};
 use super::step::{Inbox, Step, Turn};
-use crate::checkpoint::CheckpointStore;
 use crate::error::Result;
 use crate::error::{host, invalid};
 use crate::events::{Event, EventSink};
@@ -115,10 +114,8 @@ impl<'w> Run<'w> {
         state: RunState,
         from: String,
         replay: Vec<Option<Step>>,
-        store: Arc<dyn CheckpointStore>,
-        sink: Arc<dyn EventSink>,
+        saver: Saver,
     ) -> Result<Run<'w>> {
-        let saver = Saver::new(store, sink, Some(from.clone()));
         let sink = saver.sink();
         let origin = format!("checkpoint {from}");
         let instances = (0..state.states.len())

@@ -39,6 +39,15 @@ pub trait CheckpointStore: Send + Sync {
     fn save_all(&self, checkpoints: &[&Checkpoint]) -> Vec<Result<String>> {
         save_in_turn(self, checkpoints)
     }
+    /// Saves each group of checkpoints as [`CheckpointStore::save_all`] would, each
+    /// independently of the others (a failure ends only its own group): one list of
+    /// results per group. A store may make all of them durable together (the file store
+    /// syncs its filesystem once and its directory once for all the groups); each is
+    /// durable when this returns. The shared checkpoint writer of many runs calls it
+    /// with one group per run.
+    fn save_groups(&self, groups: &[Vec<&Checkpoint>]) -> Vec<Vec<Result<String>>> {
+        groups.iter().map(|group| self.save_all(group)).collect()
+    }
     /// Loads the checkpoint with exactly this id (see [`CheckpointStore::resolve`]).
     fn load(&self, id: &str) -> Result<Checkpoint>;
     /// A summary of every checkpoint in the store, oldest first; damaged ones are

@@ -4,8 +4,10 @@
 //! the disk catches up, their events held until the checkpoint before them is durable.
 
 mod gate;
+mod shared;
 mod writer;
 
+pub(crate) use shared::SharedWriter;
 pub(crate) use writer::SaveHandle;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
@@ -36,11 +38,29 @@ pub(crate) struct Saver {
     /// checkpoint it started from is still being written.
     gate: Arc<Gate>,
     /// Writes checkpoints behind the engine, in order.
-    writer: CheckpointWriter,
+    writing: Writing,
     /// Checkpoints being written, oldest first.
     in_flight: VecDeque<InFlight>,
     /// The run's latest checkpoint, counting one still in flight.
     last_checkpoint: Option<String>,
+}
+
+/// Whose thread writes a run's checkpoints behind the engine.
+enum Writing {
+    /// The run's own.
+    Own(CheckpointWriter),
+    /// One shared with the other runs of the store, and this run's key with it.
+    Shared(Arc<SharedWriter>, u64),
+}
+
+impl Writing {
+    /// Hands `checkpoint` over, to be saved after those handed over before.
+    fn save(&mut self, checkpoint: Checkpoint, what: String, on_durable: OnDurable) -> SaveHandle {
+        match self {
+            Writing::Own(writer) => writer.save(checkpoint, what, on_durable),
+            Writing::Shared(writer, run) => writer.save(*run, checkpoint, what, on_durable),
+        }
+    }
 }
 
 /// A checkpoint while it is being written.
@@ -76,11 +96,25 @@ impl Saver {
         last_checkpoint: Option<String>,
     ) -> Saver {
         Saver {
-            writer: CheckpointWriter::new(store.clone()),
+            writing: Writing::Own(CheckpointWriter::new(store.clone())),
             store,
             gate: Arc::new(Gate::new(sink)),
             in_flight: VecDeque::new(),
             last_checkpoint,
+        }
+    }
+
+    /// [`Saver::new`], its checkpoints written by `writer`, which other runs of the
+    /// same store share.
+    pub(crate) fn shared(
+        writer: &Arc<SharedWriter>,
+        store: Arc<dyn CheckpointStore>,
+        sink: Arc<dyn EventSink>,
+        last_checkpoint: Option<String>,
+    ) -> Saver {
+        Saver {
+            writing: Writing::Shared(writer.clone(), writer.register()),
+            ..Saver::new(store, sink, last_checkpoint)
         }
     }
 
@@ -130,7 +164,7 @@ impl Saver {
             parent_id: checkpoint.parent_id.clone(),
             durable,
             save: if handed_over {
-                self.writer.save(checkpoint, what, on_durable)
+                self.writing.save(checkpoint, what, on_durable)
             } else {
                 SaveHandle::now(self.store.as_ref(), &checkpoint, &what, on_durable)
             },

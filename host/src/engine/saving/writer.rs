@@ -4,6 +4,7 @@
 //! durable (reporting it) runs on the thread that saved it, as soon as it is.
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::error::Result;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -24,7 +25,7 @@ pub(crate) struct SaveHandle {
 }
 
 impl SaveHandle {
-    fn new() -> SaveHandle {
+    pub(super) fn new() -> SaveHandle {
         SaveHandle {
             outcome: Arc::default(),
         }
@@ -47,7 +48,7 @@ impl SaveHandle {
         save
     }
 
-    fn finish(&self, saved: Saved) {
+    pub(super) fn finish(&self, saved: Saved) {
         let (outcome, done) = &*self.outcome;
         *outcome.lock().expect("checkpoint save lock") = Some(saved);
         done.notify_all();
@@ -75,12 +76,13 @@ impl SaveHandle {
     }
 }
 
-/// One checkpoint for the writer thread.
-struct Job {
-    checkpoint: Checkpoint,
-    what: String,
-    on_durable: OnDurable,
-    done: SaveHandle,
+/// One checkpoint for a writer thread.
+pub(super) struct Job {
+    pub(super) checkpoint: Checkpoint,
+    /// Names the checkpoint in errors.
+    pub(super) what: String,
+    pub(super) on_durable: OnDurable,
+    pub(super) done: SaveHandle,
 }
 
 /// A thread that saves checkpoints to one store in the order they were handed over
@@ -152,29 +154,36 @@ fn write_in_order(store: &dyn CheckpointStore, queue: mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         jobs.extend(queue.try_iter());
-        let mut saved = if failed {
+        let saved = if failed {
             Vec::new()
         } else {
             let checkpoints: Vec<&Checkpoint> = jobs.iter().map(|job| &job.checkpoint).collect();
             store.save_all(&checkpoints)
-        }
-        .into_iter();
-        for job in jobs {
-            let result = match saved.next() {
-                Some(Ok(location)) if !failed => (job.on_durable)(&location).map(|()| location),
-                Some(Ok(_)) => Err(format!(
-                    "{}: saved but not reported, as a checkpoint before it failed",
-                    job.what
-                )),
-                Some(Err(error)) => Err(format!("{}: {error:#}", job.what)),
-                None => Err(format!(
-                    "{}: not written, as a checkpoint before it could not be saved",
-                    job.what
-                )),
-            };
-            failed |= result.is_err();
-            job.done.finish(result);
-        }
+        };
+        finish(jobs, saved, &mut failed);
+    }
+}
+
+/// Reports each of one run's `jobs` with its outcome in `saved` (one per checkpoint
+/// tried, in order): a durable one runs its `on_durable`; once one failed (`failed`,
+/// which this sets), the later ones fail too, saved or not.
+pub(super) fn finish(jobs: Vec<Job>, saved: Vec<Result<String>>, failed: &mut bool) {
+    let mut saved = saved.into_iter();
+    for job in jobs {
+        let result = match saved.next() {
+            Some(Ok(location)) if !*failed => (job.on_durable)(&location).map(|()| location),
+            Some(Ok(_)) => Err(format!(
+                "{}: saved but not reported, as a checkpoint before it failed",
+                job.what
+            )),
+            Some(Err(error)) => Err(format!("{}: {error:#}", job.what)),
+            None => Err(format!(
+                "{}: not written, as a checkpoint before it could not be saved",
+                job.what
+            )),
+        };
+        *failed |= result.is_err();
+        job.done.finish(result);
     }
 }
 

@@ -2,7 +2,7 @@
 //! beside them, journals as JSON Lines files.
 
 use super::super::blobs::{BLOB_MIN_SIZE, BlobDir};
-use super::super::durable_file::{StagedFile, is_temp_file, sync_dir};
+use super::super::durable_file::{StagedFile, is_temp_file, sync_dir, sync_filesystem};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
 use super::{CheckpointStore, Listed, Pruned, sort_listing};
@@ -178,6 +178,19 @@ impl FileStore {
             staged.truncate(n);
         }
         (staged, failure)
+    }
+
+    /// Writes `checkpoints` in order under temp names, none synced: the files before
+    /// the first that cannot be written, and its error.
+    fn stage_unsynced(&self, checkpoints: &[&Checkpoint]) -> (Vec<StagedFile>, Option<Error>) {
+        let mut staged = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            match self.stage(checkpoint) {
+                Ok((file, _)) => staged.push(file),
+                Err(error) => return (staged, Some(error)),
+            }
+        }
+        (staged, None)
     }
 
     /// Writes `checkpoint` (its large payloads as blobs) to a temp file, not yet synced
@@ -405,6 +418,59 @@ impl CheckpointStore for FileStore {
         }
         let mut saved: Vec<Result<String>> = placed.into_iter().map(Ok).collect();
         saved.extend(failure.map(Err));
+        saved
+    }
+
+    /// Writes every group's files under temp names (each group stopping at its first
+    /// failure), makes them all durable with one sync of the filesystem, renames each
+    /// group's into place in order, then syncs the directory once.
+    fn save_groups(&self, groups: &[Vec<&Checkpoint>]) -> Vec<Vec<Result<String>>> {
+        let fail_all = |why: String| -> Vec<Vec<Result<String>>> {
+            let fail = |group: &Vec<&Checkpoint>| match group.is_empty() {
+                true => Vec::new(),
+                false => vec![Err(host(&why))],
+            };
+            groups.iter().map(fail).collect()
+        };
+        let _lock = match self.lock(false) {
+            Ok(lock) => lock,
+            Err(error) => return fail_all(format!("{error:#}")),
+        };
+        let staged: Vec<(Vec<StagedFile>, Option<Error>)> = groups
+            .iter()
+            .map(|group| self.stage_unsynced(group))
+            .collect();
+        if staged.iter().any(|(files, _)| !files.is_empty())
+            && let Err(error) = sync_filesystem(&self.dir)
+        {
+            let dir = self.dir.display();
+            return fail_all(format!(
+                "cannot write checkpoint: cannot sync {dir}: {error}"
+            ));
+        }
+        let mut saved: Vec<Vec<Result<String>>> = Vec::with_capacity(groups.len());
+        for (files, mut failure) in staged {
+            let mut placed = Vec::with_capacity(files.len());
+            for file in files {
+                let location = file.path().display().to_string();
+                if let Err(error) = file.commit() {
+                    // The later files of the group are dropped here, which removes them.
+                    failure = Some(host(format!("cannot write checkpoint {location}: {error}")));
+                    break;
+                }
+                placed.push(Ok(location));
+            }
+            placed.extend(failure.map(Err));
+            saved.push(placed);
+        }
+        if saved.iter().flatten().any(Result::is_ok)
+            && let Err(error) = sync_dir(&self.dir)
+        {
+            let dir = self.dir.display();
+            return fail_all(format!(
+                "cannot write checkpoint: cannot sync directory {dir}: {error}"
+            ));
+        }
         saved
     }
 

@@ -1,0 +1,257 @@
+//! Many runs at once through one `Runner`: their checkpoints made durable together by
+//! one writer, each run ending exactly as it ends alone, its events its own, and a
+//! failed save failing only the runs whose checkpoints it held.
+
+use crate::common::*;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use superstep::checkpoint::{Listed, journal::JournalRecord};
+use superstep::error::host;
+use superstep::{
+    Checkpoint, CheckpointStore, Event, EventSink, FileStore, MemoryStore, Message, Outcome,
+    Runner, Runtime, Workflow,
+};
+
+/// The three workflows the runs are made of.
+struct Workflows {
+    pipeline: Workflow,
+    plan_review: Workflow,
+    ring: Workflow,
+}
+
+impl Workflows {
+    fn load(ws: &Workspace) -> Workflows {
+        let load = |path: &std::path::Path| {
+            let manifest = superstep::Manifest::load(path).unwrap();
+            Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap()
+        };
+        Workflows {
+            pipeline: load(&ws.pipeline()),
+            plan_review: load(&ws.plan_review()),
+            ring: load(&ws.ring(4, 12, &[])),
+        }
+    }
+}
+
+/// How a run ended: its outputs and states, as JSON where they are.
+#[derive(Debug, PartialEq)]
+struct Ending {
+    outcome: String,
+    outputs: Vec<String>,
+    states: BTreeMap<String, String>,
+}
+
+/// How a run is started: through a runner, or alone with a store of its own.
+enum Via<'a> {
+    Runner(&'a Runner),
+    Alone,
+}
+
+impl Via<'_> {
+    fn start<'w>(
+        &self,
+        workflow: &'w Workflow,
+        input: Message,
+        sink: Arc<dyn EventSink>,
+    ) -> superstep::Result<superstep::Run<'w>> {
+        match self {
+            Via::Runner(runner) => runner.start(workflow, input, sink),
+            Via::Alone => workflow.start(input, Arc::new(MemoryStore::new()), sink),
+        }
+    }
+}
+
+/// Starts run `n` (a pipeline, a plan review answered once, or a ring, by `n % 3`)
+/// `via` a runner or alone, runs it to its end and says how it ended; `sink` gets its
+/// events.
+fn run_one(
+    workflows: &Workflows,
+    n: usize,
+    sink: Arc<dyn EventSink>,
+    via: &Via,
+) -> superstep::Result<Ending> {
+    let message = |kind: &str, body: String| Message {
+        kind: kind.into(),
+        body: Bytes::from(body),
+    };
+    let (workflow, input) = match n % 3 {
+        0 => (
+            &workflows.pipeline,
+            message("input", format!("\"hello {n}\"")),
+        ),
+        1 => (
+            &workflows.plan_review,
+            message("task", format!("\"task {n}\"")),
+        ),
+        _ => (
+            &workflows.ring,
+            message("token", format!("{{\"hops\": {}}}", n % 5)),
+        ),
+    };
+    let mut run = via.start(workflow, input, sink)?;
+    let mut outcome = run.run()?;
+    if let Outcome::Paused { pending } = &outcome {
+        let approval = message("response", "{\"approved\": true}".into());
+        run.respond(&pending[0], approval)?;
+        outcome = run.run()?;
+    }
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Ok(Ending {
+        outcome: format!("{outcome:?}"),
+        outputs: run
+            .outputs()
+            .iter()
+            .map(|o| text(&o.message.body))
+            .collect(),
+        states: run
+            .states()
+            .into_iter()
+            .map(|(id, state)| (id.to_string(), text(state)))
+            .collect(),
+    })
+}
+
+/// A sink that keeps the run ids its events name.
+fn run_ids() -> (Arc<Mutex<Vec<String>>>, Arc<dyn EventSink>) {
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let kept = ids.clone();
+    let sink = move |event: &Event| {
+        let id = match event {
+            Event::RunStarted { run_id, .. }
+            | Event::RunCompleted { run_id, .. }
+            | Event::RunPaused { run_id, .. }
+            | Event::RunFailed { run_id, .. } => run_id.clone(),
+            _ => return,
+        };
+        kept.lock().unwrap().push(id);
+    };
+    (ids, Arc::new(sink))
+}
+
+#[test]
+fn two_hundred_runs_at_once_end_as_each_ends_alone() {
+    let ws = Workspace::new();
+    let workflows = Workflows::load(&ws);
+    let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(ws.path().join("shared")));
+    let runner = Runner::new(store.clone()).unwrap();
+    let runs = 200;
+    let next = AtomicUsize::new(0);
+    let endings = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= runs {
+                        return;
+                    }
+                    let (ids, sink) = run_ids();
+                    let ending = run_one(&workflows, n, sink, &Via::Runner(&runner)).unwrap();
+                    let ids = ids.lock().unwrap().clone();
+                    assert!(
+                        ids.len() >= 2 && ids.iter().all(|id| id == &ids[0]),
+                        "run {n}: {ids:?}"
+                    );
+                    endings.lock().unwrap().insert(n, (ending, ids[0].clone()));
+                }
+            });
+        }
+    });
+    let endings = endings.into_inner().unwrap();
+    for (n, (ending, _)) in &endings {
+        let expected = run_one(&workflows, *n, Arc::new(|_: &Event| {}), &Via::Alone).unwrap();
+        assert_eq!(ending, &expected, "run {n}");
+    }
+    // Every checkpoint in the store is whole, and each run's last one is complete.
+    let listing = store.list().unwrap();
+    assert!(listing.iter().all(|l| l.summary.is_ok()));
+    for (_, run_id) in endings.values() {
+        let latest = store.latest(Some(run_id)).unwrap().unwrap();
+        assert_eq!(latest.status, superstep::Status::Completed, "run {run_id}");
+    }
+}
+
+/// A memory store whose saves fail for the checkpoints of the runs that `fails` picks.
+struct PickyStore {
+    inner: MemoryStore,
+    fails: Box<dyn Fn(&Checkpoint) -> bool + Send + Sync>,
+}
+
+impl CheckpointStore for PickyStore {
+    fn save(&self, checkpoint: &Checkpoint) -> superstep::Result<String> {
+        if (self.fails)(checkpoint) {
+            return Err(host("No space left on device (injected)"));
+        }
+        self.inner.save(checkpoint)
+    }
+    fn load(&self, id: &str) -> superstep::Result<Checkpoint> {
+        self.inner.load(id)
+    }
+    fn list(&self) -> superstep::Result<Vec<Listed>> {
+        self.inner.list()
+    }
+    fn delete(&self, id: &str) -> superstep::Result<()> {
+        self.inner.delete(id)
+    }
+    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> superstep::Result<()> {
+        self.inner.append_journal(base, records)
+    }
+    fn read_journal(&self, base: &str) -> superstep::Result<Vec<JournalRecord>> {
+        self.inner.read_journal(base)
+    }
+    fn remove_journal(&self, base: &str) -> superstep::Result<()> {
+        self.inner.remove_journal(base)
+    }
+}
+
+#[test]
+fn a_failed_save_fails_only_the_runs_whose_checkpoints_it_held() {
+    let ws = Workspace::new();
+    let workflows = Workflows::load(&ws);
+    // The pipeline runs on "hello 3" and "hello 6" cannot save their second checkpoint.
+    let doomed = |c: &Checkpoint| {
+        c.superstep == 2
+            && c.executors.get("upper").is_some_and(|e| {
+                e.state.to_text().contains("hello 3") || e.state.to_text().contains("hello 6")
+            })
+    };
+    let store = Arc::new(PickyStore {
+        inner: MemoryStore::new(),
+        fails: Box::new(doomed),
+    });
+    let runner = Runner::new(store.clone()).unwrap();
+    let outcomes: Vec<(usize, Result<Ending, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..9)
+            .map(|n| {
+                let (runner, workflows) = (&runner, &workflows);
+                scope.spawn(move || {
+                    let quiet: Arc<dyn EventSink> = Arc::new(|_: &Event| {});
+                    (
+                        n,
+                        run_one(workflows, n, quiet, &Via::Runner(runner))
+                            .map_err(|e| format!("{e:#}")),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (n, outcome) in outcomes {
+        match n {
+            3 | 6 => {
+                let error = outcome.unwrap_err();
+                assert!(
+                    error.contains("superstep 1: checkpoint not saved"),
+                    "run {n}: {error}"
+                );
+                assert!(error.contains("(injected)"), "run {n}: {error}");
+            }
+            _ => {
+                let ending = outcome.unwrap_or_else(|e| panic!("run {n} failed: {e}"));
+                assert_eq!(ending.outcome, "Completed", "run {n}");
+            }
+        }
+    }
+}
