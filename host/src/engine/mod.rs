@@ -3,10 +3,11 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | `runner` | the [`Runner`]: many runs with one checkpoint writer |
 //! | `run` | the run loop, the superstep and its barrier |
 //! | `step` | one executor's turn, and its results as a journal record |
 //! | `journal_writer` | the thread that journals a superstep's results as executors finish |
-//! | `saving` | the `Saver`: checkpoints written behind the engine, events held until durable |
+//! | `saving` | the `Saver`: checkpoints written behind the engine (by the run's own writer thread or one shared by a runner's runs), events held until durable |
 //! | `snapshot` | a run's state to and from a checkpoint |
 //! | `restore` | resuming: a checkpoint checked against the workflow, journals replayed |
 
