@@ -98,6 +98,39 @@ fn a_group_stops_where_a_checkpoint_cannot_be_written_while_earlier_ones_sync() 
     );
 }
 
+#[test]
+fn each_group_of_a_batch_stops_at_its_own_failure_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path());
+    std::fs::write(dir.path().join("blobs"), b"not a directory").unwrap();
+    let mut large = numbered("0190-b2", 2);
+    let state = Bytes::from(vec![b'x'; BLOB_MIN_SIZE]);
+    large.executors.get_mut("a").unwrap().state = Payload::of(&state);
+    let (a1, a2) = (numbered("0190-a1", 1), numbered("0190-a2", 2));
+    let (b1, b3) = (numbered("0190-b1", 1), numbered("0190-b3", 3));
+    let saved = store.save_groups(&[vec![&a1, &a2], vec![&b1, &large, &b3], vec![]]);
+    assert_eq!(saved.len(), 3);
+    assert!(
+        saved[0].iter().all(Result::is_ok),
+        "the other run's group is whole"
+    );
+    assert_eq!(
+        saved[1].len(),
+        2,
+        "nothing of a group is tried after its failure"
+    );
+    assert!(saved[1][0].is_ok() && saved[1][1].is_err());
+    assert!(saved[2].is_empty());
+    for checkpoint in [&a1, &a2, &b1] {
+        let read = store.load(&checkpoint.checkpoint_id).unwrap();
+        assert_eq!(read.encode(), checkpoint.encode());
+    }
+    assert_eq!(
+        files_in(dir.path()),
+        ["0190-a1.json", "0190-a2.json", "0190-b1.json", "blobs"]
+    );
+}
+
 fn journal_record(executor: &str) -> JournalRecord {
     JournalRecord {
         superstep: 1,
