@@ -255,3 +255,120 @@ fn a_failed_save_fails_only_the_runs_whose_checkpoints_it_held() {
         }
     }
 }
+
+/// The child process of the SIGKILL test: 32 threads run ring runs through one `Runner`
+/// into `$SUPERSTEP_MANY_RUNS_DIR`, run `n` from `{"hops": n % 7}`, each announcing
+/// `started <n> <run id>` on stdout once it has a run id, until killed.
+#[test]
+#[ignore = "the child process of sigkill_with_32_runs_in_flight_loses_no_run"]
+fn many_runs_child() {
+    let (Some(dir), Some(manifest)) = (
+        std::env::var_os("SUPERSTEP_MANY_RUNS_DIR"),
+        std::env::var_os("SUPERSTEP_MANY_RUNS_MANIFEST"),
+    ) else {
+        return;
+    };
+    let manifest = superstep::Manifest::load(std::path::Path::new(&manifest)).unwrap();
+    let ring = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
+    let runner = Runner::new(Arc::new(FileStore::new(dir))).unwrap();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..32 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let input = ring_input(n);
+                    let quiet: Arc<dyn EventSink> = Arc::new(|_: &Event| {});
+                    let mut run = runner.start(&ring, input, quiet).unwrap();
+                    println!("started {n} {}", run.run_id());
+                    assert_eq!(run.run().unwrap(), Outcome::Completed);
+                }
+            });
+        }
+    });
+}
+
+fn ring_input(n: usize) -> Message {
+    Message {
+        kind: "token".into(),
+        body: Bytes::from(format!("{{\"hops\": {}}}", n % 7)),
+    }
+}
+
+#[test]
+fn sigkill_with_32_runs_in_flight_loses_no_run() {
+    let ws = Workspace::new();
+    let manifest = ws.ring(4, 120, &[(1, 70_000)]);
+    let dir = ws.path().join("runs");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    // Killed once this many runs have started: by then about 32 are in flight.
+    let kill_after = 40 + seed % 60;
+    println!("killing after {kill_after} runs started");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "many_runs::many_runs_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SUPERSTEP_MANY_RUNS_DIR", &dir)
+        .env("SUPERSTEP_MANY_RUNS_MANIFEST", &manifest)
+        .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut started: Vec<(usize, String)> = Vec::new();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let mut words = line.split_whitespace();
+        if words.next() == Some("started") {
+            let n = words.next().unwrap().parse().unwrap();
+            started.push((n, words.next().unwrap().to_string()));
+            if started.len() == kill_after {
+                child.kill().unwrap(); // SIGKILL
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(
+        started.len(),
+        kill_after,
+        "the child ended before it was killed"
+    );
+
+    // No checkpoint is damaged, and every run that saved one goes on from its latest to
+    // the end it has alone.
+    let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(&dir));
+    assert!(store.list().unwrap().iter().all(|l| l.summary.is_ok()));
+    let ring = {
+        let manifest = superstep::Manifest::load(&manifest).unwrap();
+        Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap()
+    };
+    let runner = Runner::new(store.clone()).unwrap();
+    let quiet = || -> Arc<dyn EventSink> { Arc::new(|_: &Event| {}) };
+    let (mut resumed, mut unfinished) = (0, 0);
+    for (n, run_id) in &started {
+        let Some(latest) = store.latest(Some(run_id)).unwrap() else {
+            continue; // killed before its first checkpoint: it never was durable
+        };
+        let checkpoint = store.load(&latest.checkpoint_id).unwrap();
+        let mut run = runner.resume(&ring, checkpoint, false, quiet()).unwrap();
+        assert_eq!(run.run().unwrap(), Outcome::Completed, "run {n}");
+        let mut alone = ring
+            .start(ring_input(*n), Arc::new(MemoryStore::new()), quiet())
+            .unwrap();
+        assert_eq!(alone.run().unwrap(), Outcome::Completed);
+        assert_eq!(run.outputs(), alone.outputs(), "run {n}");
+        assert_eq!(run.states(), alone.states(), "run {n}");
+        resumed += 1;
+        unfinished += usize::from(latest.status != superstep::Status::Completed);
+    }
+    println!("{resumed} runs resumed, {unfinished} of them cut short by the kill");
+    assert!(unfinished > 0, "the kill caught no run in flight");
+}
