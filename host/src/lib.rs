@@ -56,7 +56,9 @@ pub mod message;
 mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
-pub use engine::{Durability, Outcome, Output, PendingRequest, Run, Runner, Runtime, Workflow};
+pub use engine::{
+    Durability, Outcome, Output, PendingRequest, Run, Runner, RunnerLimits, Runtime, Workflow,
+};
 pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};
 pub use limited_read::FileKind;

@@ -372,3 +372,44 @@ fn sigkill_with_32_runs_in_flight_loses_no_run() {
     println!("{resumed} runs resumed, {unfinished} of them cut short by the kill");
     assert!(unfinished > 0, "the kill caught no run in flight");
 }
+
+#[test]
+fn a_runner_holds_no_more_runs_than_its_limits_allow() {
+    let ws = Workspace::new();
+    let workflows = Workflows::load(&ws);
+    let limits = superstep::RunnerLimits {
+        max_runs: 4,
+        // Less than one checkpoint: each save waits until nothing else is waiting.
+        max_bytes_waiting: 1,
+    };
+    let store = Arc::new(FileStore::new(ws.path().join("bounded")));
+    let runner = Runner::with_limits(store, limits).unwrap();
+    let (alive, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    std::thread::scope(|scope| {
+        for thread in 0..12 {
+            let (runner, workflows) = (&runner, &workflows);
+            let (alive, most) = (alive.clone(), most.clone());
+            scope.spawn(move || {
+                for k in 0..5 {
+                    let n = thread * 5 + k;
+                    // Counted from the run's start to its end: while it holds a place.
+                    let (alive, most) = (alive.clone(), most.clone());
+                    let sink: Arc<dyn EventSink> = Arc::new(move |event: &Event| match event {
+                        Event::RunStarted { .. } => {
+                            let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                        }
+                        Event::RunCompleted { .. } | Event::RunFailed { .. } => {
+                            alive.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        _ => {}
+                    });
+                    let ending = run_one(workflows, n * 3, sink, &Via::Runner(runner)).unwrap();
+                    assert_eq!(ending.outcome, "Completed", "run {n}");
+                }
+            });
+        }
+    });
+    let most = most.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&most), "{most} runs at once");
+}

@@ -22,6 +22,7 @@ mod step;
 pub use restore::check_components_unchanged;
 pub use run::{Durability, Outcome, Run};
 pub use runner::Runner;
+pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};
 
 use crate::checkpoint::CheckpointStore;

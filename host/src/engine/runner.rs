@@ -2,7 +2,7 @@
 //! writer for all its runs, so that the checkpoints of every run in flight are made
 //! durable together instead of each run syncing its own.
 
-use super::saving::{Saver, SharedWriter};
+use super::saving::{RunnerLimits, Saver, SharedWriter};
 use super::{Run, Workflow};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::{Result, host};
@@ -47,10 +47,18 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner of runs whose checkpoints go to `store`; its writer thread starts now
-    /// and stops when the runner and its runs are dropped.
+    /// A runner of runs whose checkpoints go to `store`, under the default limits (256
+    /// runs at once, 256 MiB waiting to be written); its writer thread starts now and
+    /// stops when the runner and its runs are dropped.
     pub fn new(store: Arc<dyn CheckpointStore>) -> Result<Runner> {
-        let writer = SharedWriter::start(store.clone())
+        Runner::with_limits(store, RunnerLimits::default())
+    }
+
+    /// [`Runner::new`] under `limits`: starting or resuming a run waits while as many
+    /// runs as allowed are alive (until one is dropped), and a run's save waits while
+    /// as many bytes as allowed wait to be written.
+    pub fn with_limits(store: Arc<dyn CheckpointStore>, limits: RunnerLimits) -> Result<Runner> {
+        let writer = SharedWriter::start(store.clone(), limits)
             .map_err(|e| host(format!("cannot start the checkpoint writer: {e}")))?;
         Ok(Runner {
             store,

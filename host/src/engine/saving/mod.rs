@@ -7,6 +7,7 @@ mod gate;
 mod shared;
 mod writer;
 
+pub use shared::RunnerLimits;
 pub(crate) use shared::SharedWriter;
 pub(crate) use writer::SaveHandle;
 
@@ -49,8 +50,8 @@ pub(crate) struct Saver {
 enum Writing {
     /// The run's own.
     Own(CheckpointWriter),
-    /// One shared with the other runs of the store, and this run's key with it.
-    Shared(Arc<SharedWriter>, u64),
+    /// One shared with the other runs of the store, this run registered with it.
+    Shared(shared::Registration),
 }
 
 impl Writing {
@@ -58,7 +59,7 @@ impl Writing {
     fn save(&mut self, checkpoint: Checkpoint, what: String, on_durable: OnDurable) -> SaveHandle {
         match self {
             Writing::Own(writer) => writer.save(checkpoint, what, on_durable),
-            Writing::Shared(writer, run) => writer.save(*run, checkpoint, what, on_durable),
+            Writing::Shared(registration) => registration.save(checkpoint, what, on_durable),
         }
     }
 }
@@ -113,7 +114,7 @@ impl Saver {
         last_checkpoint: Option<String>,
     ) -> Saver {
         Saver {
-            writing: Writing::Shared(writer.clone(), writer.register()),
+            writing: Writing::Shared(writer.register()),
             ..Saver::new(store, sink, last_checkpoint)
         }
     }
