@@ -109,13 +109,7 @@ impl SharedWriter {
             .expect("writer load lock");
         load.bytes_waiting += bytes;
         drop(load);
-        let done = SaveHandle::new();
-        let job = Job {
-            checkpoint,
-            what,
-            on_durable,
-            done: done.clone(),
-        };
+        let (job, done) = Job::new(checkpoint, what, on_durable);
         let jobs = self.jobs.as_ref().expect("open until dropped");
         if let Err(unsent) = jobs.send((run, job)) {
             let job = unsent.0.1;

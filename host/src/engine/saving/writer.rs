@@ -17,6 +17,24 @@ type Saved = Result<String, String>;
 /// sentence) becomes the save's outcome, and nothing saved after it is reported.
 pub(crate) type OnDurable = Box<dyn FnOnce(&str) -> Result<(), String> + Send>;
 
+impl Job {
+    /// A job, and the handle that waits for its save.
+    pub(super) fn new(
+        checkpoint: Checkpoint,
+        what: String,
+        on_durable: OnDurable,
+    ) -> (Job, SaveHandle) {
+        let done = SaveHandle::new();
+        let job = Job {
+            checkpoint,
+            what,
+            on_durable,
+            done: done.clone(),
+        };
+        (job, done)
+    }
+}
+
 /// A checkpoint save, possibly still in progress; clones wait for the same save.
 #[derive(Clone)]
 pub(crate) struct SaveHandle {
@@ -111,13 +129,7 @@ impl CheckpointWriter {
         what: String,
         on_durable: OnDurable,
     ) -> SaveHandle {
-        let done = SaveHandle::new();
-        let job = Job {
-            checkpoint,
-            what,
-            on_durable,
-            done: done.clone(),
-        };
+        let (job, done) = Job::new(checkpoint, what, on_durable);
         let sent = match self.thread() {
             Ok(jobs) => jobs.send(job).map_err(|unsent| unsent.0),
             Err(error) => {
