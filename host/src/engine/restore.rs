@@ -13,9 +13,9 @@ use crate::error::{Error, bad_checkpoint, invalid};
 use crate::events::EventSink;
 use crate::graph::Graph;
 use crate::hash::sha256_hex;
-use crate::limited_read::{self, FileKind};
 use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message};
+use crate::sandbox::read_component;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -227,13 +227,7 @@ pub fn check_components_unchanged(manifest: &Manifest, checkpoint: &Checkpoint) 
             manifest.path.display(),
             executor.field("component")
         );
-        let bytes = limited_read::read(&executor.component, FileKind::Component).map_err(|e| {
-            invalid(format!(
-                "{origin}: cannot read component {}: {e}",
-                executor.component.display()
-            ))
-        })?;
-        let digest = sha256_hex(&bytes);
+        let digest = sha256_hex(&read_component(&executor.component, &origin)?);
         if digest != record.component {
             return Err(changed_component(
                 checkpoint,

@@ -114,12 +114,7 @@ impl Sandbox {
     /// Reads and compiles the component at `path`, checking that it implements the
     /// `executor` world. `origin` names the manifest field that gave the path, in errors.
     pub fn compile(&self, path: &Path, origin: &str) -> Result<CompiledComponent> {
-        let bytes = limited_read::read(path, FileKind::Component).map_err(|e| {
-            invalid(format!(
-                "{origin}: cannot read component {}: {e}",
-                path.display()
-            ))
-        })?;
+        let bytes = read_component(path, origin)?;
         let digest = sha256_hex(&bytes);
         let not_an_executor = |e: wasmtime::Error| {
             invalid(format!(
@@ -144,6 +139,17 @@ impl Sandbox {
             meters_fuel: self.fuel,
         })
     }
+}
+
+/// The bytes of the component at `path`; `origin` names the manifest field that gave
+/// the path, in errors.
+pub(crate) fn read_component(path: &Path, origin: &str) -> Result<Vec<u8>> {
+    limited_read::read(path, FileKind::Component).map_err(|e| {
+        invalid(format!(
+            "{origin}: cannot read component {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A component compiled and linked, ready to instantiate any number of times.
