@@ -55,11 +55,18 @@ enum Writing {
 }
 
 impl Writing {
-    /// Hands `checkpoint` over, to be saved after those handed over before.
-    fn save(&mut self, checkpoint: Checkpoint, what: String, on_durable: OnDurable) -> SaveHandle {
+    /// Hands `checkpoint` (about `bytes` long) over, to be saved after those handed
+    /// over before.
+    fn save(
+        &mut self,
+        checkpoint: Checkpoint,
+        bytes: usize,
+        what: String,
+        on_durable: OnDurable,
+    ) -> SaveHandle {
         match self {
             Writing::Own(writer) => writer.save(checkpoint, what, on_durable),
-            Writing::Shared(registration) => registration.save(checkpoint, what, on_durable),
+            Writing::Shared(registration) => registration.save(checkpoint, bytes, what, on_durable),
         }
     }
 }
@@ -159,13 +166,14 @@ impl Saver {
         let handed_over = barrier.is_some() || !self.in_flight.is_empty();
         let durable = Arc::new(AtomicBool::new(false));
         let on_durable = self.on_durable(&checkpoint, barrier, durable.clone());
+        let bytes = checkpoint.size_hint();
         let in_flight = InFlight {
-            bytes: checkpoint.size_hint(),
+            bytes,
             checkpoint_id: checkpoint.checkpoint_id.clone(),
             parent_id: checkpoint.parent_id.clone(),
             durable,
             save: if handed_over {
-                self.writing.save(checkpoint, what, on_durable)
+                self.writing.save(checkpoint, bytes, what, on_durable)
             } else {
                 SaveHandle::now(self.store.as_ref(), &checkpoint, &what, on_durable)
             },

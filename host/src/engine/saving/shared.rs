@@ -34,7 +34,7 @@ impl Default for RunnerLimits {
 
 /// A writer thread for the checkpoints of many runs, each known by a key.
 pub(crate) struct SharedWriter {
-    jobs: Option<mpsc::Sender<(u64, Job)>>,
+    jobs: Option<mpsc::Sender<Handed>>,
     thread: Option<JoinHandle<()>>,
     limits: RunnerLimits,
     /// Runs registered, and bytes waiting; `room` announces changes of either.
@@ -47,6 +47,9 @@ struct Load {
     next_run: u64,
     bytes_waiting: usize,
 }
+
+/// A job handed over by run `run`, with about how many bytes its checkpoint holds.
+type Handed = (u64, usize, Job);
 
 /// A run's place with a shared writer; dropped, the place is free for another run.
 pub(crate) struct Registration {
@@ -90,17 +93,17 @@ impl SharedWriter {
         }
     }
 
-    /// Hands run `run`'s `checkpoint` over to be saved after those it handed over
-    /// before, and `on_durable` to run once it is; `what` names it in the error. Waits
-    /// first while too many bytes wait to be written.
+    /// Hands run `run`'s `checkpoint` (about `bytes` long) over to be saved after those
+    /// it handed over before, and `on_durable` to run once it is; `what` names it in the
+    /// error. Waits first while too many bytes wait to be written.
     fn save(
         &self,
         run: u64,
         checkpoint: Checkpoint,
+        bytes: usize,
         what: String,
         on_durable: OnDurable,
     ) -> SaveHandle {
-        let bytes = checkpoint.size_hint();
         let (load, room) = &*self.load;
         let mut load = room
             .wait_while(load.lock().expect("writer load lock"), |load| {
@@ -111,8 +114,8 @@ impl SharedWriter {
         drop(load);
         let (job, done) = Job::new(checkpoint, what, on_durable);
         let jobs = self.jobs.as_ref().expect("open until dropped");
-        if let Err(unsent) = jobs.send((run, job)) {
-            let job = unsent.0.1;
+        if let Err(unsent) = jobs.send((run, bytes, job)) {
+            let job = unsent.0.2;
             job.done
                 .finish(Err(format!("{}: the checkpoint writer stopped", job.what)));
         }
@@ -121,14 +124,16 @@ impl SharedWriter {
 }
 
 impl Registration {
-    /// Hands this run's `checkpoint` over (see [`SharedWriter`]).
+    /// Hands this run's `checkpoint` (about `bytes` long) over (see [`SharedWriter`]).
     pub(crate) fn save(
         &self,
         checkpoint: Checkpoint,
+        bytes: usize,
         what: String,
         on_durable: OnDurable,
     ) -> SaveHandle {
-        self.writer.save(self.run, checkpoint, what, on_durable)
+        self.writer
+            .save(self.run, checkpoint, bytes, what, on_durable)
     }
 }
 
@@ -154,23 +159,20 @@ impl Drop for SharedWriter {
 /// written. Each job's bytes stop counting as waiting once it is reported.
 fn write_groups(
     store: &dyn CheckpointStore,
-    queue: mpsc::Receiver<(u64, Job)>,
+    queue: mpsc::Receiver<Handed>,
     load: &(Mutex<Load>, Condvar),
 ) {
     let mut failed: HashSet<u64> = HashSet::new();
     while let Ok(first) = queue.recv() {
         let mut groups: Vec<(u64, Vec<Job>)> = Vec::new();
-        for (run, job) in std::iter::once(first).chain(queue.try_iter()) {
+        let mut bytes = 0;
+        for (run, size, job) in std::iter::once(first).chain(queue.try_iter()) {
+            bytes += size;
             match groups.iter_mut().find(|(r, _)| *r == run) {
                 Some((_, jobs)) => jobs.push(job),
                 None => groups.push((run, vec![job])),
             }
         }
-        let bytes: usize = groups
-            .iter()
-            .flat_map(|(_, jobs)| jobs)
-            .map(|job| job.checkpoint.size_hint())
-            .sum();
         let checkpoints: Vec<Vec<&Checkpoint>> = groups
             .iter()
             .map(|(run, jobs)| match failed.contains(run) {
@@ -221,9 +223,12 @@ mod tests {
             assert!(waited.recv().is_ok());
         });
         drop(second);
+        let checkpoint = sample();
+        let bytes = checkpoint.size_hint();
+        let on_durable = Box::new(|_: &str| Ok(()));
         let saved = writer
             .register()
-            .save(sample(), "c".into(), Box::new(|_| Ok(())));
+            .save(checkpoint, bytes, "c".into(), on_durable);
         assert_eq!(saved.wait().unwrap(), "memory:0190-abc");
     }
 }
