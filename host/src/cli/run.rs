@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use superstep::checkpoint::Checkpoint;
-use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow, check_components_unchanged};
+use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
 use superstep::error::Result;
 use superstep::error::invalid;
 use superstep::manifest::Manifest;
@@ -153,10 +153,12 @@ pub(super) fn resume(args: ResumeArgs) -> Result<u8> {
             &format!("checkpoint {}", checkpoint.checkpoint_id),
         )?,
     };
-    if !args.allow_changed_components {
-        check_components_unchanged(&manifest, &checkpoint)?;
-    }
-    let workflow = load(manifest, args.exec.threads)?;
+    let workflow = if args.allow_changed_components {
+        load(manifest, args.exec.threads)?
+    } else {
+        let runtime = Runtime::new(args.exec.threads, manifest.uses_fuel())?;
+        Workflow::load_to_resume(runtime, manifest, &checkpoint)?
+    };
     let sink = sink_for(args.exec.events, &location);
     let responses = responses_given(&args.respond, args.responses.as_deref())?;
     let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;

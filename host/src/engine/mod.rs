@@ -19,13 +19,12 @@ mod saving;
 mod snapshot;
 mod step;
 
-pub use restore::check_components_unchanged;
 pub use run::{Durability, Outcome, Run};
 pub use runner::Runner;
 pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;
 use crate::error::{host, invalid};
 use crate::events::EventSink;
@@ -81,6 +80,46 @@ impl Workflow {
     /// Compiles every component of `manifest` (each distinct file once) and checks that
     /// it implements the executor world.
     pub fn load(runtime: Arc<Runtime>, manifest: Manifest) -> Result<Workflow> {
+        Workflow::load_checking(runtime, manifest, &|_, _| Ok(()))
+    }
+
+    /// [`Workflow::load`] to resume `checkpoint`: a component whose digest is not the one
+    /// the checkpoint recorded is refused as it is read, before it is compiled (hashing
+    /// costs little, compiling a big component many seconds). A checkpoint of another
+    /// graph is left to [`Workflow::resume`], which says what differs.
+    pub fn load_to_resume(
+        runtime: Arc<Runtime>,
+        manifest: Manifest,
+        checkpoint: &Checkpoint,
+    ) -> Result<Workflow> {
+        if checkpoint.manifest.digest != Graph::new(&manifest).digest() {
+            return Workflow::load(runtime, manifest);
+        }
+        // Each executor's component path, with its id.
+        let components: Vec<(std::path::PathBuf, String)> = manifest
+            .executors
+            .iter()
+            .map(|e| (e.component.clone(), e.id.clone()))
+            .collect();
+        let unchanged = |path: &std::path::Path, digest: &str| {
+            for (_, id) in components.iter().filter(|(at, _)| at == path) {
+                let recorded = checkpoint.executors.get(id);
+                if recorded.is_some_and(|record| record.component != digest) {
+                    return Err(restore::changed_component(checkpoint, id, digest, path));
+                }
+            }
+            Ok(())
+        };
+        Workflow::load_checking(runtime, manifest, &unchanged)
+    }
+
+    /// [`Workflow::load`], `before_compiling` seeing each component's path and digest
+    /// first, and refusing it if it errs.
+    fn load_checking(
+        runtime: Arc<Runtime>,
+        manifest: Manifest,
+        before_compiling: &(dyn Fn(&std::path::Path, &str) -> Result<()> + Sync),
+    ) -> Result<Workflow> {
         if manifest.uses_fuel() && !runtime.sandbox.meters_fuel() {
             return Err(invalid(format!(
                 "{}: an executor sets limits.fuel, but this runtime was created without fuel metering (Runtime::new(threads, true))",
@@ -104,7 +143,10 @@ impl Workflow {
         let loaded: Vec<Result<CompiledComponent>> = runtime.pool.install(|| {
             distinct
                 .par_iter()
-                .map(|(path, origin)| runtime.sandbox.compile(path, origin))
+                .map(|(path, origin)| {
+                    let check = |digest: &str| before_compiling(path, digest);
+                    runtime.sandbox.compile(path, origin, &check)
+                })
                 .collect()
         });
         let mut compiled: HashMap<&std::path::Path, Arc<CompiledComponent>> = HashMap::new();

@@ -11,11 +11,7 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;
 use crate::error::{Error, bad_checkpoint, invalid};
 use crate::events::EventSink;
-use crate::graph::Graph;
-use crate::hash::sha256_hex;
-use crate::manifest::Manifest;
 use crate::message::{Envelope, INPUT_SOURCE, Message};
-use crate::sandbox::read_component;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -210,39 +206,14 @@ impl Workflow {
     }
 }
 
-/// Refuses, before anything is compiled, a checkpoint whose executors' components
-/// changed since it was taken: hashing a component costs little, compiling a big one
-/// many seconds. Checkpoints of another graph are left to [`Workflow::resume`], which
-/// says what differs.
-pub fn check_components_unchanged(manifest: &Manifest, checkpoint: &Checkpoint) -> Result<()> {
-    if checkpoint.manifest.digest != Graph::new(manifest).digest() {
-        return Ok(());
-    }
-    for executor in &manifest.executors {
-        let Some(record) = checkpoint.executors.get(&executor.id) else {
-            continue;
-        };
-        let origin = format!(
-            "{}: {}",
-            manifest.path.display(),
-            executor.field("component")
-        );
-        let digest = sha256_hex(&read_component(&executor.component, &origin)?);
-        if digest != record.component {
-            return Err(changed_component(
-                checkpoint,
-                &executor.id,
-                &digest,
-                &executor.component,
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The refusal of a checkpoint whose executor `id` now has a component with another
 /// digest, at `path`.
-fn changed_component(checkpoint: &Checkpoint, id: &str, digest: &str, path: &Path) -> Error {
+pub(super) fn changed_component(
+    checkpoint: &Checkpoint,
+    id: &str,
+    digest: &str,
+    path: &Path,
+) -> Error {
     let recorded = &checkpoint.executors[id].component;
     bad_checkpoint(
         format!("checkpoint {}", checkpoint.checkpoint_id),

@@ -113,9 +113,16 @@ impl Sandbox {
 
     /// Reads and compiles the component at `path`, checking that it implements the
     /// `executor` world. `origin` names the manifest field that gave the path, in errors.
-    pub fn compile(&self, path: &Path, origin: &str) -> Result<CompiledComponent> {
+    /// `before_compiling` sees the component's digest first, and may refuse it.
+    pub fn compile(
+        &self,
+        path: &Path,
+        origin: &str,
+        before_compiling: &(dyn Fn(&str) -> Result<()> + Sync),
+    ) -> Result<CompiledComponent> {
         let bytes = read_component(path, origin)?;
         let digest = sha256_hex(&bytes);
+        before_compiling(&digest)?;
         let not_an_executor = |e: wasmtime::Error| {
             invalid(format!(
                 "{origin}: {} does not implement the {WORLD} world of this host: {e:#}",
@@ -143,7 +150,7 @@ impl Sandbox {
 
 /// The bytes of the component at `path`; `origin` names the manifest field that gave
 /// the path, in errors.
-pub(crate) fn read_component(path: &Path, origin: &str) -> Result<Vec<u8>> {
+fn read_component(path: &Path, origin: &str) -> Result<Vec<u8>> {
     limited_read::read(path, FileKind::Component).map_err(|e| {
         invalid(format!(
             "{origin}: cannot read component {}: {e}",
