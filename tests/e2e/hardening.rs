@@ -252,6 +252,13 @@ fn special_files_are_refused_without_hanging_or_reading_them() {
     )
     .assert_code(2)
     .assert_stderr("cannot read journal: it holds 1099511627776 bytes, over the limit of 1000000 (raise SUPERSTEP_MAX_JOURNAL_BYTES to read it)");
+    superstep_within_a_minute(
+        &ws,
+        &[("SUPERSTEP_MAX_JOURNAL_BYTES", "lots")],
+        &["resume", &base],
+    )
+    .assert_code(2)
+    .assert_stderr("SUPERSTEP_MAX_JOURNAL_BYTES='lots': expected a positive number of bytes");
 }
 
 /// Everything a resumed run ends with, to compare two resumes of one checkpoint.
@@ -561,6 +568,16 @@ fn signed_checkpoints_are_read_only_where_a_key_that_signed_them_is_configured()
     assert!(!ws.path().join("refused").exists() && !ws.path().join("refused.json").exists());
     let listed = superstep_within_a_minute(&ws, &k1, &["checkpoints", "list", "--dir", "unsigned"]);
     assert!(listed.stdout.contains("DAMAGED"), "{}", listed.stdout);
+    let both = [k1[0], ("SUPERSTEP_CHECKPOINT_KEY_FILE", "keys.txt")];
+    superstep_within_a_minute(&ws, &both, &["checkpoints", "show", &signed])
+        .assert_code(2)
+        .assert_stderr(
+            "both SUPERSTEP_CHECKPOINT_KEY and SUPERSTEP_CHECKPOINT_KEY_FILE are set; set one",
+        );
+    let missing = [("SUPERSTEP_CHECKPOINT_KEY_FILE", "no-such.keys")];
+    superstep_within_a_minute(&ws, &missing, &["checkpoints", "show", &signed])
+        .assert_code(2)
+        .assert_stderr("SUPERSTEP_CHECKPOINT_KEY_FILE=no-such.keys: cannot read:");
     let malformed = [("SUPERSTEP_CHECKPOINT_KEY", "k1:short")];
     superstep_within_a_minute(&ws, &malformed, &["checkpoints", "show", &signed])
         .assert_code(2)
