@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use superstep::checkpoint::FileStore;
 use superstep::{
-    CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runner, Runtime,
-    Workflow,
+    CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runner,
+    RunnerLimits, Runtime, Workflow,
 };
 
 fn main() -> Result<()> {
@@ -169,6 +169,69 @@ fn many_runs(
     Ok(latencies.into_inner().unwrap())
 }
 
+/// How W6 runs its runs.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// `Runner::spawn`, the runner bounding the runs in flight.
+    Spawned,
+    /// A thread per run in flight, each run through one `Runner`.
+    Threads,
+    /// A thread per run in flight, each run with its own writer.
+    WriterPerRun,
+}
+
+/// `runs` runs of the pipeline workflow spawned at once on a runner that drives
+/// `in_flight` at a time, each checked as [`many_runs`] checks them; returns each one's
+/// time from its start (`run_started`) to its completion in ms.
+fn spawned_runs(
+    workflow: &Workflow,
+    store: &Arc<dyn CheckpointStore>,
+    runs: usize,
+    in_flight: usize,
+) -> Result<Vec<f64>> {
+    let limits = RunnerLimits {
+        max_runs: in_flight,
+        ..RunnerLimits::default()
+    };
+    let runner = Runner::with_limits(store.clone(), limits)?;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(runs)));
+    let handles: Vec<_> = (0..runs)
+        .map(|n| {
+            let text = format!("hello world {n}");
+            let input = json_input("input", &format!("\"{text}\""));
+            let (latencies, started) = (latencies.clone(), Mutex::new(None));
+            let timer = move |event: &Event| match event {
+                Event::RunStarted { .. } => *started.lock().unwrap() = Some(Instant::now()),
+                Event::RunCompleted { .. } => {
+                    let since = started.lock().unwrap().expect("started first");
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(since.elapsed().as_secs_f64() * 1e3);
+                }
+                _ => {}
+            };
+            let reversed: String = text.chars().rev().collect();
+            (reversed, runner.spawn(workflow, input, Arc::new(timer)))
+        })
+        .collect();
+    for (reversed, handle) in handles {
+        let stopped = handle.wait()?;
+        let outcome = stopped.outcome?;
+        ensure!(
+            outcome == Outcome::Completed,
+            "the run ended with {outcome:?}"
+        );
+        let last = stopped.run.outputs().last().context("no output")?;
+        let body = std::str::from_utf8(&last.message.body)?;
+        ensure!(
+            body == format!("\"{reversed}\""),
+            "output {body}: no figure"
+        );
+    }
+    Ok(std::mem::take(&mut *latencies.lock().unwrap()))
+}
+
 /// Runs to completion and checks the single output's body.
 fn complete(run: &mut superstep::Run, expected: &str) -> Result<()> {
     let outcome = run.run()?;
@@ -230,30 +293,43 @@ impl Bench {
         Ok(())
     }
 
-    /// W6: 1,000 W1 runs, each on its own input, 32 at a time through a `Runner` (one
-    /// checkpoint writer for all), and for comparison 32 and one at a time each with its
-    /// own writer; in one process through the library, durable, into one file store.
+    /// W6: 1,000 W1 runs, each on its own input, 32 in flight: spawned on a `Runner`
+    /// (one checkpoint writer for all, runs on a few threads), on 32 threads through a
+    /// `Runner`, and for comparison 32 and one at a time each with its own writer; in
+    /// one process through the library, durable, into one file store.
     fn w6(&self) -> Result<()> {
         let workflow = self.workflow(&repo().join("guest-examples/pipeline.toml"), 0)?;
-        for (in_flight, shared) in [(32, true), (32, false), (1, false)] {
+        let ways = [
+            (32, Way::Spawned),
+            (32, Way::Threads),
+            (32, Way::WriterPerRun),
+            (1, Way::WriterPerRun),
+        ];
+        for (in_flight, way) in ways {
             let (mut rates, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
             for sample in 0..self.samples {
-                let dir = self.fresh_dir(&format!("w6-{in_flight}-{shared}-{sample}"))?;
+                let dir = self.fresh_dir(&format!("w6-{in_flight}-{way:?}-{sample}"))?;
                 let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(dir));
-                let runner = shared.then(|| Runner::new(store.clone())).transpose()?;
                 let started = Instant::now();
-                let mut latencies = many_runs(&workflow, &store, runner.as_ref(), 1000, in_flight)?;
+                let mut latencies = match way {
+                    Way::Spawned => spawned_runs(&workflow, &store, 1000, in_flight)?,
+                    Way::Threads => {
+                        let runner = Runner::new(store.clone())?;
+                        many_runs(&workflow, &store, Some(&runner), 1000, in_flight)?
+                    }
+                    Way::WriterPerRun => many_runs(&workflow, &store, None, 1000, in_flight)?,
+                };
                 rates.push(1000.0 / started.elapsed().as_secs_f64());
                 latencies.sort_by(f64::total_cmp);
                 p50.push(latencies[latencies.len() / 2]);
                 p99.push(latencies[latencies.len() * 99 / 100]);
             }
-            let writer = if shared {
-                "one writer"
-            } else {
-                "a writer per run"
+            let how = match way {
+                Way::Spawned => "spawned on one runner",
+                Way::Threads => "a thread each, one writer",
+                Way::WriterPerRun => "a thread and a writer each",
             };
-            let what = format!("W6 many runs, durable, {in_flight} in flight, {writer}");
+            let what = format!("W6 many runs, durable, {in_flight} in flight, {how}");
             report(&what, "runs/s", rates);
             report(&format!("{what}, p50"), "ms", p50);
             report(&format!("{what}, p99"), "ms", p99);

@@ -57,7 +57,8 @@ mod sandbox;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{
-    Durability, Outcome, Output, PendingRequest, Run, Runner, RunnerLimits, Runtime, Workflow,
+    Durability, Outcome, Output, PendingRequest, Run, RunHandle, Runner, RunnerLimits, Runtime,
+    Stopped, Workflow,
 };
 pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};

@@ -6,7 +6,7 @@ use crate::common::*;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use superstep::checkpoint::{Listed, journal::JournalRecord};
 use superstep::error::host;
 use superstep::{
@@ -43,62 +43,83 @@ struct Ending {
     states: BTreeMap<String, String>,
 }
 
-/// How a run is started: through a runner, or alone with a store of its own.
+/// How a run is run: spawned on a runner, or alone with a store of its own on the
+/// caller's thread.
 enum Via<'a> {
     Runner(&'a Runner),
     Alone,
 }
 
 impl Via<'_> {
-    fn start<'w>(
+    /// Runs `workflow` on `input` until it stops; a paused run is answered with
+    /// approval once and goes on.
+    fn run(
         &self,
-        workflow: &'w Workflow,
+        workflow: &Workflow,
         input: Message,
         sink: Arc<dyn EventSink>,
-    ) -> superstep::Result<superstep::Run<'w>> {
+    ) -> superstep::Result<(superstep::Run, Outcome)> {
+        let approval = || Message {
+            kind: "response".into(),
+            body: Bytes::from_static(b"{\"approved\": true}"),
+        };
         match self {
-            Via::Runner(runner) => runner.start(workflow, input, sink),
-            Via::Alone => workflow.start(input, Arc::new(MemoryStore::new()), sink),
+            Via::Runner(runner) => {
+                let mut stopped = runner.spawn(workflow, input, sink).wait()?;
+                if let Ok(Outcome::Paused { pending }) = &stopped.outcome {
+                    stopped.run.respond(&pending[0], approval())?;
+                    stopped = runner.spawn_run(stopped.run).wait()?;
+                }
+                Ok((stopped.run, stopped.outcome?))
+            }
+            Via::Alone => {
+                let mut run = workflow.start(input, Arc::new(MemoryStore::new()), sink)?;
+                let mut outcome = run.run()?;
+                if let Outcome::Paused { pending } = &outcome {
+                    run.respond(&pending[0], approval())?;
+                    outcome = run.run()?;
+                }
+                Ok((run, outcome))
+            }
         }
     }
 }
 
-/// Starts run `n` (a pipeline, a plan review answered once, or a ring, by `n % 3`)
-/// `via` a runner or alone, runs it to its end and says how it ended; `sink` gets its
-/// events.
+impl Workflows {
+    /// Run `n`: a pipeline, a plan review (answered once), or a ring, by `n % 3`.
+    fn job(&self, n: usize) -> (&Workflow, Message) {
+        let message = |kind: &str, body: String| Message {
+            kind: kind.into(),
+            body: Bytes::from(body),
+        };
+        match n % 3 {
+            0 => (&self.pipeline, message("input", format!("\"hello {n}\""))),
+            1 => (&self.plan_review, message("task", format!("\"task {n}\""))),
+            _ => (
+                &self.ring,
+                message("token", format!("{{\"hops\": {}}}", n % 5)),
+            ),
+        }
+    }
+}
+
+/// Runs run `n` (see [`Workflows::job`]) `via` a runner or alone, to its end, and says
+/// how it ended; `sink` gets its events.
 fn run_one(
     workflows: &Workflows,
     n: usize,
     sink: Arc<dyn EventSink>,
     via: &Via,
 ) -> superstep::Result<Ending> {
-    let message = |kind: &str, body: String| Message {
-        kind: kind.into(),
-        body: Bytes::from(body),
-    };
-    let (workflow, input) = match n % 3 {
-        0 => (
-            &workflows.pipeline,
-            message("input", format!("\"hello {n}\"")),
-        ),
-        1 => (
-            &workflows.plan_review,
-            message("task", format!("\"task {n}\"")),
-        ),
-        _ => (
-            &workflows.ring,
-            message("token", format!("{{\"hops\": {}}}", n % 5)),
-        ),
-    };
-    let mut run = via.start(workflow, input, sink)?;
-    let mut outcome = run.run()?;
-    if let Outcome::Paused { pending } = &outcome {
-        let approval = message("response", "{\"approved\": true}".into());
-        run.respond(&pending[0], approval)?;
-        outcome = run.run()?;
-    }
+    let (workflow, input) = workflows.job(n);
+    let (run, outcome) = via.run(workflow, input, sink)?;
+    Ok(ending(&run, &outcome))
+}
+
+/// How `run` ended with `outcome`.
+fn ending(run: &superstep::Run, outcome: &Outcome) -> Ending {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    Ok(Ending {
+    Ending {
         outcome: format!("{outcome:?}"),
         outputs: run
             .outputs()
@@ -110,7 +131,7 @@ fn run_one(
             .into_iter()
             .map(|(id, state)| (id.to_string(), text(state)))
             .collect(),
-    })
+    }
 }
 
 /// A sink that keeps the run ids its events name.
@@ -136,30 +157,33 @@ fn two_hundred_runs_at_once_end_as_each_ends_alone() {
     let workflows = Workflows::load(&ws);
     let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(ws.path().join("shared")));
     let runner = Runner::new(store.clone()).unwrap();
-    let runs = 200;
-    let next = AtomicUsize::new(0);
-    let endings = Mutex::new(BTreeMap::new());
-    std::thread::scope(|scope| {
-        for _ in 0..16 {
-            scope.spawn(|| {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= runs {
-                        return;
-                    }
-                    let (ids, sink) = run_ids();
-                    let ending = run_one(&workflows, n, sink, &Via::Runner(&runner)).unwrap();
-                    let ids = ids.lock().unwrap().clone();
-                    assert!(
-                        ids.len() >= 2 && ids.iter().all(|id| id == &ids[0]),
-                        "run {n}: {ids:?}"
-                    );
-                    endings.lock().unwrap().insert(n, (ending, ids[0].clone()));
-                }
-            });
+    // All spawned at once, then each waited for (and a paused one answered).
+    let spawned: Vec<_> = (0..200)
+        .map(|n| {
+            let (ids, sink) = run_ids();
+            let (workflow, input) = workflows.job(n);
+            (n, ids, runner.spawn(workflow, input, sink))
+        })
+        .collect();
+    let mut endings = BTreeMap::new();
+    for (n, ids, handle) in spawned {
+        let mut stopped = handle.wait().unwrap();
+        if let Ok(Outcome::Paused { pending }) = &stopped.outcome {
+            let approval = Message {
+                kind: "response".into(),
+                body: Bytes::from_static(b"{\"approved\": true}"),
+            };
+            stopped.run.respond(&pending[0], approval).unwrap();
+            stopped = runner.spawn_run(stopped.run).wait().unwrap();
         }
-    });
-    let endings = endings.into_inner().unwrap();
+        let outcome = stopped.outcome.unwrap();
+        let ids = ids.lock().unwrap().clone();
+        assert!(
+            ids.len() >= 2 && ids.iter().all(|id| id == &ids[0]),
+            "run {n}: {ids:?}"
+        );
+        endings.insert(n, (ending(&stopped.run, &outcome), ids[0].clone()));
+    }
     for (n, (ending, _)) in &endings {
         let expected = run_one(&workflows, *n, Arc::new(|_: &Event| {}), &Via::Alone).unwrap();
         assert_eq!(ending, &expected, "run {n}");
@@ -256,9 +280,9 @@ fn a_failed_save_fails_only_the_runs_whose_checkpoints_it_held() {
     }
 }
 
-/// The child process of the SIGKILL test: 32 threads run ring runs through one `Runner`
-/// into `$SUPERSTEP_MANY_RUNS_DIR`, run `n` from `{"hops": n % 7}`, each announcing
-/// `started <n> <run id>` on stdout once it has a run id, until killed.
+/// The child process of the SIGKILL test: ring runs spawned on one `Runner`, 32 in
+/// flight, into `$SUPERSTEP_MANY_RUNS_DIR`, run `n` from `{"hops": n % 7}`, each
+/// announcing `started <n> <run id>` on stdout once it has a run id, until killed.
 #[test]
 #[ignore = "the child process of sigkill_with_32_runs_in_flight_loses_no_run"]
 fn many_runs_child() {
@@ -271,21 +295,19 @@ fn many_runs_child() {
     let manifest = superstep::Manifest::load(std::path::Path::new(&manifest)).unwrap();
     let ring = Workflow::load(Runtime::new(2, false).unwrap(), manifest).unwrap();
     let runner = Runner::new(Arc::new(FileStore::new(dir))).unwrap();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..32 {
-            scope.spawn(|| {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let input = ring_input(n);
-                    let quiet: Arc<dyn EventSink> = Arc::new(|_: &Event| {});
-                    let mut run = runner.start(&ring, input, quiet).unwrap();
-                    println!("started {n} {}", run.run_id());
-                    assert_eq!(run.run().unwrap(), Outcome::Completed);
-                }
-            });
+    let mut in_flight = std::collections::VecDeque::new();
+    for n in 0.. {
+        if in_flight.len() == 32 {
+            let handle: superstep::RunHandle = in_flight.pop_front().unwrap();
+            assert_eq!(handle.wait().unwrap().outcome.unwrap(), Outcome::Completed);
         }
-    });
+        let announce = move |event: &Event| {
+            if let Event::RunStarted { run_id, .. } = event {
+                println!("started {n} {run_id}");
+            }
+        };
+        in_flight.push_back(runner.spawn(&ring, ring_input(n), Arc::new(announce)));
+    }
 }
 
 fn ring_input(n: usize) -> Message {
@@ -374,42 +396,120 @@ fn sigkill_with_32_runs_in_flight_loses_no_run() {
 }
 
 #[test]
-fn a_runner_holds_no_more_runs_than_its_limits_allow() {
+fn a_runner_drives_no_more_runs_than_its_limits_allow() {
     let ws = Workspace::new();
     let workflows = Workflows::load(&ws);
     let limits = superstep::RunnerLimits {
         max_runs: 4,
+        threads: 2,
         // Less than one checkpoint: each save waits until nothing else is waiting.
         max_bytes_waiting: 1,
     };
     let store = Arc::new(FileStore::new(ws.path().join("bounded")));
     let runner = Runner::with_limits(store, limits).unwrap();
     let (alive, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    std::thread::scope(|scope| {
-        for thread in 0..12 {
-            let (runner, workflows) = (&runner, &workflows);
+    let handles: Vec<_> = (0..60)
+        .map(|n| {
+            // Counted from the run's start to its end: while it holds a place.
             let (alive, most) = (alive.clone(), most.clone());
-            scope.spawn(move || {
-                for k in 0..5 {
-                    let n = thread * 5 + k;
-                    // Counted from the run's start to its end: while it holds a place.
-                    let (alive, most) = (alive.clone(), most.clone());
-                    let sink: Arc<dyn EventSink> = Arc::new(move |event: &Event| match event {
-                        Event::RunStarted { .. } => {
-                            let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
-                            most.fetch_max(now, Ordering::SeqCst);
-                        }
-                        Event::RunCompleted { .. } | Event::RunFailed { .. } => {
-                            alive.fetch_sub(1, Ordering::SeqCst);
-                        }
-                        _ => {}
-                    });
-                    let ending = run_one(workflows, n * 3, sink, &Via::Runner(runner)).unwrap();
-                    assert_eq!(ending.outcome, "Completed", "run {n}");
+            let sink: Arc<dyn EventSink> = Arc::new(move |event: &Event| match event {
+                Event::RunStarted { .. } => {
+                    let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
                 }
+                Event::RunCompleted { .. } | Event::RunFailed { .. } => {
+                    alive.fetch_sub(1, Ordering::SeqCst);
+                }
+                _ => {}
             });
-        }
-    });
+            let (workflow, input) = workflows.job(n * 3);
+            runner.spawn(workflow, input, sink)
+        })
+        .collect();
+    // Collected last: a run that stopped holds no place while it waits to be collected.
+    for (n, handle) in handles.into_iter().enumerate().rev() {
+        let outcome = handle.wait().unwrap().outcome.unwrap();
+        assert_eq!(outcome, Outcome::Completed, "run {n}");
+    }
     let most = most.load(Ordering::SeqCst);
     assert!((1..=4).contains(&most), "{most} runs at once");
+}
+
+/// A memory store whose saves wait until it is opened.
+#[derive(Default)]
+struct ClosedStore {
+    inner: MemoryStore,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl ClosedStore {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl CheckpointStore for ClosedStore {
+    fn save(&self, checkpoint: &Checkpoint) -> superstep::Result<String> {
+        drop(
+            self.opened
+                .wait_while(self.open.lock().unwrap(), |open| !*open),
+        );
+        self.inner.save(checkpoint)
+    }
+    fn load(&self, id: &str) -> superstep::Result<Checkpoint> {
+        self.inner.load(id)
+    }
+    fn list(&self) -> superstep::Result<Vec<Listed>> {
+        self.inner.list()
+    }
+    fn delete(&self, id: &str) -> superstep::Result<()> {
+        self.inner.delete(id)
+    }
+    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> superstep::Result<()> {
+        self.inner.append_journal(base, records)
+    }
+    fn read_journal(&self, base: &str) -> superstep::Result<Vec<JournalRecord>> {
+        self.inner.read_journal(base)
+    }
+    fn remove_journal(&self, base: &str) -> superstep::Result<()> {
+        self.inner.remove_journal(base)
+    }
+}
+
+#[test]
+fn spawned_runs_waiting_for_their_saves_hold_no_thread() {
+    let ws = Workspace::new();
+    let workflows = Workflows::load(&ws);
+    let limits = superstep::RunnerLimits {
+        threads: 2,
+        ..superstep::RunnerLimits::default()
+    };
+    let store = Arc::new(ClosedStore::default());
+    let runner = Runner::with_limits(store.clone(), limits).unwrap();
+    let (began, beginnings) = std::sync::mpsc::channel();
+    let runs = 20;
+    // No save can finish, so every run waits for its first checkpoint once it ran its
+    // supersteps. Each is spawned once the one before began: were a run waiting for a
+    // save to hold one of the two threads, the third could never begin.
+    let mut handles = Vec::new();
+    for n in 0..runs {
+        let began = Mutex::new(began.clone());
+        let sink = move |event: &Event| {
+            if let Event::SuperstepStarted { superstep: 0, .. } = event {
+                began.lock().unwrap().send(()).unwrap();
+            }
+        };
+        let (workflow, input) = workflows.job(n * 3);
+        handles.push(runner.spawn(workflow, input, Arc::new(sink)));
+        let waited = beginnings.recv_timeout(std::time::Duration::from_secs(120));
+        assert!(waited.is_ok(), "only {n} of {runs} runs began");
+    }
+    store.open();
+    for handle in handles {
+        let stopped = handle.wait().unwrap();
+        assert_eq!(stopped.outcome.unwrap(), Outcome::Completed);
+        assert_eq!(stopped.run.outputs().len(), 1);
+    }
 }

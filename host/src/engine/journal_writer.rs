@@ -109,7 +109,7 @@ impl JournalWriter<'_> {
                 && save.wait().is_err()
             {
                 // The run fails with the reason the base was not saved (see
-                // `Saver::settle`); a journal without its base would be of no use.
+                // `Saver::poll`); a journal without its base would be of no use.
                 return Ok(Vec::new());
             }
             let (done, records): (Vec<(usize, u64)>, Vec<JournalRecord>) = batch

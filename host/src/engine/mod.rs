@@ -3,7 +3,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | `runner` | the [`Runner`]: many runs with one checkpoint writer |
+//! | `runner` | the [`Runner`]: many runs with one checkpoint writer, on a few threads |
 //! | `run` | the run loop, the superstep and its barrier |
 //! | `step` | one executor's turn, and its results as a journal record |
 //! | `journal_writer` | the thread that journals a superstep's results as executors finish |
@@ -20,7 +20,7 @@ mod snapshot;
 mod step;
 
 pub use run::{Durability, Outcome, Run};
-pub use runner::Runner;
+pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};
 
@@ -66,7 +66,14 @@ impl Runtime {
 }
 
 /// A manifest with its components compiled and linked: ready to run any number of times.
+/// Cloning it is cheap: clones share the compiled components, and each run holds one.
+#[derive(Clone)]
 pub struct Workflow {
+    loaded: Arc<Loaded>,
+}
+
+/// What a [`Workflow`] shares between its clones and runs.
+struct Loaded {
     runtime: Arc<Runtime>,
     manifest: Manifest,
     graph: Arc<Graph>,
@@ -163,23 +170,26 @@ impl Workflow {
             .iter()
             .map(|e| serde_json::to_vec(&e.config).expect("config is JSON"))
             .collect();
-        Ok(Workflow {
+        let loaded = Loaded {
             runtime,
             manifest,
             graph,
             components,
             configs,
+        };
+        Ok(Workflow {
+            loaded: Arc::new(loaded),
         })
     }
 
     /// The manifest the workflow was loaded from.
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        &self.loaded.manifest
     }
 
     /// The workflow's graph.
     pub fn graph(&self) -> &Graph {
-        &self.graph
+        &self.loaded.graph
     }
 
     /// Starts a fresh run that delivers `input` to the start executor in superstep 0.
@@ -188,24 +198,24 @@ impl Workflow {
         input: Message,
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
-    ) -> Result<Run<'_>> {
+    ) -> Result<Run> {
         self.start_saving(input, Saver::new(store, sink, None))
     }
 
     /// [`Workflow::start`], its checkpoints saved by `saver`.
-    fn start_saving(&self, input: Message, saver: Saver) -> Result<Run<'_>> {
+    fn start_saving(&self, input: Message, saver: Saver) -> Result<Run> {
         let mut instances = self.instantiate(&saver.sink())?;
         let mut states = Vec::with_capacity(instances.len());
         for (i, instance) in instances.iter_mut().enumerate() {
-            let id = self.graph.id(i);
+            let id = self.loaded.graph.id(i);
             instance
-                .init(&self.configs[i])
+                .init(&self.loaded.configs[i])
                 .and_then(|()| instance.snapshot())
                 .map(|state| states.push(state))
                 .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
         }
         let mut state = RunState::fresh(instances.len(), states);
-        state.queues[self.graph.start()].push(Envelope {
+        state.queues[self.loaded.graph.start()].push(Envelope {
             source: INPUT_SOURCE.to_string(),
             message: input,
         });
@@ -221,10 +231,10 @@ impl Workflow {
         state: &[u8],
         origin: &str,
     ) -> Result<ExecutorInstance> {
-        let id = self.graph.id(i);
+        let id = self.loaded.graph.id(i);
         let mut instance = self.instance(i, sink)?;
         instance
-            .init(&self.configs[i])
+            .init(&self.loaded.configs[i])
             .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
         instance.restore(state).map_err(|reason| {
             invalid(format!(
@@ -235,7 +245,7 @@ impl Workflow {
     }
 
     fn instantiate(&self, sink: &Arc<dyn EventSink>) -> Result<Vec<ExecutorInstance>> {
-        (0..self.components.len())
+        (0..self.loaded.components.len())
             .map(|i| self.instance(i, sink))
             .collect()
     }
@@ -243,35 +253,35 @@ impl Workflow {
     /// Whether executor `i` may make outbound HTTP requests. Its results are journaled
     /// even when it is alone in its superstep: its calls may cost money.
     fn makes_http_calls(&self, i: usize) -> bool {
-        self.manifest.executors[i].grants.makes_http_calls()
+        self.loaded.manifest.executors[i].grants.makes_http_calls()
     }
 
     /// Whether executor `i` can change something outside its sandbox (see
     /// [`Grants::reaches_outside`](crate::grants::Grants::reaches_outside)).
     fn reaches_outside(&self, i: usize) -> bool {
-        self.manifest.executors[i].grants.reaches_outside()
+        self.loaded.manifest.executors[i].grants.reaches_outside()
     }
 
     /// SHA-256 of executor `i`'s component file.
     fn component_digest(&self, i: usize) -> &str {
-        &self.components[i].digest
+        &self.loaded.components[i].digest
     }
 
     /// The worker threads that run a superstep's executors.
     fn pool(&self) -> &rayon::ThreadPool {
-        &self.runtime.pool
+        &self.loaded.runtime.pool
     }
 
     /// A new, uninitialised instance of executor `i` with its grants and limits.
     fn instance(&self, i: usize, sink: &Arc<dyn EventSink>) -> Result<ExecutorInstance> {
-        let spec = &self.manifest.executors[i];
+        let spec = &self.loaded.manifest.executors[i];
         let ctx = ExecutorContext::new(
             i,
-            self.graph.clone(),
+            self.loaded.graph.clone(),
             spec.limits,
             &spec.grants.env,
             sink.clone(),
         );
-        ExecutorInstance::new(&self.components[i], ctx, &spec.grants, spec.limits)
+        ExecutorInstance::new(&self.loaded.components[i], ctx, &spec.grants, spec.limits)
     }
 }

@@ -26,7 +26,7 @@ impl Workflow {
         allow_changed_components: bool,
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
-    ) -> Result<Run<'_>> {
+    ) -> Result<Run> {
         let saver = Saver::new(store, sink, Some(checkpoint.checkpoint_id.clone()));
         self.resume_saving(checkpoint, allow_changed_components, saver)
     }
@@ -37,7 +37,7 @@ impl Workflow {
         checkpoint: Checkpoint,
         allow_changed_components: bool,
         saver: Saver,
-    ) -> Result<Run<'_>> {
+    ) -> Result<Run> {
         self.check_fits(&checkpoint, allow_changed_components)?;
         let state = RunState::from_checkpoint(&checkpoint, self.graph())?;
         let store = saver.store().clone();
@@ -70,7 +70,7 @@ impl Workflow {
                     record.superstep, checkpoint.superstep
                 )));
             }
-            let Some(i) = self.graph.index_of(&record.executor) else {
+            let Some(i) = self.loaded.graph.index_of(&record.executor) else {
                 return Err(bad("not an executor of this workflow".into()));
             };
             if queues[i].is_empty() && responses[i].is_empty() {
@@ -79,8 +79,9 @@ impl Workflow {
             if steps[i].is_some() {
                 return Err(bad("journaled twice".into()));
             }
-            let limits = &self.manifest.executors[i].limits;
-            steps[i] = Some(Step::from_journal(&record, i, &self.graph, limits).map_err(bad)?);
+            let limits = &self.loaded.manifest.executors[i].limits;
+            steps[i] =
+                Some(Step::from_journal(&record, i, &self.loaded.graph, limits).map_err(bad)?);
         }
         Ok(steps)
     }
@@ -88,15 +89,15 @@ impl Workflow {
     /// Refuses a checkpoint that was not taken with this workflow, saying what differs.
     fn check_fits(&self, checkpoint: &Checkpoint, allow_changed_components: bool) -> Result<()> {
         let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
-        let manifest = self.manifest.path.display();
-        if checkpoint.manifest.digest != self.graph.digest() {
-            let ours: BTreeSet<&str> = self.graph.ids().iter().map(String::as_str).collect();
+        let manifest = self.loaded.manifest.path.display();
+        if checkpoint.manifest.digest != self.loaded.graph.digest() {
+            let ours: BTreeSet<&str> = self.loaded.graph.ids().iter().map(String::as_str).collect();
             let theirs: BTreeSet<&str> = checkpoint.executors.keys().map(String::as_str).collect();
             let mut differences = Vec::new();
-            if checkpoint.workflow != self.manifest.name {
+            if checkpoint.workflow != self.loaded.manifest.name {
                 differences.push(format!(
                     "workflow '{}' in the checkpoint, '{}' in the manifest",
-                    checkpoint.workflow, self.manifest.name
+                    checkpoint.workflow, self.loaded.manifest.name
                 ));
             }
             let missing: Vec<&str> = theirs.difference(&ours).copied().collect();
@@ -128,7 +129,7 @@ impl Workflow {
             .map_err(|why| bad_checkpoint(origin.to_string(), why))?;
         self.check_executors(checkpoint, allow_changed_components)?;
         self.check_queues(checkpoint)?;
-        let cap = self.manifest.max_supersteps;
+        let cap = self.loaded.manifest.max_supersteps;
         if checkpoint.superstep > cap {
             return Err(invalid(format!(
                 "{origin}: superstep: {} is past workflow.max_supersteps = {cap} of {manifest}",
@@ -149,20 +150,20 @@ impl Workflow {
         if let Some(id) = checkpoint
             .executors
             .keys()
-            .find(|id| self.graph.index_of(id).is_none())
+            .find(|id| self.loaded.graph.index_of(id).is_none())
         {
             return Err(invalid(format!(
                 "{origin}: executors: '{id}' is not an executor of {}",
-                self.manifest.path.display()
+                self.loaded.manifest.path.display()
             )));
         }
-        for (i, id) in self.graph.ids().iter().enumerate() {
+        for (i, id) in self.loaded.graph.ids().iter().enumerate() {
             let Some(record) = checkpoint.executors.get(id) else {
                 return Err(invalid(format!(
                     "{origin}: executors: executor '{id}' has no record (no state to restore)"
                 )));
             };
-            let component = &self.components[i];
+            let component = &self.loaded.components[i];
             if record.component != component.digest && !allow_changed_components {
                 return Err(changed_component(
                     checkpoint,
@@ -182,17 +183,20 @@ impl Workflow {
         for (id, queue) in &checkpoint.queued {
             for (n, message) in queue.iter().enumerate() {
                 let carried = if message.source == INPUT_SOURCE {
-                    match self.graph.index_of(id) == Some(self.graph.start()) {
+                    match self.loaded.graph.index_of(id) == Some(self.loaded.graph.start()) {
                         true => Ok(()),
                         false => Err(format!(
                             "the run's input goes to the start executor '{}' only",
-                            self.graph.id(self.graph.start())
+                            self.loaded.graph.id(self.loaded.graph.start())
                         )),
                     }
                 } else {
-                    let from = self.graph.index_of(&message.source);
+                    let from = self.loaded.graph.index_of(&message.source);
                     let from = from.expect("a checkpoint's sources are its executors");
-                    self.graph.route(from, &message.kind, Some(id)).map(drop)
+                    self.loaded
+                        .graph
+                        .route(from, &message.kind, Some(id))
+                        .map(drop)
                 };
                 carried.map_err(|why| {
                     invalid(format!(

@@ -8,7 +8,7 @@ use super::Workflow;
 use super::journal_writer::{
     Finished, JournalFeed, JournalWriter, completed_events, report_completed,
 };
-use super::saving::{BarrierReport, Saver};
+use super::saving::{BarrierReport, SaveHandle, Saver, Settle};
 use super::snapshot::{Output, PendingRequest, RunState};
 use super::step::{Inbox, Step, Turn};
 use crate::error::Result;
@@ -59,8 +59,8 @@ pub enum Durability {
 }
 
 /// One run of a workflow, fresh or resumed.
-pub struct Run<'w> {
-    workflow: &'w Workflow,
+pub struct Run {
+    workflow: Workflow,
     /// What a checkpoint holds of the run.
     state: RunState,
     /// Saves the run's checkpoints and holds events back until the one before them is
@@ -79,21 +79,46 @@ pub struct Run<'w> {
     replay: Vec<Option<Step>>,
     /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
     failure: Option<String>,
+    /// Where [`Run::advance`] goes on from.
+    stage: Stage,
+}
+
+/// Where a run stands between two calls of [`Run::advance`].
+enum Stage {
+    /// Not running: before the first call, or after the run stopped (a paused run can
+    /// be answered and go on).
+    Idle,
+    /// Waiting for every save in flight before the next superstep (the checkpoint that
+    /// holds responses is durable before they are delivered).
+    Settling,
+    /// Running supersteps.
+    Running,
+    /// Stopped with this outcome: waiting for the saves in flight, then (with
+    /// [`Durability::Exit`]) for the checkpoint taken at exit.
+    Ending(Result<Outcome>),
+}
+
+/// What [`Run::advance`] got to.
+pub(crate) enum Progress {
+    /// The run cannot go on until this save has finished.
+    Wait(SaveHandle),
+    /// The run stopped: what [`Run::run`] returns.
+    Done(Result<Outcome>),
 }
 
 /// The results of a superstep's executors, by executor index.
 type Results = Vec<(usize, Result<Step, String>)>;
 
-impl<'w> Run<'w> {
+impl Run {
     /// A fresh run of `workflow` whose input is queued in `state`.
     pub(super) fn fresh(
-        workflow: &'w Workflow,
+        workflow: &Workflow,
         state: RunState,
         instances: Vec<ExecutorInstance>,
         saver: Saver,
-    ) -> Run<'w> {
+    ) -> Run {
         let run = Run {
-            workflow,
+            workflow: workflow.clone(),
             state,
             sink: saver.sink(),
             saver,
@@ -102,6 +127,7 @@ impl<'w> Run<'w> {
             unsaved: true,
             replay: Vec::new(),
             failure: None,
+            stage: Stage::Idle,
         };
         run.announce(None);
         run
@@ -110,19 +136,19 @@ impl<'w> Run<'w> {
     /// A run resumed from checkpoint `from`, whose state is `state`: each executor is
     /// initialised and restored, and `replay` holds what its journal says.
     pub(super) fn resumed(
-        workflow: &'w Workflow,
+        workflow: &Workflow,
         state: RunState,
         from: String,
         replay: Vec<Option<Step>>,
         saver: Saver,
-    ) -> Result<Run<'w>> {
+    ) -> Result<Run> {
         let sink = saver.sink();
         let origin = format!("checkpoint {from}");
         let instances = (0..state.states.len())
             .map(|i| workflow.restored_instance(i, &sink, &state.states[i], &origin))
             .collect::<Result<Vec<_>>>()?;
         let run = Run {
-            workflow,
+            workflow: workflow.clone(),
             state,
             saver,
             sink,
@@ -131,6 +157,7 @@ impl<'w> Run<'w> {
             unsaved: false,
             replay,
             failure: None,
+            stage: Stage::Idle,
         };
         run.announce(Some(from));
         Ok(run)
@@ -208,27 +235,138 @@ impl<'w> Run<'w> {
     /// cannot be written); the last saved checkpoint stays valid either way. A run that
     /// failed cannot go on: resume its last checkpoint instead.
     pub fn run(&mut self) -> Result<Outcome> {
-        if let Some(reason) = &self.failure {
-            return Err(host(format!(
-                "run {} already failed ({reason}); resume from its last checkpoint instead",
-                self.state.run_id
-            )));
+        loop {
+            match self.advance() {
+                Progress::Wait(save) => drop(save.wait()),
+                Progress::Done(outcome) => return outcome,
+            }
         }
-        let mut outcome = self.run_supersteps();
-        // A checkpoint that could not be saved comes first: the work after it is lost.
-        if let Err(error) = self.saver.settle() {
-            outcome = Err(error);
+    }
+
+    /// Goes on with the run until it must wait for a save or stops, without waiting:
+    /// [`Run::run`] is this in a loop that waits for each save on its thread, and a
+    /// [`Runner`](crate::Runner) awaits the saves of many runs with no thread held.
+    pub(crate) fn advance(&mut self) -> Progress {
+        loop {
+            self.stage = match std::mem::replace(&mut self.stage, Stage::Idle) {
+                Stage::Idle => match &self.failure {
+                    Some(reason) => {
+                        return Progress::Done(Err(host(format!(
+                            "run {} already failed ({reason}); resume from its last checkpoint instead",
+                            self.state.run_id
+                        ))));
+                    }
+                    None => self.setting_out(),
+                },
+                Stage::Settling => match self.saver.poll(Settle::All) {
+                    Ok(Some(save)) => return self.wait(save, Stage::Settling),
+                    Ok(None) => Stage::Running,
+                    Err(error) => Stage::Ending(Err(error)),
+                },
+                Stage::Running => match self.next_superstep() {
+                    Ok(Some(save)) => return self.wait(save, Stage::Running),
+                    Ok(None) => Stage::Running,
+                    Err(ended) => Stage::Ending(ended),
+                },
+                Stage::Ending(outcome) => match self.end(outcome) {
+                    Ok(outcome) => return Progress::Done(outcome),
+                    Err((save, outcome)) => return self.wait(save, Stage::Ending(outcome)),
+                },
+            }
         }
-        if self.durability == Durability::Exit
-            && self.unsaved
-            && let Ok(Outcome::Completed | Outcome::Paused { .. } | Outcome::Failed { .. }) =
-                outcome
-            && let Err(error) = self.save_checkpoint()
-        {
-            outcome = Err(error);
+    }
+
+    /// Waits for `save`, going on at `stage` once it has finished.
+    fn wait(&mut self, save: SaveHandle, stage: Stage) -> Progress {
+        self.stage = stage;
+        Progress::Wait(save)
+    }
+
+    /// The stage a run sets out at: responses not yet saved are saved first (and are
+    /// durable before they are delivered).
+    fn setting_out(&mut self) -> Stage {
+        let unsaved_responses = self.unsaved && self.state.responses.iter().any(|r| !r.is_empty());
+        if unsaved_responses && self.durability == Durability::Superstep {
+            self.start_save(None);
+            return Stage::Settling;
         }
-        self.report_end(&outcome);
-        outcome
+        Stage::Running
+    }
+
+    /// Runs the next superstep if the saves in flight allow it: `Ok(Some(save))` is
+    /// the save to wait for first; `Err` is how the run stops (no more work, the cap,
+    /// a failed executor or a failed save).
+    fn next_superstep(&mut self) -> Result<Option<SaveHandle>, Result<Outcome>> {
+        let active: Vec<usize> = self.with_work().collect();
+        if active.is_empty() {
+            return Err(Ok(self.stopped()));
+        }
+        let cap = self.workflow.manifest().max_supersteps;
+        if self.state.superstep >= cap {
+            return Err(Ok(Outcome::Failed {
+                reason: format!(
+                    "superstep cap reached: {cap} supersteps run and messages are still queued (raise workflow.max_supersteps in {} and resume)",
+                    self.workflow.manifest().path.display()
+                ),
+            }));
+        }
+        let workflow = self.workflow.clone();
+        let pays = active.iter().any(|&i| workflow.makes_http_calls(i));
+        let superstep_journals = self.durability == Durability::Superstep;
+        if self.last_checkpoint().is_none() && superstep_journals && pays {
+            // A journal needs a checkpoint to start from.
+            self.start_save(None);
+        }
+        // Work that reaches outside the sandbox waits until the previous barrier is
+        // durable, so that no crash can make it run twice; other work runs while that
+        // checkpoint is written, its events held back until it is durable.
+        let settle = match active.iter().any(|&i| workflow.reaches_outside(i)) {
+            true => Settle::All,
+            false => Settle::TooFarAhead,
+        };
+        match self.saver.poll(settle) {
+            Ok(Some(save)) => return Ok(Some(save)),
+            Ok(None) => {}
+            Err(error) => return Err(Err(error)),
+        }
+        match self.superstep(&active) {
+            Ok(None) => Ok(None),
+            Ok(Some(reason)) => Err(Ok(Outcome::Failed { reason })),
+            Err(error) => Err(Err(error)),
+        }
+    }
+
+    /// How a run with no work left stands: completed, or paused on its requests.
+    fn stopped(&self) -> Outcome {
+        if self.state.pending.is_empty() {
+            return Outcome::Completed;
+        }
+        let pending = self.state.pending.iter();
+        Outcome::Paused {
+            pending: pending.map(|r| r.request_id.clone()).collect(),
+        }
+    }
+
+    /// Ends the run with `outcome` once every save has finished (a checkpoint that
+    /// could not be saved comes first: the work after it is lost), saving it first
+    /// with [`Durability::Exit`]; `Err` is the save to wait for first.
+    fn end(
+        &mut self,
+        mut outcome: Result<Outcome>,
+    ) -> Result<Result<Outcome>, (SaveHandle, Result<Outcome>)> {
+        loop {
+            match self.saver.poll(Settle::All) {
+                Ok(Some(save)) => return Err((save, outcome)),
+                Ok(None) => {}
+                Err(error) => outcome = Err(error),
+            }
+            if self.durability == Durability::Exit && self.unsaved && outcome.is_ok() {
+                self.start_save(None);
+                continue;
+            }
+            self.report_end(&outcome);
+            return Ok(outcome);
+        }
     }
 
     /// Emits how the run ended; a failed run cannot go on.
@@ -260,45 +398,6 @@ impl<'w> Run<'w> {
         });
     }
 
-    fn run_supersteps(&mut self) -> Result<Outcome> {
-        let unsaved_responses = self.unsaved && self.state.responses.iter().any(|r| !r.is_empty());
-        if unsaved_responses && self.durability == Durability::Superstep {
-            self.save_checkpoint()?;
-        }
-        let manifest = self.workflow.manifest();
-        let cap = manifest.max_supersteps;
-        while self.has_work() {
-            if self.state.superstep >= cap {
-                return Ok(Outcome::Failed {
-                    reason: format!(
-                        "superstep cap reached: {cap} supersteps run and messages are still queued (raise workflow.max_supersteps in {} and resume)",
-                        manifest.path.display()
-                    ),
-                });
-            }
-            if let Some(reason) = self.superstep()? {
-                return Ok(Outcome::Failed { reason });
-            }
-        }
-        if self.state.pending.is_empty() {
-            Ok(Outcome::Completed)
-        } else {
-            Ok(Outcome::Paused {
-                pending: self
-                    .state
-                    .pending
-                    .iter()
-                    .map(|r| r.request_id.clone())
-                    .collect(),
-            })
-        }
-    }
-
-    /// Whether the next superstep has anything to deliver.
-    fn has_work(&self) -> bool {
-        self.with_work().next().is_some()
-    }
-
     /// The indices of the executors with messages or responses for the next superstep.
     fn with_work(&self) -> impl Iterator<Item = usize> + '_ {
         let state = &self.state;
@@ -319,27 +418,21 @@ impl<'w> Run<'w> {
         }
     }
 
-    /// Saves the run as it stands, now.
-    fn save_checkpoint(&mut self) -> Result<()> {
-        self.start_save(None);
-        self.saver.settle()
-    }
-
     /// Hands the run as it stands to the saver, as a checkpoint whose parent is the
     /// latest one.
     fn start_save(&mut self, barrier: Option<BarrierReport>) {
         let parent = self.last_checkpoint().map(str::to_string);
-        let checkpoint = self.state.to_checkpoint(self.workflow, parent);
+        let checkpoint = self.state.to_checkpoint(&self.workflow, parent);
         self.unsaved = false;
         self.saver.start(checkpoint, barrier);
     }
 
-    /// Runs one superstep and its barrier; returns the failure reason if an executor
-    /// failed, in which case nothing of the superstep is applied.
-    fn superstep(&mut self) -> Result<Option<String>> {
+    /// Runs one superstep of the executors `active` and its barrier; returns the
+    /// failure reason if an executor failed, in which case nothing of the superstep is
+    /// applied. The saves it must wait for have finished.
+    fn superstep(&mut self, active: &[usize]) -> Result<Option<String>> {
         let superstep = self.state.superstep;
-        let active: Vec<usize> = self.with_work().collect();
-        let journal = self.begin(&active)?;
+        let journal = self.begin(active);
         // Without a checkpoint per superstep, a failure must leave the inboxes as they
         // were, so that the state saved at exit is the last good barrier's.
         let inboxes = (self.durability == Durability::Exit)
@@ -349,12 +442,8 @@ impl<'w> Run<'w> {
         let (executed, unreported) = self.execute(journal.as_deref())?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
-        if results.iter().any(|(_, result)| result.is_err()) {
-            self.saver.settle()?;
-        } else {
-            self.saver.settle_finished()?;
-        }
-        let graph = self.workflow.graph();
+        let workflow = self.workflow.clone();
+        let graph = workflow.graph();
         let failures: Vec<String> = results
             .iter()
             .filter_map(|(i, result)| {
@@ -392,30 +481,17 @@ impl<'w> Run<'w> {
         Ok(None)
     }
 
-    /// Gets superstep `active` may run: saves the run as it starts if a first
-    /// superstep may pay for calls (a journal needs a checkpoint to start from), waits
-    /// for every save when work reaches outside the sandbox, and announces the
-    /// superstep. Returns the checkpoint whose journal the superstep's results go to,
-    /// if they are journaled.
-    fn begin(&mut self, active: &[usize]) -> Result<Option<String>> {
-        let workflow = self.workflow;
-        let superstep_journals = self.durability == Durability::Superstep;
+    /// Announces the superstep of `active`; returns the checkpoint whose journal its
+    /// results go to, if they are journaled.
+    fn begin(&mut self, active: &[usize]) -> Option<String> {
+        let workflow = &self.workflow;
         let pays = active.iter().any(|&i| workflow.makes_http_calls(i));
-        if self.last_checkpoint().is_none() && superstep_journals && pays {
-            self.start_save(None);
-        }
-        // Work that reaches outside the sandbox waits until the previous barrier is
-        // durable, so that no crash can make it run twice; other work runs while that
-        // checkpoint is written, its events held back until it is durable.
-        if active.iter().any(|&i| workflow.reaches_outside(i)) {
-            self.saver.settle()?;
-        }
         // With more than one executor, or one that makes HTTP requests, each one's
         // results are journaled as it finishes, so that a crash before the barrier does
         // not cost the finished ones' work (or their paid calls) again.
         let journal = self
             .last_checkpoint()
-            .filter(|_| (active.len() > 1 || pays) && superstep_journals)
+            .filter(|_| (active.len() > 1 || pays) && self.durability == Durability::Superstep)
             .map(str::to_string);
         let graph = workflow.graph();
         self.sink.emit(&Event::SuperstepStarted {
@@ -423,7 +499,7 @@ impl<'w> Run<'w> {
             from_checkpoint: self.last_checkpoint().map(str::to_string),
             executors: active.iter().map(|&i| graph.id(i).to_string()).collect(),
         });
-        Ok(journal)
+        journal
     }
 
     /// The results of the superstep that the journal of an attempt that died before
@@ -464,7 +540,7 @@ impl<'w> Run<'w> {
     /// checkpoint makes durable.
     fn execute(&mut self, journal: Option<&str>) -> Result<(Results, Vec<(usize, u64)>)> {
         let superstep = self.state.superstep;
-        let workflow = self.workflow;
+        let workflow = &self.workflow;
         let graph = workflow.graph();
         let state = &mut self.state;
         let work: Vec<(usize, &mut ExecutorInstance, Inbox)> = self

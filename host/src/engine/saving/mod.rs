@@ -1,14 +1,16 @@
 //! Saving a run's checkpoints: one [`Saver`] per run owns the writer thread, the saves
 //! in flight, the event gate and the run's last checkpoint. The run loop hands it a
-//! checkpoint at each barrier and asks it to settle; the next supersteps may run while
-//! the disk catches up, their events held until the checkpoint before them is durable.
+//! checkpoint at each barrier and polls it for the saves it must wait for (without
+//! waiting itself, so that a run waiting on a save need not hold a thread); the next
+//! supersteps may run while the disk catches up, their events held until the
+//! checkpoint before them is durable.
 
 mod gate;
 mod shared;
 mod writer;
 
 pub use shared::RunnerLimits;
-pub(crate) use shared::SharedWriter;
+pub(crate) use shared::{Registration, SharedWriter};
 pub(crate) use writer::SaveHandle;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
@@ -71,6 +73,15 @@ impl Writing {
     }
 }
 
+/// Which saves in flight a run must wait for before it goes on (see [`Saver::poll`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Every one: the next work reaches outside the sandbox, or the run stops.
+    All,
+    /// The oldest, while the run is too far ahead of the disk.
+    TooFarAhead,
+}
+
 /// A checkpoint while it is being written.
 struct InFlight {
     /// About how many bytes the checkpoint holds.
@@ -112,16 +123,16 @@ impl Saver {
         }
     }
 
-    /// [`Saver::new`], its checkpoints written by `writer`, which other runs of the
-    /// same store share.
+    /// [`Saver::new`], its checkpoints written by the writer the run is registered
+    /// with, which other runs of the same store share.
     pub(crate) fn shared(
-        writer: &Arc<SharedWriter>,
+        registration: shared::Registration,
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
         last_checkpoint: Option<String>,
     ) -> Saver {
         Saver {
-            writing: Writing::Shared(writer.register()),
+            writing: Writing::Shared(registration),
             ..Saver::new(store, sink, last_checkpoint)
         }
     }
@@ -151,7 +162,7 @@ impl Saver {
     /// (and any save while others are in flight, to go after them) by the writer
     /// thread, whose saves overlap the next supersteps and are made durable together
     /// when they queue up; any other save here. Either way it is reported once durable
-    /// (see [`Saver::on_durable`]), and [`Saver::settle`] waits for it.
+    /// (see [`Saver::on_durable`]), and [`Saver::poll`] says when to wait for it.
     pub(crate) fn start(&mut self, checkpoint: Checkpoint, barrier: Option<BarrierReport>) {
         let what = match &barrier {
             Some(barrier) => format!("superstep {}: checkpoint not saved", barrier.superstep),
@@ -226,32 +237,29 @@ impl Saver {
         })
     }
 
-    /// Waits until every checkpoint being written is durable (each is reported as it
-    /// becomes durable). If one could not be saved, the run's last checkpoint is the
-    /// one before it, and the later ones and every held event (work that built on the
-    /// lost barrier) are dropped.
-    pub(crate) fn settle(&mut self) -> Result<()> {
-        self.settle_while(|_| true)
-    }
-
-    /// Forgets the checkpoints that are already durable, oldest first, without waiting;
-    /// then waits for the oldest while too many are being written, or more than one
-    /// and too many bytes.
-    pub(crate) fn settle_finished(&mut self) -> Result<()> {
-        self.settle_while(|in_flight| {
-            in_flight.front().is_some_and(|f| f.save.is_done())
-                || too_far_ahead(in_flight.iter().map(|f| f.bytes))
-        })
-    }
-
-    fn settle_while(&mut self, go_on: impl Fn(&VecDeque<InFlight>) -> bool) -> Result<()> {
-        while go_on(&self.in_flight) {
-            let Some(in_flight) = self.in_flight.pop_front() else {
-                return Ok(());
+    /// Reports the saves that finished, oldest first, without waiting; returns the
+    /// first save the run must wait for before it goes on, if any: with
+    /// [`Settle::All`] any still being written; with [`Settle::TooFarAhead`], the
+    /// oldest while too many are being written, or more than one and too many bytes.
+    /// If a save failed, the run's last checkpoint is the one before it, the later
+    /// ones and every held event (work that built on the lost barrier) are dropped,
+    /// and the error says why.
+    pub(crate) fn poll(&mut self, settle: Settle) -> Result<Option<SaveHandle>> {
+        loop {
+            let Some(oldest) = self.in_flight.front() else {
+                return Ok(None);
             };
+            if !oldest.save.is_done() {
+                let must_wait = match settle {
+                    Settle::All => true,
+                    Settle::TooFarAhead => too_far_ahead(self.in_flight.iter().map(|f| f.bytes)),
+                };
+                return Ok(must_wait.then(|| oldest.save.clone()));
+            }
+            let in_flight = self.in_flight.pop_front().expect("looked at above");
             if let Err(error) = self.report(in_flight) {
-                // The later saves fail (their parent is lost) or are left unreported;
-                // either way nothing is written once the run reports its failure.
+                // The later saves fail (their parent is lost) or are left unreported,
+                // soon; either way nothing is written once the run reports its failure.
                 for later in self.in_flight.drain(..) {
                     let _ = later.save.wait();
                 }
@@ -259,10 +267,9 @@ impl Saver {
                 return Err(error);
             }
         }
-        Ok(())
     }
 
-    /// Waits until `in_flight` is durable; it is reported by then.
+    /// The outcome of `in_flight`, which finished: it is reported by then.
     fn report(&mut self, in_flight: InFlight) -> Result<()> {
         in_flight.save.wait().map(drop).map_err(|reason| {
             // A durable checkpoint stays the last one when what came after it failed.

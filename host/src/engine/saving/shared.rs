@@ -8,16 +8,22 @@
 
 use super::writer::{Job, OnDurable, SaveHandle, finish};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
-use std::collections::HashSet;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
+use tokio::sync::Notify;
 
-/// How much a [`Runner`](crate::Runner) takes on at once: runs, and bytes waiting to be
-/// written.
+/// How much a [`Runner`](crate::Runner) takes on at once: runs, threads, and bytes
+/// waiting to be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunnerLimits {
-    /// Runs registered at once; one more waits until a run ends.
+    /// Runs alive at once; one more waits until a run is dropped (a spawned run waits
+    /// as a task, holding no thread and no instance).
     pub max_runs: usize,
+    /// Spawned runs that execute at once (a superstep, or starting): each holds a
+    /// thread while it does, including while its executors wait on HTTP calls; a run
+    /// waiting for a save holds none.
+    pub threads: usize,
     /// Bytes of checkpoints handed over and not yet written (about: payloads counted
     /// in full); a save that would pass it waits, unless nothing waits at all.
     pub max_bytes_waiting: usize,
@@ -27,6 +33,7 @@ impl Default for RunnerLimits {
     fn default() -> RunnerLimits {
         RunnerLimits {
             max_runs: 256,
+            threads: 4 * std::thread::available_parallelism().map_or(1, usize::from),
             max_bytes_waiting: 256 << 20,
         }
     }
@@ -39,6 +46,8 @@ pub(crate) struct SharedWriter {
     limits: RunnerLimits,
     /// Runs registered, and bytes waiting; `room` announces changes of either.
     load: Arc<(Mutex<Load>, Condvar)>,
+    /// Announces to tasks that a run's place is free.
+    place_freed: Notify,
 }
 
 #[derive(Default)]
@@ -51,10 +60,17 @@ struct Load {
 /// A job handed over by run `run`, with about how many bytes its checkpoint holds.
 type Handed = (u64, usize, Job);
 
-/// A run's place with a shared writer; dropped, the place is free for another run.
+/// A run known to a shared writer: its saves are grouped apart from other runs'.
 pub(crate) struct Registration {
     writer: Arc<SharedWriter>,
     run: u64,
+    /// The run's place, held as long as the run lives (for runs the caller drives).
+    _place: Option<Place>,
+}
+
+/// One of the [`RunnerLimits::max_runs`] places; dropped, it is free for another run.
+pub(crate) struct Place {
+    writer: Arc<SharedWriter>,
 }
 
 impl SharedWriter {
@@ -74,22 +90,63 @@ impl SharedWriter {
             thread: Some(thread),
             limits,
             load,
+            place_freed: Notify::new(),
         })
     }
 
-    /// A place for a new run, once fewer than [`RunnerLimits::max_runs`] have one.
+    /// A new run, which holds a place as long as it lives (taken once fewer than
+    /// [`RunnerLimits::max_runs`] have one).
     pub(crate) fn register(self: &Arc<Self>) -> Registration {
         let (load, room) = &*self.load;
-        let mut load = room
+        let load = room
             .wait_while(load.lock().expect("writer load lock"), |load| {
                 load.runs >= self.limits.max_runs
             })
             .expect("writer load lock");
-        load.runs += 1;
+        let place = self.take_place(load);
+        Registration {
+            _place: Some(place),
+            ..self.register_unplaced()
+        }
+    }
+
+    /// A new run whose places are taken apart ([`SharedWriter::place`]): a spawned run
+    /// holds one while it is driven, not while it waits to be collected.
+    pub(crate) fn register_unplaced(self: &Arc<Self>) -> Registration {
+        let mut load = self.load.0.lock().expect("writer load lock");
         load.next_run += 1;
         Registration {
             writer: self.clone(),
             run: load.next_run,
+            _place: None,
+        }
+    }
+
+    /// A place, once fewer than [`RunnerLimits::max_runs`] are taken: waits as a task,
+    /// holding no thread.
+    pub(crate) async fn place(self: &Arc<Self>) -> Place {
+        loop {
+            // Created before the check, so that a place freed between the check and
+            // the await still wakes this task.
+            let freed = self.place_freed.notified();
+            if let Some(place) = self.try_place() {
+                return place;
+            }
+            freed.await;
+        }
+    }
+
+    /// A place if one is free now.
+    fn try_place(self: &Arc<Self>) -> Option<Place> {
+        let load = self.load.0.lock().expect("writer load lock");
+        (load.runs < self.limits.max_runs).then(|| self.take_place(load))
+    }
+
+    /// Takes a place, with the load locked.
+    fn take_place(self: &Arc<Self>, mut load: MutexGuard<'_, Load>) -> Place {
+        load.runs += 1;
+        Place {
+            writer: self.clone(),
         }
     }
 
@@ -137,11 +194,12 @@ impl Registration {
     }
 }
 
-impl Drop for Registration {
+impl Drop for Place {
     fn drop(&mut self) {
         let (load, room) = &*self.writer.load;
         load.lock().expect("writer load lock").runs -= 1;
         room.notify_all();
+        self.writer.place_freed.notify_waiters();
     }
 }
 
@@ -154,37 +212,57 @@ impl Drop for SharedWriter {
     }
 }
 
+/// How many bytes of one run's checkpoints a group of saves takes (at least one
+/// checkpoint): a run with big states has its saves spread over several groups, so that
+/// the other runs' saves wait for about this much of its bytes, not for all of them.
+const BYTES_PER_RUN_PER_GROUP: usize = 8 << 20;
+
+/// What the runs handed over and is not written yet: per run, in the order the runs
+/// first handed something over, its jobs in order with their sizes.
+type Queued<J> = Vec<(u64, VecDeque<(usize, J)>)>;
+
 /// Saves what the runs hand over, the jobs that queued up meanwhile together: one group
-/// per run, in the order its jobs came. A run whose save failed gets nothing more
-/// written. Each job's bytes stop counting as waiting once it is reported.
+/// per run, in the order its jobs came, each run's share of a group bounded (see
+/// [`BYTES_PER_RUN_PER_GROUP`]). A run whose save failed gets nothing more written.
+/// Each job's bytes stop counting as waiting once it is reported.
 fn write_groups(
     store: &dyn CheckpointStore,
     queue: mpsc::Receiver<Handed>,
     load: &(Mutex<Load>, Condvar),
 ) {
     let mut failed: HashSet<u64> = HashSet::new();
-    while let Ok(first) = queue.recv() {
-        let mut groups: Vec<(u64, Vec<Job>)> = Vec::new();
-        let mut bytes = 0;
-        for (run, size, job) in std::iter::once(first).chain(queue.try_iter()) {
-            bytes += size;
-            match groups.iter_mut().find(|(r, _)| *r == run) {
-                Some((_, jobs)) => jobs.push(job),
-                None => groups.push((run, vec![job])),
-            }
+    let mut queued: Queued<Job> = Vec::new();
+    loop {
+        // Waits for work only when none is left over from the last group.
+        if queued.is_empty() {
+            let Ok(first) = queue.recv() else { return };
+            enqueue(&mut queued, first);
         }
+        queue
+            .try_iter()
+            .for_each(|handed| enqueue(&mut queued, handed));
+        let groups = take_group(&mut queued, BYTES_PER_RUN_PER_GROUP);
+        let bytes: usize = groups
+            .iter()
+            .flat_map(|(_, jobs)| jobs)
+            .map(|(b, _)| b)
+            .sum();
         let checkpoints: Vec<Vec<&Checkpoint>> = groups
             .iter()
             .map(|(run, jobs)| match failed.contains(run) {
                 true => Vec::new(),
-                false => jobs.iter().map(|job| &job.checkpoint).collect(),
+                false => jobs.iter().map(|(_, job)| &job.checkpoint).collect(),
             })
             .collect();
         let saved = store.save_groups(&checkpoints);
         drop(checkpoints);
         for ((run, jobs), saved) in groups.into_iter().zip(saved) {
             let mut run_failed = failed.contains(&run);
-            finish(jobs, saved, &mut run_failed);
+            finish(
+                jobs.into_iter().map(|(_, job)| job).collect(),
+                saved,
+                &mut run_failed,
+            );
             if run_failed {
                 failed.insert(run);
             }
@@ -195,11 +273,78 @@ fn write_groups(
     }
 }
 
+/// Queues a job handed over, behind the earlier ones of its run.
+fn enqueue<J>(queued: &mut Queued<J>, (run, bytes, job): (u64, usize, J)) {
+    match queued.iter_mut().find(|(r, _)| *r == run) {
+        Some((_, jobs)) => jobs.push_back((bytes, job)),
+        None => queued.push((run, VecDeque::from([(bytes, job)]))),
+    }
+}
+
+/// Takes the next group off `queued`: from each run, its oldest jobs up to `quantum`
+/// bytes (at least one). Every run with jobs has its share in every group, however
+/// much another run has queued.
+fn take_group<J>(queued: &mut Queued<J>, quantum: usize) -> Vec<(u64, Vec<(usize, J)>)> {
+    let mut group = Vec::with_capacity(queued.len());
+    let mut left = Vec::new();
+    for (run, mut jobs) in queued.drain(..) {
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some((size, _)) = jobs.front() {
+            if !taken.is_empty() && bytes + size > quantum {
+                break;
+            }
+            bytes += size;
+            taken.push(jobs.pop_front().expect("looked at above"));
+        }
+        group.push((run, taken));
+        if !jobs.is_empty() {
+            left.push((run, jobs));
+        }
+    }
+    *queued = left;
+    group
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::MemoryStore;
     use crate::checkpoint::tests::sample;
+
+    #[test]
+    fn a_group_takes_a_bounded_share_of_each_run_and_every_run_in_turn() {
+        const MIB: usize = 1 << 20;
+        let mut queued: Queued<&str> = Vec::new();
+        // Run 1 hands over three big checkpoints, then runs 2 and 3 small ones.
+        for (run, bytes, job) in [
+            (1, 100 * MIB, "a1"),
+            (1, 100 * MIB, "a2"),
+            (2, 1024, "b1"),
+            (1, 100 * MIB, "a3"),
+            (2, 1024, "b2"),
+            (3, 1024, "c1"),
+        ] {
+            enqueue(&mut queued, (run, bytes, job));
+        }
+        let names = |group: Vec<(u64, Vec<(usize, &'static str)>)>| -> Vec<(u64, Vec<&str>)> {
+            let jobs =
+                |jobs: Vec<(usize, &'static str)>| jobs.into_iter().map(|(_, j)| j).collect();
+            group.into_iter().map(|(run, j)| (run, jobs(j))).collect()
+        };
+        // The small runs' saves wait for one of the big run's checkpoints, not three.
+        let first = names(take_group(&mut queued, 8 * MIB));
+        assert_eq!(
+            first,
+            [(1, vec!["a1"]), (2, vec!["b1", "b2"]), (3, vec!["c1"])]
+        );
+        enqueue(&mut queued, (2, 1024, "b3"));
+        let second = names(take_group(&mut queued, 8 * MIB));
+        assert_eq!(second, [(1, vec!["a2"]), (2, vec!["b3"])]);
+        let third = names(take_group(&mut queued, 8 * MIB));
+        assert_eq!(third, [(1, vec!["a3"])]);
+        assert!(queued.is_empty());
+    }
 
     #[test]
     fn a_run_waits_for_a_place_and_gets_one_when_another_ends() {

@@ -8,6 +8,7 @@ use crate::error::Result;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use tokio::sync::Notify;
 
 /// Where the store put a checkpoint, or why it could not.
 type Saved = Result<String, String>;
@@ -35,17 +36,21 @@ impl Job {
     }
 }
 
-/// A checkpoint save, possibly still in progress; clones wait for the same save.
+/// A checkpoint save, possibly still in progress; clones wait for the same save, on a
+/// thread ([`SaveHandle::wait`]) or as a task ([`SaveHandle::finished`]).
 #[derive(Clone)]
 pub(crate) struct SaveHandle {
-    /// `None` until the save finished; the condvar announces it.
+    /// `None` until the save finished; the condvar announces it to threads.
     outcome: Arc<(Mutex<Option<Saved>>, Condvar)>,
+    /// Announces the end of the save to tasks.
+    finished: Arc<Notify>,
 }
 
 impl SaveHandle {
     pub(super) fn new() -> SaveHandle {
         SaveHandle {
             outcome: Arc::default(),
+            finished: Arc::default(),
         }
     }
 
@@ -70,6 +75,7 @@ impl SaveHandle {
         let (outcome, done) = &*self.outcome;
         *outcome.lock().expect("checkpoint save lock") = Some(saved);
         done.notify_all();
+        self.finished.notify_waiters();
     }
 
     /// Whether the save has finished (durable or failed).
@@ -91,6 +97,20 @@ impl SaveHandle {
             })
             .expect("checkpoint save lock");
         finished.clone().expect("finished")
+    }
+
+    /// Resolves once the save has finished (durable or failed), holding no thread
+    /// meanwhile.
+    pub(crate) async fn finished(&self) {
+        loop {
+            // Created before the check, so that a save finishing between the check and
+            // the await still wakes this task.
+            let announced = self.finished.notified();
+            if self.is_done() {
+                return;
+            }
+            announced.await;
+        }
     }
 }
 
