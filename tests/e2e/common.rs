@@ -190,8 +190,14 @@ impl Workspace {
 
     /// Runs the binary in the workspace.
     pub fn superstep(&self, args: &[&str]) -> Run {
+        self.superstep_env(&[], args)
+    }
+
+    /// Runs the binary in the workspace with `env` set.
+    pub fn superstep_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
             .args(args)
+            .envs(env.iter().copied())
             .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
             .current_dir(self.path())
             .output()

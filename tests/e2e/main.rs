@@ -17,6 +17,8 @@ mod manage;
 mod many_runs;
 mod pipeline;
 mod polyglot;
+mod postgres;
+mod postgres_server;
 mod routing;
 mod sandbox;
 mod stores;

@@ -6,8 +6,9 @@ use crate::common::*;
 use crate::library::{
     FailingStore, branching_input, branching_with_b_at_the_gate, collecting_sink,
 };
+use crate::postgres_server::Postgres;
 use std::sync::Arc;
-use superstep::checkpoint::{ListFilter, PrunePolicy, export, read_file};
+use superstep::checkpoint::{ListFilter, PostgresStore, PrunePolicy, export, read_file};
 use superstep::{
     CheckpointStore, Event, FileStore, MemoryStore, Message, Outcome, Runtime, Status, Workflow,
 };
@@ -17,6 +18,14 @@ fn the_file_store_behaves_as_a_store() {
     let ws = Workspace::new();
     let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(ws.path().join("store")));
     behaves_as_a_store(&ws, store);
+}
+
+#[test]
+fn the_postgres_store_behaves_as_a_store() {
+    let ws = Workspace::new();
+    let url = Postgres::shared().database();
+    PostgresStore::migrate(&url).unwrap();
+    behaves_as_a_store(&ws, Arc::new(PostgresStore::connect(&url).unwrap()));
 }
 
 #[test]

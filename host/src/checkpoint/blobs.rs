@@ -3,9 +3,13 @@
 //! that an unchanged state or a fanned-out body is written once however many
 //! checkpoints and messages refer to it.
 
+use super::{Checkpoint, Field};
+use crate::error::{Result, bad_checkpoint, host};
 use crate::hash::sha256_hex;
-use crate::message::BlobRef;
+use crate::message::{BlobRef, Payload};
 use bytes::Bytes;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// States and shared bodies of at least this many bytes go into blobs; smaller ones
@@ -18,6 +22,86 @@ pub fn is_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     })
+}
+
+/// Whether a store keeps the payload at `field` as a blob: an executor state or a
+/// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the document).
+pub(crate) fn goes_in_blob(field: Field, payload: &Payload) -> bool {
+    !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
+        && !matches!(field, Field::QueuedBody(..))
+        && payload.len() >= BLOB_MIN_SIZE
+}
+
+/// `checkpoint` as a store keeps it: each payload that [`goes_in_blob`] replaced by a
+/// reference, handed to `put` (which stores it and returns the reference).
+pub(crate) fn split_off_blobs<'c>(
+    checkpoint: &'c Checkpoint,
+    mut put: impl FnMut(Field, Bytes) -> Result<BlobRef>,
+) -> Result<Cow<'c, Checkpoint>> {
+    let mut document = Cow::Borrowed(checkpoint);
+    if checkpoint
+        .blob_capable()
+        .any(|(field, payload)| goes_in_blob(field, payload))
+    {
+        for (field, payload) in document.to_mut().blob_capable_mut() {
+            if goes_in_blob(field, payload) {
+                let bytes = payload
+                    .decode()
+                    .map_err(|e| host(format!("{field}: {e}")))?;
+                *payload = Payload::Blob(put(field, bytes)?);
+            }
+        }
+    }
+    Ok(document)
+}
+
+/// The reference to a blob of `bytes`.
+pub(crate) fn blob_ref(bytes: &[u8]) -> BlobRef {
+    BlobRef {
+        digest: sha256_hex(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
+/// Checks that `bytes`, read from `what`, are the blob `blob` names.
+pub(crate) fn verify(blob: &BlobRef, bytes: &[u8], what: &str) -> std::result::Result<(), String> {
+    let actual = sha256_hex(bytes);
+    if bytes.len() as u64 != blob.size || actual != blob.digest {
+        return Err(format!(
+            "blob {what} is damaged: {} bytes hashing to {actual}, expected {} bytes hashing to {}",
+            bytes.len(),
+            blob.size,
+            blob.digest
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces each blob reference in `checkpoint` (read from `origin`) with the blob,
+/// which `fetch` reads and checks; a blob that several payloads share is read once.
+pub(crate) fn inline_blobs(
+    checkpoint: &mut Checkpoint,
+    origin: &str,
+    mut fetch: impl FnMut(&BlobRef) -> std::result::Result<Bytes, String>,
+) -> Result<()> {
+    let mut read: HashMap<String, Payload> = HashMap::new();
+    for (field, payload) in checkpoint.blob_capable_mut() {
+        if let Payload::Blob(blob) = payload {
+            let contents = match read.get(&blob.digest) {
+                Some(contents) => contents.clone(),
+                None => {
+                    let bytes = fetch(blob).map_err(|why| {
+                        bad_checkpoint(origin.to_string(), format!("{field}: {why}"))
+                    })?;
+                    let contents = Payload::of(&bytes);
+                    read.insert(blob.digest.clone(), contents.clone());
+                    contents
+                }
+            };
+            *payload = contents;
+        }
+    }
+    Ok(())
 }
 
 /// Checks a blob reference found at `field`.
@@ -59,10 +143,7 @@ impl BlobDir {
 
     /// Stores `bytes` durably unless a blob of that content is already there.
     pub fn put(&self, bytes: &[u8]) -> std::io::Result<BlobRef> {
-        let blob = BlobRef {
-            digest: sha256_hex(bytes),
-            size: bytes.len() as u64,
-        };
+        let blob = blob_ref(bytes);
         let path = self.path(&blob.digest);
         let present = std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size);
         if !present {
@@ -81,16 +162,7 @@ impl BlobDir {
                 format!("blob {} cannot be read: {e}", path.display())
             }
         })?;
-        let actual = sha256_hex(&bytes);
-        if bytes.len() as u64 != blob.size || actual != blob.digest {
-            return Err(format!(
-                "blob {} is damaged: {} bytes hashing to {actual}, expected {} bytes hashing to {}",
-                path.display(),
-                bytes.len(),
-                blob.size,
-                blob.digest
-            ));
-        }
+        verify(blob, &bytes, &path.display().to_string())?;
         Ok(Bytes::from(bytes))
     }
 

@@ -2,6 +2,7 @@
 //! one place ([`store`]), events shown by [`display`].
 
 mod checkpoints;
+mod db;
 mod display;
 mod pretty_json;
 mod run;
@@ -44,6 +45,9 @@ enum Command {
     Validate(workflow::ValidateArgs),
     /// Print the workflow graph as Mermaid or Graphviz DOT source.
     Graph(workflow::GraphArgs),
+    /// Manage the PostgreSQL database that `--store postgres://...` names.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 /// `println!` that returns the write error (a closed pipe) instead of panicking.
@@ -64,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoints(command) => checkpoints::execute(command),
         Command::Validate(args) => workflow::validate(args),
         Command::Graph(args) => workflow::graph(args),
+        Command::Db(command) => db::execute(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

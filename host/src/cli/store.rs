@@ -1,16 +1,20 @@
 //! Where the commands find checkpoints: the one place that turns a `--store` location
-//! into a store, and a checkpoint named on the command line into a checkpoint.
+//! (a directory or a PostgreSQL URL) into a store, and a checkpoint named on the
+//! command line into a checkpoint.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use superstep::checkpoint::{Checkpoint, CheckpointStore, FileStore, SigningKeys, read_file};
+use superstep::checkpoint::{
+    Checkpoint, CheckpointStore, FileStore, PostgresStore, SigningKeys, is_postgres_url, read_file,
+};
 use superstep::error::Result;
 
 /// The store option every command that reads or writes checkpoints takes.
 #[derive(Args, Clone)]
 pub(super) struct StoreArgs {
-    /// Where checkpoints are kept: a directory.
+    /// Where checkpoints are kept: a directory, or a PostgreSQL database
+    /// (postgres://user@host:port/database) whose schema `superstep db migrate` made.
     #[arg(
         long = "store",
         visible_alias = "dir",
@@ -33,10 +37,15 @@ impl StoreArgs {
     }
 }
 
-/// The store at `location` (a directory), with the environment's signing keys
-/// ([`SigningKeys::from_env`]).
+/// The store at `location` (a directory or a `postgres://` URL), with the
+/// environment's signing keys ([`SigningKeys::from_env`]).
 pub(super) fn open(location: &str) -> Result<Arc<dyn CheckpointStore>> {
     let keys = SigningKeys::from_env()?;
+    if is_postgres_url(location) {
+        return Ok(Arc::new(
+            PostgresStore::connect(location)?.with_signing_keys(keys),
+        ));
+    }
     Ok(Arc::new(FileStore::new(location).with_signing_keys(keys)))
 }
 

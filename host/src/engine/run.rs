@@ -310,13 +310,8 @@ impl Run {
                 ),
             }));
         }
-        let workflow = self.workflow.clone();
+        let workflow = &self.workflow;
         let pays = active.iter().any(|&i| workflow.makes_http_calls(i));
-        let superstep_journals = self.durability == Durability::Superstep;
-        if self.last_checkpoint().is_none() && superstep_journals && pays {
-            // A journal needs a checkpoint to start from.
-            self.start_save(None);
-        }
         // Work that reaches outside the sandbox waits until the previous barrier is
         // durable, so that no crash can make it run twice; other work runs while that
         // checkpoint is written, its events held back until it is durable.
@@ -324,6 +319,11 @@ impl Run {
             true => Settle::All,
             false => Settle::TooFarAhead,
         };
+        let superstep_journals = self.durability == Durability::Superstep;
+        if self.last_checkpoint().is_none() && superstep_journals && pays {
+            // A journal needs a checkpoint to start from.
+            self.start_save(None);
+        }
         match self.saver.poll(settle) {
             Ok(Some(save)) => return Ok(Some(save)),
             Ok(None) => {}
@@ -442,8 +442,7 @@ impl Run {
         let (executed, unreported) = self.execute(journal.as_deref())?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
-        let workflow = self.workflow.clone();
-        let graph = workflow.graph();
+        let graph = self.workflow.graph();
         let failures: Vec<String> = results
             .iter()
             .filter_map(|(i, result)| {
@@ -461,6 +460,7 @@ impl Run {
         }
         self.barrier(results);
         let queued = self.state.queues.iter().map(Vec::len).sum();
+        let graph = self.workflow.graph();
         if self.durability == Durability::Superstep {
             // Written by the saver while the next supersteps run, and reported as soon
             // as it is durable.

@@ -5,9 +5,11 @@
 
 mod file;
 mod memory;
+mod postgres;
 
 pub use file::{FileStore, read_file};
 pub use memory::MemoryStore;
+pub use postgres::{Migrated, PostgresStore, SCHEMA_VERSION, is_postgres_url};
 
 use super::durable_file::write_durably;
 use super::journal::JournalRecord;
@@ -73,6 +75,13 @@ pub trait CheckpointStore: Send + Sync {
         Ok(self.list()?.into_iter().map(|listed| listed.id).collect())
     }
 
+    /// The ids of the checkpoints whose id starts with `prefix`, in no order.
+    fn ids_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut ids = self.ids()?;
+        ids.retain(|id| id.starts_with(prefix));
+        Ok(ids)
+    }
+
     /// The full id of the checkpoint that `id` names: the id itself, or the one id it
     /// is a prefix of.
     fn resolve(&self, id: &str) -> Result<String> {
@@ -81,7 +90,7 @@ pub trait CheckpointStore: Send + Sync {
                 "'{id}' is neither a checkpoint file nor a checkpoint id (ids hold letters, digits and '-')"
             )));
         }
-        let ids = self.ids()?;
+        let ids = self.ids_starting_with(id)?;
         if ids.iter().any(|candidate| candidate == id) {
             return Ok(id.to_string());
         }

@@ -1,19 +1,18 @@
 //! Checkpoints as files in one directory, large payloads as content-addressed blobs
 //! beside them, journals as JSON Lines files.
 
-use super::super::blobs::{BLOB_MIN_SIZE, BlobDir};
+use super::super::blobs::{BlobDir, inline_blobs, split_off_blobs};
 use super::super::durable_file::{StagedFile, is_temp_file, sync_dir, sync_filesystem};
 use super::super::journal::JournalRecord;
-use super::super::{Checkpoint, Field, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
+use super::super::{Checkpoint, PrunePolicy, SigningKeys, Summary, is_plain_id, plan_prune};
 use super::{CheckpointStore, Listed, Pruned, sort_listing};
 use crate::error::Result;
 use crate::error::{Error, bad_checkpoint, host, invalid};
 use crate::limited_read::{self, FileKind};
-use crate::message::Payload;
+use crate::message::BlobRef;
 use anyhow::Context as _;
 use rayon::prelude::*;
-use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -198,21 +197,10 @@ impl FileStore {
     fn stage(&self, checkpoint: &Checkpoint) -> Result<(StagedFile, File)> {
         let path = self.path_of(&checkpoint.checkpoint_id);
         let blobs = BlobDir::of(&self.dir);
-        let mut document = Cow::Borrowed(checkpoint);
-        if checkpoint
-            .blob_capable()
-            .any(|(field, payload)| goes_in_blob(field, payload))
-        {
-            for (field, payload) in document.to_mut().blob_capable_mut() {
-                if goes_in_blob(field, payload) {
-                    let bytes = payload.decode().map_err(|e| anyhow::anyhow!(e))?;
-                    let blob = blobs
-                        .put(&bytes)
-                        .with_context(|| format!("cannot write the blob of {field}"))?;
-                    *payload = Payload::Blob(blob);
-                }
-            }
-        }
+        let document = split_off_blobs(checkpoint, |field, bytes| -> Result<BlobRef> {
+            let blob = blobs.put(&bytes);
+            Ok(blob.with_context(|| format!("cannot write the blob of {field}"))?)
+        })?;
         let bytes = document.encode_signed(self.signing_keys());
         Ok(StagedFile::write_unsynced(&self.dir, path.clone(), &bytes)
             .with_context(|| format!("cannot write checkpoint {}", path.display()))?)
@@ -240,14 +228,6 @@ impl FileStore {
     }
 }
 
-/// Whether a file store keeps the payload at `field` as a blob: an executor state or a
-/// shared body of at least [`BLOB_MIN_SIZE`] bytes (queued bodies stay in the file).
-fn goes_in_blob(field: Field, payload: &Payload) -> bool {
-    !matches!(payload, Payload::Blob(_) | Payload::Shared(_))
-        && !matches!(field, Field::QueuedBody(..))
-        && payload.len() >= BLOB_MIN_SIZE
-}
-
 /// Reads and verifies one checkpoint file (its signature too, when `keys` are
 /// given), with the blobs it refers to (from the `blobs/` directory beside it), into
 /// a self-contained checkpoint.
@@ -257,24 +237,7 @@ pub fn read_file(path: &Path, keys: Option<&SigningKeys>) -> Result<Checkpoint> 
         .map_err(|e| bad_checkpoint(origin.to_string(), format!("cannot read checkpoint: {e}")))?;
     let mut checkpoint = Checkpoint::decode_verified(&bytes, &origin, keys)?;
     let blobs = BlobDir::of(path.parent().unwrap_or(Path::new(".")));
-    // A shared body is in place once per receiver: each blob is read once.
-    let mut read: HashMap<String, Payload> = HashMap::new();
-    for (field, payload) in checkpoint.blob_capable_mut() {
-        if let Payload::Blob(blob) = payload {
-            let contents = match read.get(&blob.digest) {
-                Some(contents) => contents.clone(),
-                None => {
-                    let bytes = blobs.get(blob).map_err(|why| {
-                        bad_checkpoint(origin.to_string(), format!("{field}: {why}"))
-                    })?;
-                    let contents = Payload::of(&bytes);
-                    read.insert(blob.digest.clone(), contents.clone());
-                    contents
-                }
-            };
-            *payload = contents;
-        }
-    }
+    inline_blobs(&mut checkpoint, &origin, |blob| blobs.get(blob))?;
     Ok(checkpoint)
 }
 

@@ -1,7 +1,9 @@
 //! The file store's own tests: batches of saves, failures part-way, journals cut short.
 
 use super::*;
+use crate::checkpoint::blobs::BLOB_MIN_SIZE;
 use crate::checkpoint::tests::sample;
+use crate::message::Payload;
 use bytes::Bytes;
 
 fn numbered(id: &str, superstep: u64) -> Checkpoint {

@@ -1,0 +1,160 @@
+//! The connection to PostgreSQL under the store's blocking API: a pool of tokio-postgres
+//! connections driven by a small tokio runtime that the store owns. Each call runs there
+//! as a task while the calling thread waits for its answer, so a caller may be any
+//! thread, one of another runtime's too.
+
+use crate::error::{Error, Result, host, invalid};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// How long connecting may take when the URL does not say (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections at most, per store.
+const POOL_SIZE: usize = 16;
+
+/// A pool of connections to one database, and the runtime that drives them.
+pub(crate) struct Database {
+    pool: Pool,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl Database {
+    /// A pool for the database at `url`; nothing is connected yet.
+    pub(crate) fn new(url: &str) -> Result<Database> {
+        let shown = without_password(url);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| invalid(format!("{shown}: not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = Manager::from_config(config, NoTls, recycling);
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| host(format!("{shown}: cannot make a connection pool: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("superstep-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| host(format!("cannot start the database client: {e}")))?;
+        Ok(Database {
+            pool,
+            runtime: Some(runtime),
+            shown,
+        })
+    }
+
+    /// The URL without its password.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Runs `work` with a connection of the pool and waits for its result. A database
+    /// that cannot be reached is a host error here: [`Database::check_reachable`] tells
+    /// a wrong URL apart when a store opens.
+    pub(crate) fn call<T, F>(&self, work: impl FnOnce(Object) -> F + Send + 'static) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (pool, shown) = (self.pool.clone(), self.shown.clone());
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let result = match pool.get().await {
+                Ok(client) => work(client).await,
+                Err(e) => Err(host(format!("{shown}: cannot connect: {e}"))),
+            };
+            let _ = answer.send(result);
+        });
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err(host(format!("{}: the database client stopped", self.shown))))
+    }
+
+    /// Connects once: a URL whose server cannot be reached or refuses it is bad input.
+    pub(crate) fn check_reachable(&self) -> Result<()> {
+        let (pool, shown) = (self.pool.clone(), self.shown.clone());
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let result = pool.get().await.map(drop).map_err(|e| {
+                invalid(format!(
+                    "{shown}: cannot connect to PostgreSQL: {e} (is the server running, and does the URL name its host, port, user and database?)"
+                ))
+            });
+            let _ = answer.send(result);
+        });
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err(host("the database client stopped")))
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Database {
+    /// Stops the runtime without waiting (the store may be dropped on another runtime's
+    /// thread, where waiting is not allowed); no call is in flight by then.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `error` of the database while doing `what`, as a host error naming the database.
+pub(crate) fn failed(shown: &str, what: &str, error: tokio_postgres::Error) -> Error {
+    let detail = match error.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => error.to_string(),
+    };
+    host(format!("{shown}: {what}: {detail}"))
+}
+
+/// `url` with any password replaced by `***`.
+pub(crate) fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            without_password("postgres://me:secret@db.example:5432/runs"),
+            "postgres://me:***@db.example:5432/runs"
+        );
+        assert_eq!(
+            without_password("postgres://me@127.0.0.1/runs"),
+            "postgres://me@127.0.0.1/runs"
+        );
+        assert_eq!(without_password("postgresql://h/db"), "postgresql://h/db");
+    }
+}
