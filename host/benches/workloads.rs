@@ -1,10 +1,12 @@
 //! The benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring, W3
-//! fan-out/fan-in, W4 big state, W5 cold resume, W6 many runs in one process), run
-//! against this build, and the three-language pipeline (`languages`).
+//! fan-out/fan-in, W4 big state, W5 cold resume, W6 many runs in one process, W2 on
+//! the PostgreSQL store), run against this build, and the three-language pipeline
+//! (`languages`).
 //!
-//! `cargo bench -p superstep --bench workloads [-- w1 w3 languages ...]` runs them (W1 to
-//! W6 by default; `languages` only when named, since it needs the guest tools of
-//! scripts/install-guest-tools); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
+//! `cargo bench -p superstep --bench workloads [-- w1 w3 postgres languages ...]` runs
+//! them (W1 to W6 and `postgres` by default, which starts its own PostgreSQL server from
+//! scripts/install-postgres; `languages` only when named, since it needs the guest
+//! tools of scripts/install-guest-tools); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
 //! 5 for a reported figure) and `SUPERSTEP_BENCH_DIR` where checkpoints go (default: a
 //! temp dir under the system's). Every workload checks its final output and refuses to
 //! report a figure otherwise.
@@ -17,11 +19,16 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use superstep::checkpoint::FileStore;
+use superstep::checkpoint::{FileStore, PostgresStore};
 use superstep::{
     CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runner,
     RunnerLimits, Runtime, Workflow,
 };
+
+/// The PostgreSQL server the tests start, started the same way here.
+#[path = "../../tests/e2e/postgres_server.rs"]
+#[allow(dead_code, reason = "the tests' helpers that the bench has no use for")]
+mod postgres_server;
 
 fn main() -> Result<()> {
     let wanted: Vec<String> = std::env::args()
@@ -66,6 +73,9 @@ fn main() -> Result<()> {
     }
     if run("w6") {
         bench.w6()?;
+    }
+    if run("postgres") {
+        bench.postgres()?;
     }
     if wanted.iter().any(|w| w == "languages") {
         bench.languages()?;
@@ -360,6 +370,30 @@ impl Bench {
             }
             report(label, "supersteps/s", rates);
         }
+        Ok(())
+    }
+
+    /// W2 on the PostgreSQL store: the ring's checkpoints committed to a server of
+    /// this machine (synchronous commit, data on the scratch filesystem), each sample
+    /// into a database of its own.
+    fn postgres(&self) -> Result<()> {
+        // The server runs as the `postgres` user when this runs as root: it must reach
+        // its directory.
+        std::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let server = postgres_server::Postgres::start(&self.dir);
+        let workflow = self.workflow(&repo().join("guest-examples/ring.toml"), 0)?;
+        let mut rates = Vec::new();
+        for _ in 0..self.samples {
+            let url = server.database();
+            PostgresStore::migrate(&url)?;
+            let store = Arc::new(PostgresStore::connect(&url)?);
+            let input = json_input("token", "{\"hops\":0}");
+            let started = Instant::now();
+            let mut run = workflow.start(input, store, quiet())?;
+            complete(&mut run, "{\"hops\":2000}")?;
+            rates.push(2000.0 / started.elapsed().as_secs_f64());
+        }
+        report("W2 ring, durable, PostgreSQL store", "supersteps/s", rates);
         Ok(())
     }
 

@@ -24,10 +24,10 @@ pub struct Postgres {
 const USER: &str = "superstep";
 
 impl Postgres {
-    /// The server, started on first use.
+    /// The server, started on first use under the build's temporary directory.
     pub fn shared() -> &'static Postgres {
         static SERVER: OnceLock<Postgres> = OnceLock::new();
-        SERVER.get_or_init(Postgres::start)
+        SERVER.get_or_init(|| Postgres::start(Path::new(env!("CARGO_TARGET_TMPDIR"))))
     }
 
     /// A new, empty database; returns its URL.
@@ -77,10 +77,12 @@ impl Postgres {
             .to_string()
     }
 
-    fn start() -> Postgres {
+    /// A server whose files are under `dir/postgres` (which the server's user must be
+    /// able to reach), until the process ends.
+    pub fn start(dir: &Path) -> Postgres {
         let bin = bin_dir();
         let user = (unsafe { libc::geteuid() } == 0).then(postgres_user);
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("postgres");
+        let root = dir.join("postgres");
         remove_orphans(&root);
         let dir = root.join(std::process::id().to_string());
         std::fs::create_dir_all(&dir).unwrap();
