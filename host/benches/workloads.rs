@@ -379,7 +379,10 @@ impl Bench {
     fn postgres(&self) -> Result<()> {
         // The server runs as the `postgres` user when this runs as root: it must reach
         // its directory.
-        std::fs::set_permissions(&self.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::set_permissions(
+            &self.dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         let server = postgres_server::Postgres::start(&self.dir);
         let workflow = self.workflow(&repo().join("guest-examples/ring.toml"), 0)?;
         let mut rates = Vec::new();

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 /// Checkpoints as `<id>.json` files in one directory, written atomically and durably:
 /// temp file, fsync, rename, fsync of the directory. Executor states and shared bodies
-/// of [`BLOB_MIN_SIZE`] bytes or more are kept once each in `blobs/`, named by digest.
+/// of [`BLOB_MIN_SIZE`](crate::checkpoint::blobs::BLOB_MIN_SIZE) bytes or more are kept once each in `blobs/`, named by digest.
 /// Saves hold a shared lock on `<dir>/.lock`; pruning holds it exclusively, so that it
 /// never deletes a blob that a checkpoint being written is about to refer to.
 #[derive(Debug, Clone)]

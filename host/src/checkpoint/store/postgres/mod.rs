@@ -66,7 +66,9 @@ impl PostgresStore {
         })
     }
 
-    /// Creates or upgrades the schema of the database at `url` (see [`schema`]).
+    /// Creates or upgrades the schema of the database at `url`: the migrations it lacks,
+    /// in one transaction under an advisory lock; a database newer than this build is
+    /// refused, unchanged.
     pub fn migrate(url: &str) -> Result<Migrated> {
         let db = Database::new(url)?;
         db.check_reachable()?;
