@@ -388,7 +388,7 @@ impl Bench {
         let mut rates = Vec::new();
         for _ in 0..self.samples {
             let url = server.database();
-            PostgresStore::migrate(&url)?;
+            superstep::db::migrate(&url)?;
             let store = Arc::new(PostgresStore::connect(&url)?);
             let input = json_input("token", "{\"hops\":0}");
             let started = Instant::now();

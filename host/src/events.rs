@@ -170,6 +170,14 @@ pub enum Event {
         /// The ids of the pending requests.
         pending: Vec<String>,
     },
+    /// The run was stopped at a barrier (see [`Run::stopper`](crate::Run::stopper)), its
+    /// last checkpoint durable: resume it to go on.
+    RunStopped {
+        /// The run.
+        run_id: String,
+        /// The checkpoint to resume from.
+        checkpoint_id: Option<String>,
+    },
     /// The run failed; the last checkpoint stays valid.
     RunFailed {
         /// The run.

@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod db;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -58,7 +59,7 @@ mod sandbox;
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{
     Durability, Outcome, Output, PendingRequest, Run, RunHandle, Runner, RunnerLimits, Runtime,
-    Stopped, Workflow,
+    Stopped, Stopper, Workflow,
 };
 pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};

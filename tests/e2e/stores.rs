@@ -24,7 +24,7 @@ fn the_file_store_behaves_as_a_store() {
 fn the_postgres_store_behaves_as_a_store() {
     let ws = Workspace::new();
     let url = Postgres::shared().database();
-    PostgresStore::migrate(&url).unwrap();
+    superstep::db::migrate(&url).unwrap();
     behaves_as_a_store(&ws, Arc::new(PostgresStore::connect(&url).unwrap()));
 }
 

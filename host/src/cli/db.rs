@@ -2,7 +2,7 @@
 
 use super::{EXIT_OK, say};
 use clap::{Args, Subcommand};
-use superstep::checkpoint::{PostgresStore, is_postgres_url};
+use superstep::checkpoint::is_postgres_url;
 use superstep::error::{Result, invalid};
 
 /// What `superstep db` does.
@@ -35,7 +35,7 @@ fn migrate(args: MigrateArgs) -> Result<u8> {
             args.store
         )));
     }
-    let migrated = PostgresStore::migrate(&args.store)?;
+    let migrated = superstep::db::migrate(&args.store)?;
     match migrated.from {
         Some(from) if from == migrated.to => say!("schema version {from}: up to date")?,
         Some(from) => say!("schema version {from} -> {}", migrated.to)?,

@@ -143,6 +143,10 @@ fn run_line(event: &Event, store: &str) -> Option<String> {
             "run FAILED: {reason}\n  resume from the last checkpoint: superstep resume {id}{store}"
         ),
         Event::RunFailed { reason, .. } => format!("run FAILED: {reason}"),
+        Event::RunStopped { checkpoint_id, .. } => format!(
+            "run stopped; go on with: superstep resume {}{store}",
+            checkpoint_id.as_deref().unwrap_or("<checkpoint>")
+        ),
         _ => return None,
     })
 }

@@ -202,7 +202,8 @@ fn drive(run: &mut Run, interactive: bool) -> Result<u8> {
             Outcome::Paused { .. } if interactive && std::io::stdin().is_terminal() => {
                 ask_for_responses(run)?;
             }
-            Outcome::Paused { .. } => return Ok(EXIT_PAUSED),
+            // Nothing stops a run of the command line but the run's own end.
+            Outcome::Paused { .. } | Outcome::Stopped => return Ok(EXIT_PAUSED),
         }
     }
 }

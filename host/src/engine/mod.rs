@@ -19,7 +19,7 @@ mod saving;
 mod snapshot;
 mod step;
 
-pub use run::{Durability, Outcome, Run};
+pub use run::{Durability, Outcome, Run, Stopper};
 pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};

@@ -20,6 +20,7 @@ use crate::sandbox::context::SharedState;
 use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 
 /// How a run ended.
@@ -33,11 +34,31 @@ pub enum Outcome {
         /// The ids of the pending requests, oldest first.
         pending: Vec<String>,
     },
+    /// The run was asked to stop ([`Stopper::stop`]) and stopped at a barrier, its last
+    /// checkpoint durable; it goes on from there when run or resumed again.
+    Stopped,
     /// An executor failed or a limit was hit; the last checkpoint stays valid.
     Failed {
         /// What went wrong, naming the executor or limit.
         reason: String,
     },
+}
+
+/// Asks a run to stop at its next barrier (see [`Outcome::Stopped`]); clones ask the
+/// same run. A superstep under way finishes first.
+#[derive(Debug, Clone, Default)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    /// Asks the run to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// When a run writes checkpoints.
@@ -81,6 +102,8 @@ pub struct Run {
     failure: Option<String>,
     /// Where [`Run::advance`] goes on from.
     stage: Stage,
+    /// Set when the run is to stop at its next barrier.
+    stopper: Stopper,
 }
 
 /// Where a run stands between two calls of [`Run::advance`].
@@ -128,6 +151,7 @@ impl Run {
             replay: Vec::new(),
             failure: None,
             stage: Stage::Idle,
+            stopper: Stopper::default(),
         };
         run.announce(None);
         run
@@ -158,6 +182,7 @@ impl Run {
             replay,
             failure: None,
             stage: Stage::Idle,
+            stopper: Stopper::default(),
         };
         run.announce(Some(from));
         Ok(run)
@@ -192,6 +217,11 @@ impl Run {
     /// Requests waiting for a response, oldest first.
     pub fn pending_requests(&self) -> &[PendingRequest] {
         &self.state.pending
+    }
+
+    /// What asks this run to stop at its next barrier, from any thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
     }
 
     /// The id of the latest checkpoint of this run, if any.
@@ -258,6 +288,9 @@ impl Run {
                     }
                     None => self.setting_out(),
                 },
+                Stage::Settling | Stage::Running if self.stopper.is_stopping() => {
+                    Stage::Ending(Ok(Outcome::Stopped))
+                }
                 Stage::Settling => match self.saver.poll(Settle::All) {
                     Ok(Some(save)) => return self.wait(save, Stage::Settling),
                     Ok(None) => Stage::Running,
@@ -385,6 +418,12 @@ impl Run {
                     run_id,
                     checkpoint_id: self.last_checkpoint().map(str::to_string),
                     pending: pending.clone(),
+                });
+            }
+            Ok(Outcome::Stopped) => {
+                return self.sink.emit(&Event::RunStopped {
+                    run_id,
+                    checkpoint_id: self.last_checkpoint().map(str::to_string),
                 });
             }
             Ok(Outcome::Failed { reason }) => reason.clone(),

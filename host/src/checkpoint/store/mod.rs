@@ -9,7 +9,7 @@ mod postgres;
 
 pub use file::{FileStore, read_file};
 pub use memory::MemoryStore;
-pub use postgres::{Migrated, PostgresStore, SCHEMA_VERSION, is_postgres_url};
+pub use postgres::{PostgresStore, is_postgres_url};
 
 use super::durable_file::write_durably;
 use super::journal::JournalRecord;

@@ -3,16 +3,16 @@
 //! at once wait for each other); a store opens only on a database of exactly the
 //! version it was built for, and never changes the schema itself.
 
-use super::database::failed;
+use super::failed;
 use crate::error::{Result, invalid};
 use deadpool_postgres::Object;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The migration to each version, from 1 up: migration `n` takes a database of version
 /// `n` to `n + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// Checkpoints as rows: the document is the same signed bytes as a checkpoint file
 /// (its large payloads as references to content-addressed blobs), beside the columns
@@ -52,6 +52,47 @@ CREATE TABLE superstep_journal (
     seq bigserial,
     record bytea NOT NULL,
     PRIMARY KEY (base, seq)
+);
+";
+
+/// Runs as rows, for `submit` and workers: each names its workflow, stored with its
+/// components by digest so that a worker on any host can run it; `epoch` goes up on
+/// every claim and fences the writes of an owner that lost its lease; `responses` are
+/// answers waiting for a worker to deliver them. Events are rows, in order per run.
+const V2: &str = "
+CREATE TABLE superstep_components (
+    digest text PRIMARY KEY,
+    bytes bytea NOT NULL
+);
+CREATE TABLE superstep_workflows (
+    digest text PRIMARY KEY,
+    name text NOT NULL,
+    manifest text NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE superstep_runs (
+    run_id text PRIMARY KEY,
+    workflow_digest text NOT NULL REFERENCES superstep_workflows,
+    workflow text NOT NULL,
+    input_kind text NOT NULL,
+    input bytea NOT NULL,
+    status text NOT NULL,
+    epoch bigint NOT NULL DEFAULT 0,
+    owner text,
+    lease_until timestamptz,
+    reason text,
+    responses text NOT NULL DEFAULT '[]',
+    submitted_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX superstep_runs_to_claim ON superstep_runs (submitted_at)
+    WHERE status IN ('queued', 'running');
+CREATE TABLE superstep_events (
+    run_id text NOT NULL REFERENCES superstep_runs ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    event text NOT NULL,
+    PRIMARY KEY (run_id, seq)
 );
 ";
 

@@ -5,11 +5,6 @@
 //! transaction (one WAL flush), each checkpoint behind a savepoint so that one that
 //! fails fails alone.
 
-mod database;
-mod schema;
-
-pub use schema::{Migrated, SCHEMA_VERSION};
-
 use super::super::blobs::{blob_ref, inline_blobs, split_off_blobs, verify};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, PrunePolicy, SigningKeys, Summary, plan_prune};
@@ -17,10 +12,10 @@ use super::{CheckpointStore, ListFilter, Listed, Pruned, sort_listing};
 use crate::error::{Result, host, invalid};
 use crate::message::BlobRef;
 use bytes::Bytes;
-use database::{Database, failed};
+use crate::db::{Database, failed};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Whether `location` names a PostgreSQL database rather than a directory.
@@ -32,6 +27,9 @@ pub fn is_postgres_url(location: &str) -> bool {
 pub struct PostgresStore {
     db: Arc<Database>,
     keys: Option<Arc<SigningKeys>>,
+    /// Runs whose writes hold only while the run's epoch is this one (see
+    /// [`PostgresStore::fence`]), by run id.
+    fences: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 /// A checkpoint as its row holds it, made on the saving thread.
@@ -46,34 +44,51 @@ struct Row {
     summary: String,
     document: Vec<u8>,
     blobs: Vec<(BlobRef, Bytes)>,
+    /// The epoch the run's row must have for the row to be saved.
+    fence: Option<i64>,
+}
+
+/// Why a checkpoint or journal record was not saved.
+enum Refused {
+    Database(tokio_postgres::Error),
+    /// The run's epoch moved on: another worker owns it now.
+    Fenced,
+}
+
+impl From<tokio_postgres::Error> for Refused {
+    fn from(error: tokio_postgres::Error) -> Refused {
+        Refused::Database(error)
+    }
 }
 
 impl PostgresStore {
     /// The store in the database at `url` (`postgres://user@host:port/database`),
-    /// whose schema must be [`SCHEMA_VERSION`]. A server that cannot be reached, a
-    /// database without the schema or of another version: exit-code-2 errors that say
-    /// what to do.
+    /// whose schema must be this build's ([`SCHEMA_VERSION`](crate::db::SCHEMA_VERSION)).
+    /// A server that cannot be reached, a database without the schema or of another
+    /// version: exit-code-2 errors that say what to do.
     pub fn connect(url: &str) -> Result<PostgresStore> {
-        let db = Database::new(url)?;
-        db.check_reachable()?;
-        let shown = db.shown().to_string();
-        let version =
-            db.call(move |client| async move { schema::version(&client, &shown).await })?;
-        schema::check(version, db.shown())?;
         Ok(PostgresStore {
-            db: Arc::new(db),
+            db: Arc::new(Database::open(url)?),
             keys: None,
+            fences: Arc::default(),
         })
     }
 
-    /// Creates or upgrades the schema of the database at `url`: the migrations it lacks,
-    /// in one transaction under an advisory lock; a database newer than this build is
-    /// refused, unchanged.
-    pub fn migrate(url: &str) -> Result<Migrated> {
-        let db = Database::new(url)?;
-        db.check_reachable()?;
-        let shown = db.shown().to_string();
-        db.call(move |client| async move { schema::migrate(client, &shown).await })
+    /// Fences run `run_id` at `epoch`: from now on its checkpoints and journal records
+    /// are saved only in a transaction that finds the run's row at that epoch, so that
+    /// a worker that lost the run to another writes nothing more of it.
+    pub fn fence(&self, run_id: &str, epoch: i64) {
+        let mut fences = self.fences.lock().expect("fence lock");
+        fences.insert(run_id.to_string(), epoch);
+    }
+
+    /// Lifts the fence of run `run_id`.
+    pub fn unfence(&self, run_id: &str) {
+        self.fences.lock().expect("fence lock").remove(run_id);
+    }
+
+    fn fence_of(&self, run_id: &str) -> Option<i64> {
+        self.fences.lock().expect("fence lock").get(run_id).copied()
     }
 
     /// The store, signing the checkpoints it saves with `keys` and requiring their
@@ -112,6 +127,7 @@ impl PostgresStore {
             summary,
             document: document.encode_signed(self.keys.as_deref()),
             blobs,
+            fence: self.fence_of(&checkpoint.run_id),
         })
     }
 
@@ -151,10 +167,10 @@ impl PostgresStore {
 /// Saves `row` in `transaction`: its blobs that are not stored yet (those that are
 /// stay locked until the commit, so that no prune removes them meanwhile), the row
 /// (its depth one more than its parent's), and its links to its blobs.
-async fn insert(
-    transaction: &impl GenericClient,
-    row: &Row,
-) -> std::result::Result<(), tokio_postgres::Error> {
+async fn insert(transaction: &impl GenericClient, row: &Row) -> std::result::Result<(), Refused> {
+    if let Some(epoch) = row.fence {
+        holds(transaction, &row.run_id, epoch).await?;
+    }
     if !row.blobs.is_empty() {
         let digests: Vec<&str> = row.blobs.iter().map(|(b, _)| b.digest.as_str()).collect();
         let present = transaction
@@ -219,6 +235,28 @@ async fn insert(
             .await?;
     }
     Ok(())
+}
+
+/// Checks that run `run_id` is at `epoch`, and keeps its row so until the transaction
+/// ends: a claim by another worker waits for it, and then fences it out.
+async fn holds(transaction: &impl GenericClient, run_id: &str, epoch: i64) -> std::result::Result<(), Refused> {
+    let row = transaction
+        .query_opt(
+            "SELECT 1 FROM superstep_runs WHERE run_id = $1 AND epoch = $2 FOR SHARE",
+            &[&run_id, &epoch],
+        )
+        .await?;
+    row.map(drop).ok_or(Refused::Fenced)
+}
+
+/// The error of `refused` while saving `what` of run `run_id`.
+fn refusal(shown: &str, what: &str, run_id: &str, refused: Refused) -> crate::Error {
+    match refused {
+        Refused::Database(e) => failed(shown, &format!("cannot save {what}"), e),
+        Refused::Fenced => host(format!(
+            "{what} not saved: run {run_id} was taken over by another worker (its epoch moved on)"
+        )),
+    }
 }
 
 /// The first id after every id that starts with `prefix` (ids are ASCII, compared
@@ -367,27 +405,48 @@ impl CheckpointStore for PostgresStore {
         }
     }
 
+    /// In one transaction, with the fence check of the base checkpoint's run.
     fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
-        let lines: Vec<Vec<u8>> = records
-            .iter()
-            .map(|r| r.encode(self.signing_keys()))
-            .collect();
+        let lines: Vec<Vec<u8>> = records.iter().map(|r| r.encode(self.signing_keys())).collect();
+        let fences = self.fences.clone();
         let (shown, base) = (self.shown(), base.to_string());
-        self.db.call(move |client| async move {
-            client
+        self.db.call(move |mut client| async move {
+            let what = format!("the journal of {base}");
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(|e| failed(&shown, "cannot append to a journal", e))?;
+            // The journal's run is its base checkpoint's.
+            if !fences.lock().expect("fence lock").is_empty() {
+                let run = transaction
+                    .query_opt(
+                        "SELECT run_id FROM superstep_checkpoints WHERE checkpoint_id = $1",
+                        &[&base],
+                    )
+                    .await
+                    .map_err(|e| failed(&shown, "cannot append to a journal", e))?
+                    .map(|row| row.get::<_, String>(0));
+                let fence = run.and_then(|run| {
+                    let epoch = *fences.lock().expect("fence lock").get(&run)?;
+                    Some((run, epoch))
+                });
+                if let Some((run, epoch)) = fence {
+                    holds(&transaction, &run, epoch)
+                        .await
+                        .map_err(|e| refusal(&shown, &what, &run, e))?;
+                }
+            }
+            transaction
                 .execute(
                     "INSERT INTO superstep_journal (base, record) SELECT $1, unnest($2::bytea[])",
                     &[&base, &lines],
                 )
                 .await
-                .map(drop)
-                .map_err(|e| {
-                    failed(
-                        &shown,
-                        &format!("cannot append to the journal of {base}"),
-                        e,
-                    )
-                })
+                .map_err(|e| failed(&shown, &format!("cannot append to {what}"), e))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|e| failed(&shown, &format!("cannot append to {what}"), e))
         })
     }
 
@@ -590,11 +649,11 @@ async fn save_rows(
                     break;
                 }
             };
-            let what = format!("cannot save checkpoint {}", row.checkpoint_id);
+            let what = format!("checkpoint {}", row.checkpoint_id);
             if alone {
                 insert(&transaction, &row)
                     .await
-                    .map_err(|e| failed(&shown, &what, e))?;
+                    .map_err(|e| refusal(&shown, &what, &row.run_id, e))?;
                 results.push(Ok(row.checkpoint_id));
                 continue;
             }
@@ -609,7 +668,7 @@ async fn save_rows(
                 }
                 Err(e) => {
                     savepoint.rollback().await.map_err(fail("cannot save"))?;
-                    results.push(Err(failed(&shown, &what, e)));
+                    results.push(Err(refusal(&shown, &what, &row.run_id, e)));
                     break;
                 }
             }

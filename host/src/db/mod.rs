@@ -1,7 +1,12 @@
-//! The connection to PostgreSQL under the store's blocking API: a pool of tokio-postgres
-//! connections driven by a small tokio runtime that the store owns. Each call runs there
-//! as a task while the calling thread waits for its answer, so a caller may be any
-//! thread, one of another runtime's too.
+//! PostgreSQL: the database behind `--store postgres://...`, its versioned schema
+//! ([`migrate`]), and the connection under the blocking APIs of the store and the run
+//! queue: a pool of tokio-postgres connections driven by a small tokio runtime of its
+//! own. Each call runs there as a task while the calling thread waits for its answer,
+//! so a caller may be any thread, one of another runtime's too.
+
+mod schema;
+
+pub use schema::{Migrated, SCHEMA_VERSION};
 
 use crate::error::{Error, Result, host, invalid};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -15,6 +20,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections at most, per store.
 const POOL_SIZE: usize = 16;
 
+/// Creates or upgrades the schema of the database at `url`: the migrations it lacks, in
+/// one transaction under an advisory lock (two at once wait for each other); a database
+/// newer than this build is refused, unchanged.
+pub fn migrate(url: &str) -> Result<Migrated> {
+    let db = Database::new(url)?;
+    db.check_reachable()?;
+    let shown = db.shown().to_string();
+    db.call(move |client| async move { schema::migrate(client, &shown).await })
+}
+
 /// A pool of connections to one database, and the runtime that drives them.
 pub(crate) struct Database {
     pool: Pool,
@@ -25,7 +40,7 @@ pub(crate) struct Database {
 
 impl Database {
     /// A pool for the database at `url`; nothing is connected yet.
-    pub(crate) fn new(url: &str) -> Result<Database> {
+    fn new(url: &str) -> Result<Database> {
         let shown = without_password(url);
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -82,8 +97,19 @@ impl Database {
             .unwrap_or_else(|_| Err(host(format!("{}: the database client stopped", self.shown))))
     }
 
+    /// Connects once and checks the schema version: a URL whose server cannot be
+    /// reached or refuses it, and a database without this build's schema, are bad input.
+    pub(crate) fn open(url: &str) -> Result<Database> {
+        let db = Database::new(url)?;
+        db.check_reachable()?;
+        let shown = db.shown().to_string();
+        let version = db.call(move |client| async move { schema::version(&client, &shown).await })?;
+        schema::check(version, db.shown())?;
+        Ok(db)
+    }
+
     /// Connects once: a URL whose server cannot be reached or refuses it is bad input.
-    pub(crate) fn check_reachable(&self) -> Result<()> {
+    fn check_reachable(&self) -> Result<()> {
         let (pool, shown) = (self.pool.clone(), self.shown.clone());
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         self.runtime().spawn(async move {
