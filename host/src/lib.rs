@@ -54,7 +54,9 @@ mod limited_read;
 pub mod limits;
 pub mod manifest;
 pub mod message;
+pub mod queue;
 mod sandbox;
+pub mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{

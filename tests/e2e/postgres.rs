@@ -185,5 +185,5 @@ fn a_bad_url_or_database_is_a_clear_error() {
     // `db migrate` needs a database.
     ws.superstep(&["db", "migrate", "--store", "some/dir"])
         .assert_code(2)
-        .assert_stderr("needs a PostgreSQL URL");
+        .assert_stderr("this command needs a PostgreSQL URL");
 }

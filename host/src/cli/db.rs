@@ -28,14 +28,18 @@ pub(super) fn execute(command: DbCommand) -> Result<u8> {
     }
 }
 
-fn migrate(args: MigrateArgs) -> Result<u8> {
-    if !is_postgres_url(&args.store) {
+/// `store` if it is a PostgreSQL URL: the commands of runs in the database need one.
+pub(super) fn postgres_url(store: &str) -> Result<String> {
+    if !is_postgres_url(store) {
         return Err(invalid(format!(
-            "--store {}: `db migrate` needs a PostgreSQL URL (postgres://user@host:port/database)",
-            args.store
+            "--store {store}: this command needs a PostgreSQL URL (postgres://user@host:port/database)"
         )));
     }
-    let migrated = superstep::db::migrate(&args.store)?;
+    Ok(store.to_string())
+}
+
+fn migrate(args: MigrateArgs) -> Result<u8> {
+    let migrated = superstep::db::migrate(&postgres_url(&args.store)?)?;
     match migrated.from {
         Some(from) if from == migrated.to => say!("schema version {from}: up to date")?,
         Some(from) => say!("schema version {from} -> {}", migrated.to)?,

@@ -6,7 +6,10 @@ mod db;
 mod display;
 mod pretty_json;
 mod run;
+mod runs;
 mod store;
+mod submit;
+mod worker;
 mod workflow;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +51,15 @@ enum Command {
     /// Manage the PostgreSQL database that `--store postgres://...` names.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Store a run in the database for a worker to run; prints its id.
+    Submit(submit::SubmitArgs),
+    /// Claim runs from the database and run them, until SIGTERM.
+    Worker(worker::WorkerArgs),
+    /// List, show, wait for and follow runs in the database.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Answer pending requests of a paused run in the database, queuing it again.
+    Respond(runs::RespondArgs),
 }
 
 /// `println!` that returns the write error (a closed pipe) instead of panicking.
@@ -69,6 +81,10 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => workflow::validate(args),
         Command::Graph(args) => workflow::graph(args),
         Command::Db(command) => db::execute(command),
+        Command::Submit(args) => submit::submit(args),
+        Command::Worker(args) => worker::worker(args),
+        Command::Runs(command) => runs::execute(command),
+        Command::Respond(args) => runs::respond(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -109,21 +109,7 @@ impl From<DurabilityArg> for Durability {
 
 /// `superstep run`: a fresh run of a manifest on an input.
 pub(super) fn run(args: RunArgs) -> Result<u8> {
-    let body = match (&args.input, &args.input_file) {
-        (Some(text), _) => {
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
-                invalid(format!(
-                    "--input: not JSON ({e}); to pass a string, quote it: --input '\"{text}\"'"
-                ))
-            })?;
-            Bytes::from(text.trim().to_string())
-        }
-        (None, Some(path)) => Bytes::from(
-            std::fs::read(path)
-                .map_err(|e| invalid(format!("--input-file {}: {e}", path.display())))?,
-        ),
-        (None, None) => unreachable!("clap requires one input source"),
-    };
+    let body = input_body(args.input.as_deref(), args.input_file.as_deref())?;
     let workflow = load(Manifest::load(&args.manifest)?, args.exec.threads)?;
     let store = args.store.open()?;
     let sink = sink_for(args.exec.events, &args.store.location);
@@ -243,19 +229,50 @@ fn ask_for_responses(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
+/// A run's input body: `--input` (JSON, checked) or the bytes of `--input-file`.
+pub(super) fn input_body(input: Option<&str>, file: Option<&Path>) -> Result<Bytes> {
+    match (input, file) {
+        (Some(text), _) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
+                invalid(format!(
+                    "--input: not JSON ({e}); to pass a string, quote it: --input '\"{text}\"'"
+                ))
+            })?;
+            Ok(Bytes::from(text.trim().to_string()))
+        }
+        (None, Some(path)) => {
+            Ok(Bytes::from(std::fs::read(path).map_err(|e| {
+                invalid(format!("--input-file {}: {e}", path.display()))
+            })?))
+        }
+        (None, None) => unreachable!("clap requires one input source"),
+    }
+}
+
 /// The responses given by `--respond ID=JSON` and `--responses FILE`, in that order;
 /// refuses malformed ones and an id answered twice.
 fn responses_given(respond: &[String], file: Option<&Path>) -> Result<Vec<(String, Bytes)>> {
+    answers_given("--respond ", respond, file)
+}
+
+/// The answers given as `ID=JSON` (named `label` in errors) and in `file` (a JSON
+/// object of request id to response), in that order; refuses malformed ones and an id
+/// answered twice.
+pub(super) fn answers_given(
+    label: &str,
+    respond: &[String],
+    file: Option<&Path>,
+) -> Result<Vec<(String, Bytes)>> {
     let mut responses: Vec<(String, Bytes)> = Vec::new();
     for given in respond {
         let Some((id, json)) = given.split_once('=') else {
             return Err(invalid(format!(
-                "--respond '{given}': expected <request-id>=<json>"
+                "{label}'{given}': expected <request-id>=<json>"
             )));
         };
         serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| {
             invalid(format!(
-                "--respond {id}: the response is not JSON ({e}); to pass a string, quote it: {id}='\"{json}\"'"
+                "{label}{id}: the response is not JSON ({e}); to pass a string, quote it: {id}='\"{json}\"'"
             ))
         })?;
         responses.push((id.to_string(), Bytes::from(json.trim().to_string())));

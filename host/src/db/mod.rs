@@ -33,6 +33,8 @@ pub fn migrate(url: &str) -> Result<Migrated> {
 /// A pool of connections to one database, and the runtime that drives them.
 pub(crate) struct Database {
     pool: Pool,
+    /// For connections of their own (`LISTEN`).
+    config: tokio_postgres::Config,
     runtime: Option<tokio::runtime::Runtime>,
     /// The URL without its password, for messages.
     shown: String,
@@ -51,7 +53,7 @@ impl Database {
         let recycling = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = Manager::from_config(config, NoTls, recycling);
+        let manager = Manager::from_config(config.clone(), NoTls, recycling);
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -65,6 +67,7 @@ impl Database {
             .map_err(|e| host(format!("cannot start the database client: {e}")))?;
         Ok(Database {
             pool,
+            config,
             runtime: Some(runtime),
             shown,
         })
@@ -103,7 +106,8 @@ impl Database {
         let db = Database::new(url)?;
         db.check_reachable()?;
         let shown = db.shown().to_string();
-        let version = db.call(move |client| async move { schema::version(&client, &shown).await })?;
+        let version =
+            db.call(move |client| async move { schema::version(&client, &shown).await })?;
         schema::check(version, db.shown())?;
         Ok(db)
     }
@@ -123,6 +127,46 @@ impl Database {
         answered
             .recv()
             .unwrap_or_else(|_| Err(host("the database client stopped")))
+    }
+
+    /// Listens on `channel` on a connection of its own for as long as the database
+    /// lives, calling `notified` with each notification's payload, and with `None`
+    /// whenever the connection was lost and made again (notifications may have been
+    /// missed meanwhile).
+    pub(crate) fn listen(
+        &self,
+        channel: &'static str,
+        notified: impl Fn(Option<String>) + Send + Sync + 'static,
+    ) {
+        let config = self.config.clone();
+        self.runtime().spawn(async move {
+            loop {
+                if let Ok((client, mut connection)) = config.connect(NoTls).await {
+                    let listening = async {
+                        client.batch_execute(&format!("LISTEN {channel}")).await?;
+                        notified(None);
+                        Ok::<_, tokio_postgres::Error>(())
+                    };
+                    let messages = async {
+                        while let Some(message) =
+                            std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                        {
+                            match message {
+                                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                    notified(Some(n.payload().to_string()))
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    };
+                    let (_, ()) = tokio::join!(listening, messages);
+                    drop(client);
+                }
+                // The server went away: try again in a moment.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {

@@ -199,11 +199,12 @@ impl Workflow {
         store: Arc<dyn CheckpointStore>,
         sink: Arc<dyn EventSink>,
     ) -> Result<Run> {
-        self.start_saving(input, Saver::new(store, sink, None))
+        self.start_saving(None, input, Saver::new(store, sink, None))
     }
 
-    /// [`Workflow::start`], its checkpoints saved by `saver`.
-    fn start_saving(&self, input: Message, saver: Saver) -> Result<Run> {
+    /// [`Workflow::start`], its checkpoints saved by `saver`, the run's id `run_id` if
+    /// given (else a new one).
+    fn start_saving(&self, run_id: Option<String>, input: Message, saver: Saver) -> Result<Run> {
         let mut instances = self.instantiate(&saver.sink())?;
         let mut states = Vec::with_capacity(instances.len());
         for (i, instance) in instances.iter_mut().enumerate() {
@@ -214,7 +215,7 @@ impl Workflow {
                 .map(|state| states.push(state))
                 .map_err(|reason| anyhow::anyhow!("executor '{id}': {reason}"))?;
         }
-        let mut state = RunState::fresh(instances.len(), states);
+        let mut state = RunState::fresh(run_id, instances.len(), states);
         state.queues[self.loaded.graph.start()].push(Envelope {
             source: INPUT_SOURCE.to_string(),
             message: input,

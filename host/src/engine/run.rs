@@ -224,6 +224,11 @@ impl Run {
         self.stopper.clone()
     }
 
+    /// Makes `stopper` the one that stops this run.
+    pub(crate) fn set_stopper(&mut self, stopper: Stopper) {
+        self.stopper = stopper;
+    }
+
     /// The id of the latest checkpoint of this run, if any.
     pub fn last_checkpoint(&self) -> Option<&str> {
         self.saver.last_checkpoint()

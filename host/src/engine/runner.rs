@@ -4,7 +4,7 @@
 
 use super::run::Progress;
 use super::saving::{Registration, RunnerLimits, Saver, SharedWriter};
-use super::{Outcome, Run, Workflow};
+use super::{Outcome, Run, Stopper, Workflow};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::{Result, host};
 use crate::events::EventSink;
@@ -64,6 +64,9 @@ pub struct Runner {
 #[must_use = "a run handle says how the run stopped"]
 pub struct RunHandle {
     stopped: oneshot::Receiver<Result<Stopped>>,
+    stopper: Stopper,
+    /// The runner's runtime, for [`RunHandle::then`].
+    tasks: tokio::runtime::Handle,
 }
 
 /// A spawned run that stopped, and how. The run can be inspected, answered when paused
@@ -119,7 +122,7 @@ impl Runner {
         input: Message,
         sink: Arc<dyn EventSink>,
     ) -> Result<Run> {
-        workflow.start_saving(input, self.saver(self.writer.register(), sink, None))
+        workflow.start_saving(None, input, self.saver(self.writer.register(), sink, None))
     }
 
     /// [`Workflow::resume`], the run's checkpoints written with those of the runner's
@@ -147,7 +150,24 @@ impl Runner {
         sink: Arc<dyn EventSink>,
     ) -> RunHandle {
         let workflow = workflow.clone();
-        self.spawn_with(sink, None, move |saver| workflow.start_saving(input, saver))
+        self.spawn_with(sink, None, move |saver| {
+            workflow.start_saving(None, input, saver)
+        })
+    }
+
+    /// [`Runner::spawn`] of a run whose id is `run_id` (one that no checkpoint of the
+    /// store carries yet: a run submitted to a queue, say).
+    pub fn spawn_as(
+        &self,
+        workflow: &Workflow,
+        run_id: String,
+        input: Message,
+        sink: Arc<dyn EventSink>,
+    ) -> RunHandle {
+        let workflow = workflow.clone();
+        self.spawn_with(sink, None, move |saver| {
+            workflow.start_saving(Some(run_id), input, saver)
+        })
     }
 
     /// [`Runner::spawn`] of a run resumed from `checkpoint` (see [`Workflow::resume`]).
@@ -165,18 +185,48 @@ impl Runner {
         })
     }
 
+    /// [`Runner::spawn_resume`] (components unchanged) with `answers` to pending
+    /// requests (request id and response) delivered first, as [`Run::respond`] does;
+    /// the run fails to start if one is not pending.
+    pub fn spawn_resume_answering(
+        &self,
+        workflow: &Workflow,
+        checkpoint: Checkpoint,
+        answers: Vec<(String, Message)>,
+        sink: Arc<dyn EventSink>,
+    ) -> RunHandle {
+        let workflow = workflow.clone();
+        let last = Some(checkpoint.checkpoint_id.clone());
+        self.spawn_with(sink, last, move |saver| {
+            let mut run = workflow.resume_saving(checkpoint, false, saver)?;
+            for (request_id, response) in answers {
+                run.respond(&request_id, response)?;
+            }
+            Ok(run)
+        })
+    }
+
     /// Drives `run`, one this runner spawned that stopped (for instance a paused run,
     /// answered), on to its end on the runner's threads.
     pub fn spawn_run(&self, run: Run) -> RunHandle {
         let (stopped, handle) = oneshot::channel();
         let (writer, threads) = (self.writer.clone(), self.threads.clone());
+        let stopper = run.stopper();
         self.tasks().spawn(async move {
             let place = writer.place().await;
             let result = drive(run, &threads).await;
             drop(place);
             let _ = stopped.send(result);
         });
-        RunHandle { stopped: handle }
+        self.handle(handle, stopper)
+    }
+
+    fn handle(&self, stopped: oneshot::Receiver<Result<Stopped>>, stopper: Stopper) -> RunHandle {
+        RunHandle {
+            stopped,
+            stopper,
+            tasks: self.tasks().handle().clone(),
+        }
     }
 
     /// Spawns a run that `begin` makes with its saver, once it has a place.
@@ -189,18 +239,25 @@ impl Runner {
         let (stopped, handle) = oneshot::channel();
         let (writer, store) = (self.writer.clone(), self.store.clone());
         let threads = self.threads.clone();
+        let stopper = Stopper::default();
+        let stops = stopper.clone();
         self.tasks().spawn(async move {
             // Held while the run is driven, not while its end waits to be collected.
             let place = writer.place().await;
             let saver = Saver::shared(writer.register_unplaced(), store, sink, last_checkpoint);
-            let result = match on_a_thread(&threads, move || begin(saver)).await {
+            let begun = on_a_thread(&threads, move || {
+                let mut run = begin(saver)?;
+                run.set_stopper(stops);
+                Ok(run)
+            });
+            let result = match begun.await {
                 Ok(Ok(run)) => drive(run, &threads).await,
                 Ok(Err(error)) | Err(error) => Err(error),
             };
             drop(place);
             let _ = stopped.send(result);
         });
-        RunHandle { stopped: handle }
+        self.handle(handle, stopper)
     }
 
     fn tasks(&self) -> &tokio::runtime::Runtime {
@@ -228,6 +285,18 @@ impl Drop for Runner {
 }
 
 impl RunHandle {
+    /// What asks the run to stop at its next barrier ([`Outcome::Stopped`]).
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Calls `then` with how the run stopped, on one of the runner's threads, once it
+    /// has (or right away if the runner was dropped).
+    pub fn then(self, then: impl FnOnce(Result<Stopped>) + Send + 'static) {
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move { then(self.await) });
+    }
+
     /// Waits on this thread until the run stops. `Err` if it could not start (or its
     /// runner was dropped first); how it stopped is in [`Stopped::outcome`]. Not for
     /// async code: await the handle there.

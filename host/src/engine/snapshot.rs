@@ -65,9 +65,9 @@ pub(crate) struct RunState {
 impl RunState {
     /// The run's state before its first superstep: `states` from each executor's
     /// `init`, and nothing queued.
-    pub(crate) fn fresh(executors: usize, states: Vec<Bytes>) -> RunState {
+    pub(crate) fn fresh(run_id: Option<String>, executors: usize, states: Vec<Bytes>) -> RunState {
         RunState {
-            run_id: uuid::Uuid::now_v7().to_string(),
+            run_id: run_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             superstep: 0,
             queues: vec![Vec::new(); executors],
             responses: vec![Vec::new(); executors],

@@ -9,10 +9,10 @@ use super::super::blobs::{blob_ref, inline_blobs, split_off_blobs, verify};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, PrunePolicy, SigningKeys, Summary, plan_prune};
 use super::{CheckpointStore, ListFilter, Listed, Pruned, sort_listing};
+use crate::db::{Database, failed};
 use crate::error::{Result, host, invalid};
 use crate::message::BlobRef;
 use bytes::Bytes;
-use crate::db::{Database, failed};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -239,7 +239,11 @@ async fn insert(transaction: &impl GenericClient, row: &Row) -> std::result::Res
 
 /// Checks that run `run_id` is at `epoch`, and keeps its row so until the transaction
 /// ends: a claim by another worker waits for it, and then fences it out.
-async fn holds(transaction: &impl GenericClient, run_id: &str, epoch: i64) -> std::result::Result<(), Refused> {
+async fn holds(
+    transaction: &impl GenericClient,
+    run_id: &str,
+    epoch: i64,
+) -> std::result::Result<(), Refused> {
     let row = transaction
         .query_opt(
             "SELECT 1 FROM superstep_runs WHERE run_id = $1 AND epoch = $2 FOR SHARE",
@@ -407,7 +411,10 @@ impl CheckpointStore for PostgresStore {
 
     /// In one transaction, with the fence check of the base checkpoint's run.
     fn append_journal(&self, base: &str, records: &[JournalRecord]) -> Result<()> {
-        let lines: Vec<Vec<u8>> = records.iter().map(|r| r.encode(self.signing_keys())).collect();
+        let lines: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| r.encode(self.signing_keys()))
+            .collect();
         let fences = self.fences.clone();
         let (shown, base) = (self.shown(), base.to_string());
         self.db.call(move |mut client| async move {

@@ -1,0 +1,94 @@
+//! Each claimed run's events, stored in order in the database: a sink per run numbers
+//! them from where the run's stored events end, and one thread writes what queued up,
+//! per run at the epoch it was claimed at (an owner that lost the run writes none).
+
+use crate::events::{Event, EventSink};
+use crate::queue::RunQueue;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, mpsc};
+
+/// An event of a run, numbered.
+struct Numbered {
+    run_id: Arc<str>,
+    epoch: i64,
+    seq: i64,
+    json: String,
+}
+
+/// The thread that stores events, and the sinks that feed it.
+pub(super) struct EventLog {
+    sender: mpsc::Sender<Numbered>,
+}
+
+impl EventLog {
+    /// Starts the writer thread, which ends once every sink is dropped.
+    pub(super) fn start(queue: Arc<RunQueue>) -> std::io::Result<EventLog> {
+        let (sender, received) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("superstep-events".into())
+            .spawn(move || write(&queue, &received))?;
+        Ok(EventLog { sender })
+    }
+
+    /// The sink of run `run_id` claimed at `epoch`, whose next event is number `next`;
+    /// each event also goes to `also`.
+    pub(super) fn sink(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        next: i64,
+        also: Arc<dyn EventSink>,
+    ) -> Arc<dyn EventSink> {
+        Arc::new(RunEvents {
+            run_id: run_id.into(),
+            epoch,
+            next: AtomicI64::new(next),
+            sender: std::sync::Mutex::new(self.sender.clone()),
+            also,
+        })
+    }
+}
+
+struct RunEvents {
+    run_id: Arc<str>,
+    epoch: i64,
+    next: AtomicI64,
+    sender: std::sync::Mutex<mpsc::Sender<Numbered>>,
+    also: Arc<dyn EventSink>,
+}
+
+impl EventSink for RunEvents {
+    fn emit(&self, event: &Event) {
+        self.also.emit(event);
+        let json = serde_json::to_string(event).expect("events serialise");
+        let sender = self.sender.lock().expect("event sink lock");
+        // Numbered under the lock, so that numbers and sending order agree.
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let _ = sender.send(Numbered {
+            run_id: self.run_id.clone(),
+            epoch: self.epoch,
+            seq,
+            json,
+        });
+    }
+}
+
+/// Stores what queued up, one statement per run, until every sender is gone. A batch
+/// that cannot be stored (the database is away) is reported and dropped: the run goes
+/// on, and its state lives in its checkpoints.
+fn write(queue: &RunQueue, received: &mpsc::Receiver<Numbered>) {
+    while let Ok(first) = received.recv() {
+        let mut batches: BTreeMap<(Arc<str>, i64), (i64, Vec<String>)> = BTreeMap::new();
+        for event in std::iter::once(first).chain(received.try_iter()) {
+            let key = (event.run_id, event.epoch);
+            let batch = batches.entry(key).or_insert((event.seq, Vec::new()));
+            batch.1.push(event.json);
+        }
+        for ((run_id, epoch), (first, events)) in batches {
+            if let Err(error) = queue.append_events(&run_id, epoch, first, events) {
+                eprintln!("worker: events of run {run_id} not stored: {error:#}");
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A worker: claims runs from the queue of a PostgreSQL database (see [`queue`](crate::queue))
+//! and drives them on a [`Runner`] whose checkpoints go to the same database, as many at
+//! once as its concurrency allows. It renews its leases every third of their TTL; a run
+//! it no longer holds (claimed by another worker after its lease expired) is stopped at
+//! once and nothing more of it is written (its writes are fenced by epoch). A run it
+//! claims resumes from the run's latest checkpoint and journal, exactly as `superstep
+//! resume` does, with the answers stored for it. Idle, it waits for the queue's
+//! notifications, and for its renewal tick to find leases that expired.
+
+mod events;
+
+use crate::Outcome;
+use crate::checkpoint::{CheckpointStore, PostgresStore, Status};
+use crate::engine::{Runner, RunnerLimits, Runtime, Stopped, Stopper, Workflow};
+use crate::error::{Result, host};
+use crate::events::EventSink;
+use crate::manifest::Manifest;
+use crate::queue::{Claim, RunQueue, RunStatus, materialize};
+use events::EventLog;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// How a worker works.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs driven at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without renewal; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// The worker's name in the runs it owns (unique among workers).
+    pub name: String,
+    /// Where the components and manifests of claimed runs are written.
+    pub cache_dir: PathBuf,
+}
+
+/// What wakes the worker.
+enum Wake {
+    /// A run of this worker stopped.
+    Stopped(String, Box<Result<Stopped>>),
+    /// The queue changed (or the worker should look again).
+    Changed,
+    /// Finish the runs in hand, give them back and return; twice: return now.
+    Stop,
+}
+
+/// A run the worker drives.
+struct Active {
+    epoch: i64,
+    stopper: Stopper,
+    /// Answers delivered when it started.
+    delivered: usize,
+}
+
+/// A worker of one database.
+pub struct Worker {
+    queue: Arc<RunQueue>,
+    store: Arc<PostgresStore>,
+    runner: Runner,
+    /// Without and with fuel metering, made when first needed.
+    runtimes: [Option<Arc<Runtime>>; 2],
+    config: WorkerConfig,
+    /// Loaded workflows, by digest.
+    workflows: HashMap<String, Workflow>,
+    active: HashMap<String, Active>,
+    events: EventLog,
+    wake: mpsc::Sender<Wake>,
+    woken: mpsc::Receiver<Wake>,
+    /// Each event of every run also goes here (the worker's log).
+    log: Arc<dyn EventSink>,
+    stopping: bool,
+}
+
+/// Asks a worker to stop (see [`Worker::stopper`]).
+#[derive(Clone)]
+pub struct WorkerStopper(mpsc::Sender<Wake>);
+
+impl WorkerStopper {
+    /// The first call: the worker claims nothing more, stops its runs at their next
+    /// barrier, gives them back to the queue and returns. The second: it returns now
+    /// (its leases then expire, as after a crash).
+    pub fn stop(&self) {
+        let _ = self.0.send(Wake::Stop);
+    }
+}
+
+impl Worker {
+    /// A worker of the database at `url` (queue and checkpoints), its events also
+    /// going to `log`.
+    pub fn connect(url: &str, config: WorkerConfig, log: Arc<dyn EventSink>) -> Result<Worker> {
+        let queue = Arc::new(RunQueue::connect(url)?);
+        let keys = crate::checkpoint::SigningKeys::from_env()?;
+        let store = Arc::new(PostgresStore::connect(url)?.with_signing_keys(keys));
+        let limits = RunnerLimits {
+            max_runs: config.concurrency.max(1),
+            ..RunnerLimits::default()
+        };
+        let runner = Runner::with_limits(store.clone(), limits)?;
+        let events = EventLog::start(queue.clone()).map_err(host)?;
+        let (wake, woken) = mpsc::channel();
+        let changed = std::sync::Mutex::new(wake.clone());
+        queue.watch(move |_| {
+            let _ = changed.lock().expect("wake lock").send(Wake::Changed);
+        });
+        Ok(Worker {
+            queue,
+            store,
+            runner,
+            runtimes: [None, None],
+            config,
+            workflows: HashMap::new(),
+            active: HashMap::new(),
+            events,
+            wake,
+            woken,
+            log,
+            stopping: false,
+        })
+    }
+
+    /// What stops this worker, from any thread.
+    pub fn stopper(&self) -> WorkerStopper {
+        WorkerStopper(self.wake.clone())
+    }
+
+    /// Claims and drives runs until stopped.
+    pub fn run(mut self) -> Result<()> {
+        let every = self.config.lease_ttl / 3;
+        let mut renewal = Instant::now() + every;
+        loop {
+            if !self.stopping {
+                self.claim_runs();
+            }
+            if self.stopping && self.active.is_empty() {
+                return Ok(());
+            }
+            let wait = renewal.saturating_duration_since(Instant::now());
+            match self.woken.recv_timeout(wait) {
+                Ok(Wake::Stopped(run_id, stopped)) => self.finished(&run_id, *stopped),
+                Ok(Wake::Changed) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(Wake::Stop) if self.stopping => return Ok(()),
+                Ok(Wake::Stop) => {
+                    self.stopping = true;
+                    self.active.values().for_each(|a| a.stopper.stop());
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the worker holds a sender")
+                }
+            }
+            if Instant::now() >= renewal {
+                self.renew();
+                renewal = Instant::now() + every;
+            }
+        }
+    }
+
+    /// Claims runs while it drives fewer than its concurrency.
+    fn claim_runs(&mut self) {
+        while self.active.len() < self.config.concurrency {
+            match self.queue.claim(&self.config.name, self.config.lease_ttl) {
+                Ok(Some(claim)) => self.start(claim),
+                Ok(None) => return,
+                Err(error) => {
+                    eprintln!("worker {}: cannot claim: {error:#}", self.config.name);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts or resumes a claimed run; a run that cannot be is given up as failed.
+    fn start(&mut self, claim: Claim) {
+        let (run_id, epoch) = (claim.run_id.clone(), claim.epoch);
+        eprintln!(
+            "worker {}: claimed run {run_id} (epoch {epoch})",
+            self.config.name
+        );
+        if let Err(error) = self.try_start(claim) {
+            self.store.unfence(&run_id);
+            let reason = format!("{error:#}");
+            eprintln!(
+                "worker {}: run {run_id} cannot start: {reason}",
+                self.config.name
+            );
+            self.record(&run_id, epoch, RunStatus::Failed, Some(reason), 0);
+        }
+    }
+
+    fn try_start(&mut self, claim: Claim) -> Result<()> {
+        let workflow = self.workflow(&claim.workflow_digest, &claim.manifest)?;
+        let Claim {
+            run_id,
+            epoch,
+            input,
+            answers,
+            next_event,
+            ..
+        } = claim;
+        self.store.fence(&run_id, epoch);
+        let sink = self
+            .events
+            .sink(&run_id, epoch, next_event, self.log.clone());
+        let delivered = answers.len();
+        let handle = match self.store.latest(Some(&run_id))? {
+            None => self.runner.spawn_as(&workflow, run_id.clone(), input, sink),
+            Some(latest) if latest.status == Status::Completed => {
+                // It completed; its owner died before it said so.
+                self.store.unfence(&run_id);
+                self.record(&run_id, epoch, RunStatus::Completed, None, delivered);
+                return Ok(());
+            }
+            Some(latest) => {
+                let checkpoint = self.store.load(&latest.checkpoint_id)?;
+                self.runner
+                    .spawn_resume_answering(&workflow, checkpoint, answers, sink)
+            }
+        };
+        let stopper = handle.stopper();
+        if self.stopping {
+            stopper.stop();
+        }
+        let wake = self.wake.clone();
+        let stopped_id = run_id.clone();
+        handle.then(move |stopped| {
+            let _ = wake.send(Wake::Stopped(stopped_id, Box::new(stopped)));
+        });
+        let active = Active {
+            epoch,
+            stopper,
+            delivered,
+        };
+        self.active.insert(run_id, active);
+        Ok(())
+    }
+
+    /// The workflow stored as `digest`, loaded once.
+    fn workflow(&mut self, digest: &str, manifest: &str) -> Result<Workflow> {
+        if let Some(workflow) = self.workflows.get(digest) {
+            return Ok(workflow.clone());
+        }
+        let queue = self.queue.clone();
+        let path = materialize(&self.config.cache_dir, digest, manifest, |component| {
+            queue.component(component)
+        })?;
+        let manifest = Manifest::load(&path)?;
+        let fuel = manifest.uses_fuel();
+        let runtime = match &self.runtimes[usize::from(fuel)] {
+            Some(runtime) => runtime.clone(),
+            None => Runtime::new(0, fuel)?,
+        };
+        self.runtimes[usize::from(fuel)] = Some(runtime.clone());
+        let workflow = Workflow::load(runtime, manifest)?;
+        self.workflows.insert(digest.to_string(), workflow.clone());
+        Ok(workflow)
+    }
+
+    /// Records how a run of this worker stopped. A host failure (a checkpoint that
+    /// could not be written) gives the run back to the queue, to be resumed from its
+    /// last checkpoint; a run stopped by the worker is given back too.
+    fn finished(&mut self, run_id: &str, stopped: Result<Stopped>) {
+        let Some(active) = self.active.remove(run_id) else {
+            return;
+        };
+        self.store.unfence(run_id);
+        let (status, reason) = match stopped.and_then(|s| s.outcome) {
+            Ok(Outcome::Completed) => (RunStatus::Completed, None),
+            Ok(Outcome::Paused { .. }) => (RunStatus::Paused, None),
+            Ok(Outcome::Stopped) => (RunStatus::Queued, None),
+            Ok(Outcome::Failed { reason }) => (RunStatus::Failed, Some(reason)),
+            Err(error) => (RunStatus::Queued, Some(format!("{error:#}"))),
+        };
+        self.record(run_id, active.epoch, status, reason, active.delivered);
+    }
+
+    /// Writes a run's end; says so when the run was taken over meanwhile.
+    fn record(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        status: RunStatus,
+        reason: Option<String>,
+        delivered: usize,
+    ) {
+        let name = &self.config.name;
+        let shown = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
+        match self.queue.finish(run_id, epoch, status, reason, delivered) {
+            Ok(true) => eprintln!("worker {name}: run {run_id} {}{shown}", status.as_str()),
+            Ok(false) => {
+                eprintln!("worker {name}: run {run_id} was taken over by another worker; abandoned")
+            }
+            // Its lease expires, and a worker resumes it from its last checkpoint.
+            Err(error) => eprintln!("worker {name}: run {run_id}: {error:#}"),
+        }
+    }
+
+    /// Renews the leases of the runs in hand; a run no longer held is stopped at once.
+    fn renew(&mut self) {
+        let held: Vec<(String, i64)> = self
+            .active
+            .iter()
+            .map(|(id, a)| (id.clone(), a.epoch))
+            .collect();
+        match self
+            .queue
+            .renew(&self.config.name, &held, self.config.lease_ttl)
+        {
+            Ok(lost) => {
+                for run_id in lost {
+                    if let Some(active) = self.active.get(&run_id) {
+                        eprintln!(
+                            "worker {}: lost the lease of run {run_id}; stopping it",
+                            self.config.name
+                        );
+                        active.stopper.stop();
+                    }
+                }
+            }
+            Err(error) => eprintln!(
+                "worker {}: cannot renew leases: {error:#}",
+                self.config.name
+            ),
+        }
+    }
+}
