@@ -22,3 +22,4 @@ mod postgres_server;
 mod routing;
 mod sandbox;
 mod stores;
+mod workers;

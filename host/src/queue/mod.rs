@@ -233,7 +233,7 @@ impl RunQueue {
             let row = client
                 .query_opt(
                     "UPDATE superstep_runs r SET status = 'running', epoch = epoch + 1,
-                         owner = $1, lease_until = now() + $2 * interval '1 millisecond',
+                         owner = $1, lease_until = now() + $2::bigint * interval '1 millisecond',
                          updated_at = now()
                      FROM superstep_workflows w
                      WHERE w.digest = r.workflow_digest AND r.run_id = (
@@ -313,7 +313,7 @@ impl RunQueue {
         let renewed: Vec<String> = self.db.call(move |client| async move {
             let rows = client
                 .query(
-                    "UPDATE superstep_runs r SET lease_until = now() + $3 * interval '1 millisecond'
+                    "UPDATE superstep_runs r SET lease_until = now() + $3::bigint * interval '1 millisecond'
                      FROM unnest($1::text[], $2::bigint[]) AS h(run_id, epoch)
                      WHERE r.run_id = h.run_id AND r.epoch = h.epoch AND r.owner = $4
                          AND r.status = 'running'
