@@ -238,3 +238,229 @@ fn three_workers_run_fifty_submitted_runs_each_once() {
         assert_eq!(worker.exit_code(), Some(0));
     }
 }
+
+/// Follows the events of `run` until the two fast executors of the gated fan-out have
+/// completed superstep 1 (their results journaled): the run is mid-superstep, held by
+/// the gate.
+fn until_fast_ones_journaled(ws: &Workspace, url: &str, run: &str) {
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .args(["runs", "events", run, "--follow", "--store", url])
+        .current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut completed = 0;
+    for line in BufReader::new(follow.stdout.take().unwrap()).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let fast = event["executor"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("fast"));
+        if event["event"] == "executor_completed" && event["superstep"] == 1 && fast {
+            completed += 1;
+            if completed == 2 {
+                break;
+            }
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(completed, 2, "the fast executors never completed");
+}
+
+/// How many times each executor was invoked in superstep 1, by the events of `run`.
+fn invoked_in_superstep_1(server: &Postgres, url: &str, run: &str, executor: &str) -> usize {
+    server
+        .query(
+            url,
+            &format!(
+                "SELECT count(*) FROM superstep_events WHERE run_id = '{run}'
+                 AND event::jsonb->>'event' = 'executor_invoked'
+                 AND event::jsonb->>'executor' = '{executor}'
+                 AND (event::jsonb->>'superstep')::int = 1"
+            ),
+        )
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_workers_run_is_taken_over_within_its_lease() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    let server = Postgres::shared();
+    let manifest = fan_out(&ws, true);
+    let run = submit(&ws, &url, &manifest, "{\"n\": 1}", "input");
+    let ttl = ["--concurrency", "1", "--lease-ttl", "2s"];
+    let first = WorkerProcess::start(&ws, &url, "first", &ttl);
+    first.wait_for(&format!("claimed run {run} (epoch 1)"));
+    until_fast_ones_journaled(&ws, &url, &run);
+    let second = WorkerProcess::start(&ws, &url, "second", &ttl);
+    first.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    ws.set_gate(true);
+    second.wait_for(&format!("claimed run {run} (epoch 2)"));
+    let takeover = killed.elapsed();
+    println!("taken over {} ms after the kill", takeover.as_millis());
+    assert!(takeover < Duration::from_secs(4), "took {takeover:?}");
+    assert_eq!(wait(&ws, &url, &run), 0);
+    assert_eq!(
+        outputs(&show(&ws, &url, &run)),
+        alone(&manifest, "{\"n\": 1}", "input")
+    );
+    // The fast executors' results came from the journal: each ran once.
+    for fast in ["fast1", "fast2"] {
+        assert_eq!(
+            invoked_in_superstep_1(server, &url, &run, fast),
+            1,
+            "{fast}"
+        );
+    }
+    assert_eq!(invoked_in_superstep_1(server, &url, &run, "slow"), 2);
+}
+
+#[test]
+fn a_stale_worker_writes_nothing_after_a_takeover() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    let server = Postgres::shared();
+    let manifest = fan_out(&ws, true);
+    let run = submit(&ws, &url, &manifest, "{\"n\": 2}", "input");
+    let ttl = ["--concurrency", "1", "--lease-ttl", "2s"];
+    let stale = WorkerProcess::start(&ws, &url, "stale", &ttl);
+    stale.wait_for(&format!("claimed run {run} (epoch 1)"));
+    until_fast_ones_journaled(&ws, &url, &run);
+    stale.signal(libc::SIGSTOP);
+    let other = WorkerProcess::start(&ws, &url, "other", &ttl);
+    other.wait_for(&format!("claimed run {run} (epoch 2)"));
+    ws.set_gate(true);
+    assert_eq!(wait(&ws, &url, &run), 0);
+    let before: String = server.query(
+        &url,
+        &format!("SELECT count(*) FROM superstep_checkpoints WHERE run_id = '{run}'"),
+    );
+    // Woken, the stale worker finishes its superstep; its barrier is refused.
+    stale.signal(libc::SIGCONT);
+    stale.wait_for(&format!(
+        "run {run} was taken over by another worker; abandoned"
+    ));
+    let after: String = server.query(
+        &url,
+        &format!("SELECT count(*) FROM superstep_checkpoints WHERE run_id = '{run}'"),
+    );
+    assert_eq!(before, after, "the stale worker saved a checkpoint");
+    assert_eq!(
+        server.query(
+            &url,
+            &format!(
+                "SELECT count(*) FROM superstep_events WHERE run_id = '{run}' AND epoch = 1
+                 AND seq >= (SELECT min(seq) FROM superstep_events
+                             WHERE run_id = '{run}' AND epoch = 2)"
+            ),
+        ),
+        "0",
+        "the stale worker stored events after the takeover"
+    );
+    let shown = show(&ws, &url, &run);
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["owner"], "other");
+}
+
+#[test]
+fn a_paused_run_is_answered_and_finished_on_another_worker() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    let plan_review = ws.plan_review();
+    let run = submit(&ws, &url, &plan_review, "\"ship it\"", "task");
+    let mut first = WorkerProcess::start(&ws, &url, "first", &["--concurrency", "1"]);
+    assert_eq!(wait(&ws, &url, &run), 3, "the run should pause for input");
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(), Some(0));
+    let shown = show(&ws, &url, &run);
+    assert_eq!(shown["status"], "paused");
+    assert_eq!(shown["lease_until"], Value::Null);
+    let request = shown["pending"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Answers to what is not pending are refused, changing nothing.
+    let respond = |answer: &str| ws.superstep(&["respond", &run, answer, "--store", &url]);
+    respond("nobody:0:1={\"approved\": true}")
+        .assert_code(2)
+        .assert_stderr("is not pending");
+    respond(&format!("{request}=not json"))
+        .assert_code(2)
+        .assert_stderr("not JSON");
+    ws.superstep(&["respond", "no-such-run", "a=1", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("no run 'no-such-run'");
+    assert_eq!(show(&ws, &url, &run)["status"], "paused");
+
+    respond(&format!("{request}={{\"approved\": true}}")).assert_code(0);
+    respond(&format!("{request}={{\"approved\": true}}"))
+        .assert_code(2)
+        .assert_stderr("already answered");
+    let second = WorkerProcess::start(&ws, &url, "second", &["--concurrency", "1"]);
+    assert_eq!(wait(&ws, &url, &run), 0);
+    let shown = show(&ws, &url, &run);
+    assert_eq!(shown["owner"], "second");
+    assert!(!outputs(&shown).is_empty());
+    drop(second);
+}
+
+#[test]
+fn sigterm_gives_runs_back_at_their_next_barrier() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    let manifest = fan_out(&ws, true);
+    let run = submit(&ws, &url, &manifest, "{\"n\": 3}", "input");
+    let mut first = WorkerProcess::start(&ws, &url, "first", &["--concurrency", "1"]);
+    first.wait_for(&format!("claimed run {run} (epoch 1)"));
+    until_fast_ones_journaled(&ws, &url, &run);
+    first.signal(libc::SIGTERM);
+    first.wait_for("stopping");
+    // The superstep under way finishes, then the run stops at the barrier.
+    ws.set_gate(true);
+    first.wait_for(&format!("run {run} queued"));
+    assert_eq!(first.exit_code(), Some(0));
+    assert_eq!(show(&ws, &url, &run)["status"], "queued");
+    let second = WorkerProcess::start(&ws, &url, "second", &["--concurrency", "1"]);
+    second.wait_for(&format!("claimed run {run} (epoch 2)"));
+    assert_eq!(wait(&ws, &url, &run), 0);
+    assert_eq!(
+        outputs(&show(&ws, &url, &run)),
+        alone(&manifest, "{\"n\": 3}", "input")
+    );
+}
+
+#[test]
+fn queue_commands_refuse_bad_input() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    let pipeline = ws.pipeline();
+    let pipeline = pipeline.to_str().unwrap();
+    ws.superstep(&[
+        "submit", pipeline, "--input", "\"x\"", "--store", "some/dir",
+    ])
+    .assert_code(2)
+    .assert_stderr("this command needs a PostgreSQL URL");
+    ws.superstep(&["submit", pipeline, "--input", "not json", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("--input: not JSON");
+    ws.superstep(&["submit", "missing.toml", "--input", "1", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("missing.toml");
+    ws.superstep(&["runs", "show", "no-such-run", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("no run 'no-such-run'");
+    ws.superstep(&["runs", "list", "--status", "sleeping", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("--status sleeping");
+    ws.superstep(&["worker", "--store", &url, "--lease-ttl", "10ms"])
+        .assert_code(2)
+        .assert_stderr("at least 300ms");
+    assert_eq!(
+        Postgres::shared().query(&url, "SELECT count(*) FROM superstep_runs"),
+        "0"
+    );
+}
