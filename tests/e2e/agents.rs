@@ -34,6 +34,8 @@ struct ChatServer {
     requests: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
     authorizations: Arc<Mutex<Vec<String>>>,
+    /// The `Idempotency-Key` of each request ("" for none).
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl ChatServer {
@@ -44,17 +46,19 @@ impl ChatServer {
             requests: Arc::default(),
             mode: Arc::new(Mutex::new(mode)),
             authorizations: Arc::default(),
+            keys: Arc::default(),
         };
-        let (requests, mode, authorizations) = (
+        let (requests, mode, authorizations, keys) = (
             server.requests.clone(),
             server.mode.clone(),
             server.authorizations.clone(),
+            server.keys.clone(),
         );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (requests, mode, authorizations) =
-                    (requests.clone(), mode.clone(), authorizations.clone());
-                std::thread::spawn(move || serve(stream, &requests, &mode, &authorizations));
+                let (requests, mode) = (requests.clone(), mode.clone());
+                let seen = (authorizations.clone(), keys.clone());
+                std::thread::spawn(move || serve(stream, &requests, &mode, &seen));
             }
         });
         server
@@ -77,13 +81,14 @@ fn serve(
     stream: TcpStream,
     requests: &AtomicUsize,
     mode: &Mutex<Mode>,
-    authorizations: &Mutex<Vec<String>>,
+    (authorizations, keys): &(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>),
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     reader.read_line(&mut request_line).unwrap();
     let mut length = 0;
     let mut authorization = String::new();
+    let mut key = String::new();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -98,11 +103,13 @@ fn serve(
                 authorization = value.trim().to_string();
                 authorizations.lock().unwrap().push(authorization.clone());
             }
+            "idempotency-key" => key = value.trim().to_string(),
             _ => {}
         }
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
+    keys.lock().unwrap().push(key);
     requests.fetch_add(1, Ordering::SeqCst);
     let mode = mode.lock().unwrap().clone();
     let (status, headers, reply) = match mode {
@@ -339,6 +346,15 @@ fn failed_hung_and_oversized_calls_fail_the_executor_and_resume_reaches_the_serv
     done.assert_code(0);
     assert_eq!(done.outputs(), vec![json!("dlrow olleh")]);
     assert_eq!(server.requests(), 4);
+    // Each attempt at the call carried the same key: the run, the superstep, the
+    // executor and the call's number in it.
+    let run_id = run.events_named("run_started")[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let superstep = run.events_named("executor_failed")[0]["superstep"].clone();
+    let key = format!("{run_id}:{superstep}:lower_agent:1");
+    assert_eq!(*server.keys.lock().unwrap(), vec![key; 4]);
 }
 
 #[test]

@@ -601,7 +601,7 @@ impl Run {
                 (i, instance, inbox)
             })
             .collect();
-        let (shared, sink) = (&state.shared, &self.sink);
+        let (shared, sink, run_id) = (&state.shared, &self.sink, state.run_id.as_str());
         let store = self.saver.store().as_ref();
         let base_save = self.saver.pending_save();
         std::thread::scope(|scope| {
@@ -623,6 +623,7 @@ impl Run {
             });
             let execute = |(i, instance, inbox): (usize, &mut ExecutorInstance, Inbox)| {
                 let turn = Turn {
+                    run_id,
                     superstep,
                     index: i,
                     graph,

@@ -139,6 +139,8 @@ pub(super) struct Inbox {
 
 /// One executor's turn in a superstep.
 pub(super) struct Turn<'a> {
+    /// The run, whose id keys the executor's outbound requests.
+    pub(super) run_id: &'a str,
     pub(super) superstep: u64,
     pub(super) index: usize,
     pub(super) graph: &'a Graph,
@@ -166,7 +168,7 @@ impl Turn<'_> {
             executor: id.to_string(),
             messages: inbox.responses.len() + inbox.messages.len(),
         });
-        let outcome = deliver(self.superstep, instance, inbox, shared);
+        let outcome = deliver((self.run_id, self.superstep), instance, inbox, shared);
         let duration_us = started.elapsed().as_micros() as u64;
         match (&outcome, self.journal) {
             (Ok(step), Some(journal)) => {
@@ -195,12 +197,12 @@ impl Turn<'_> {
 
 /// Delivers one executor's inbox in order (responses first) and takes its snapshot.
 fn deliver(
-    superstep: u64,
+    (run_id, superstep): (&str, u64),
     instance: &mut ExecutorInstance,
     inbox: &Inbox,
     shared: &Arc<SharedState>,
 ) -> Result<Step, String> {
-    instance.context().begin(superstep, shared.clone());
+    instance.begin(run_id, superstep, shared.clone());
     let responded = inbox
         .responses
         .iter()

@@ -133,7 +133,14 @@ pub struct HttpPolicy {
     max_concurrent: usize,
     in_flight: Arc<AtomicUsize>,
     notes: Vec<String>,
+    /// What keys this superstep's requests: `<run>:<superstep>:<executor>`.
+    key: String,
+    /// Requests sent in this superstep.
+    calls: u64,
 }
+
+/// The header that keys an outbound request, for providers that drop duplicates.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 impl HttpPolicy {
     /// The policy for an executor granted `allowed` hosts under `limits`.
@@ -145,7 +152,19 @@ impl HttpPolicy {
             max_concurrent: limits.http_max_concurrent as usize,
             in_flight: Arc::new(AtomicUsize::new(0)),
             notes: Vec::new(),
+            key: String::new(),
+            calls: 0,
         }
+    }
+
+    /// Starts a superstep whose requests are keyed `key`: each request that does not
+    /// carry an `Idempotency-Key` of its own gets `<key>:<n>`, n counting the
+    /// executor's requests in the superstep from 1. A superstep run again after a crash
+    /// sends the same keys, so that a provider that honours them can drop a repeat of a
+    /// call that was in flight when its host died.
+    pub fn begin(&mut self, key: String) {
+        self.key = key;
+        self.calls = 0;
     }
 
     /// Takes the notes of refused requests since the last call.
@@ -166,11 +185,17 @@ type SendFuture =
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: IoFuture,
     ) -> SendFuture {
         drop(fut);
+        self.calls += 1;
+        if !request.headers().contains_key(IDEMPOTENCY_KEY)
+            && let Ok(key) = http::HeaderValue::from_str(&format!("{}:{}", self.key, self.calls))
+        {
+            request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+        }
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
         let host = uri.host().unwrap_or_default().to_string();

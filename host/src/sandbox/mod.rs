@@ -230,6 +230,16 @@ impl ExecutorInstance {
         Ok(())
     }
 
+    /// Starts superstep `superstep` of run `run_id` over the `committed` shared state:
+    /// its effects collected anew, its outbound requests keyed by run, superstep and
+    /// executor (see [`HttpPolicy::begin`]).
+    pub fn begin(&mut self, run_id: &str, superstep: u64, committed: Arc<context::SharedState>) {
+        let state = self.store.data_mut();
+        state.ctx.begin(superstep, committed);
+        let key = format!("{run_id}:{superstep}:{}", state.ctx.id());
+        state.http_policy.begin(key);
+    }
+
     /// The executor's context, to start and finish supersteps.
     pub fn context(&mut self) -> &mut ExecutorContext {
         &mut self.store.data_mut().ctx
