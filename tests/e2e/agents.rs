@@ -28,6 +28,9 @@ enum Mode {
     Big(usize),
 }
 
+/// Header values the server recorded, one per request.
+type Recorded = Arc<Mutex<Vec<String>>>;
+
 /// A small OpenAI-compatible server on 127.0.0.1 that counts requests.
 struct ChatServer {
     port: u16,
@@ -81,7 +84,7 @@ fn serve(
     stream: TcpStream,
     requests: &AtomicUsize,
     mode: &Mutex<Mode>,
-    (authorizations, keys): &(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>),
+    (authorizations, keys): &(Recorded, Recorded),
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
