@@ -332,22 +332,22 @@ fn a_stale_worker_writes_nothing_after_a_takeover() {
     stale.signal(libc::SIGSTOP);
     let other = WorkerProcess::start(&ws, &url, "other", &ttl);
     other.wait_for(&format!("claimed run {run} (epoch 2)"));
-    ws.set_gate(true);
-    assert_eq!(wait(&ws, &url, &run), 0);
-    let before: String = server.query(
-        &url,
-        &format!("SELECT count(*) FROM superstep_checkpoints WHERE run_id = '{run}'"),
-    );
-    // Woken, the stale worker finishes its superstep; its barrier is refused.
+    let checkpoints = || {
+        let sql = format!("SELECT count(*) FROM superstep_checkpoints WHERE run_id = '{run}'");
+        server.query(&url, &sql)
+    };
+    let before = checkpoints();
+    // Woken, the stale worker finds its lease lost and interrupts its executor, still
+    // held at the closed gate; had it finished the superstep, its barrier would be
+    // refused.
     stale.signal(libc::SIGCONT);
+    stale.wait_for(&format!("lost the lease of run {run}"));
     stale.wait_for(&format!(
         "run {run} was taken over by another worker; abandoned"
     ));
-    let after: String = server.query(
-        &url,
-        &format!("SELECT count(*) FROM superstep_checkpoints WHERE run_id = '{run}'"),
-    );
-    assert_eq!(before, after, "the stale worker saved a checkpoint");
+    assert_eq!(before, checkpoints(), "the stale worker saved a checkpoint");
+    ws.set_gate(true);
+    assert_eq!(wait(&ws, &url, &run), 0);
     assert_eq!(
         server.query(
             &url,

@@ -44,20 +44,31 @@ pub enum Outcome {
     },
 }
 
-/// Asks a run to stop at its next barrier (see [`Outcome::Stopped`]); clones ask the
-/// same run. A superstep under way finishes first.
+/// Asks a run to stop at its next barrier (see [`Outcome::Stopped`]), or at once;
+/// clones ask the same run.
 #[derive(Debug, Clone, Default)]
-pub struct Stopper(Arc<AtomicBool>);
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    interrupt: Arc<AtomicBool>,
+}
 
 impl Stopper {
-    /// Asks the run to stop.
+    /// Asks the run to stop at its next barrier: a superstep under way finishes first.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Stops the run at once: the executors' running calls end at their next epoch
+    /// tick (a call waiting on the host, such as an HTTP request, once it returns), so
+    /// that the superstep fails and nothing of it is applied.
+    pub fn interrupt(&self) {
+        self.stop();
+        self.interrupt.store(true, Ordering::Release);
     }
 
     /// Whether the run was asked to stop.
     pub fn is_stopping(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.stop.load(Ordering::Acquire)
     }
 }
 
@@ -140,7 +151,7 @@ impl Run {
         instances: Vec<ExecutorInstance>,
         saver: Saver,
     ) -> Run {
-        let run = Run {
+        let mut run = Run {
             workflow: workflow.clone(),
             state,
             sink: saver.sink(),
@@ -153,6 +164,7 @@ impl Run {
             stage: Stage::Idle,
             stopper: Stopper::default(),
         };
+        run.set_stopper(Stopper::default());
         run.announce(None);
         run
     }
@@ -171,7 +183,7 @@ impl Run {
         let instances = (0..state.states.len())
             .map(|i| workflow.restored_instance(i, &sink, &state.states[i], &origin))
             .collect::<Result<Vec<_>>>()?;
-        let run = Run {
+        let mut run = Run {
             workflow: workflow.clone(),
             state,
             saver,
@@ -184,6 +196,7 @@ impl Run {
             stage: Stage::Idle,
             stopper: Stopper::default(),
         };
+        run.set_stopper(Stopper::default());
         run.announce(Some(from));
         Ok(run)
     }
@@ -227,6 +240,9 @@ impl Run {
     /// Makes `stopper` the one that stops this run.
     pub(crate) fn set_stopper(&mut self, stopper: Stopper) {
         self.stopper = stopper;
+        for instance in &mut self.instances {
+            instance.interrupt_on(self.stopper.interrupt.clone());
+        }
     }
 
     /// The id of the latest checkpoint of this run, if any.
@@ -566,6 +582,7 @@ impl Run {
             self.instances[i] =
                 self.workflow
                     .restored_instance(i, &self.sink, &step.state, &origin)?;
+            self.instances[i].interrupt_on(self.stopper.interrupt.clone());
             self.sink.emit(&Event::ExecutorSkipped {
                 superstep: self.state.superstep,
                 executor: self.workflow.graph().id(i).to_string(),

@@ -165,6 +165,10 @@ pub struct HostState {
     pub ctx: ExecutorContext,
     /// Caps the guest's memories and tables.
     pub limiter: MemoryLimiter,
+    /// Epoch ticks left to the running call (see `ExecutorInstance::arm`).
+    pub ticks_left: u64,
+    /// Set to end the running call at its next tick (the run was stopped at once).
+    pub interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HostState {
@@ -178,6 +182,8 @@ impl HostState {
             table: ResourceTable::new(),
             ctx,
             limiter,
+            ticks_left: 0,
+            interrupt: Arc::default(),
         }
     }
 }

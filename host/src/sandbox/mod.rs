@@ -55,6 +55,18 @@ pub struct Sandbox {
     _ticker: EpochTicker,
 }
 
+/// Why a call ended when its run was stopped at once.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was stopped at once")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -198,6 +210,19 @@ impl ExecutorInstance {
         let http = grants.http_policy(&limits);
         let mut store = Store::new(engine, HostState::new(wasi.build(), http, ctx));
         store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if state.interrupt.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Interrupted.into());
+            }
+            match state.ticks_left {
+                0 | 1 => Err(wasmtime::Trap::Interrupt.into()),
+                _ => {
+                    state.ticks_left -= 1;
+                    Ok(wasmtime::UpdateDeadline::Continue(1))
+                }
+            }
+        });
         let meters_fuel = component.meters_fuel;
         Self::arm(&mut store, limits, meters_fuel)?;
         let bindings = component
@@ -221,13 +246,21 @@ impl ExecutorInstance {
             .div_ceil(EPOCH_TICK.as_millis() as u64)
             // The current tick may be about to end: one more, so no call gets less.
             + 1;
-        store.set_epoch_deadline(ticks);
+        // One tick at a time, so that an interruption ends the call within a tick.
+        store.data_mut().ticks_left = ticks;
+        store.set_epoch_deadline(1);
         if meters_fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
         }
         store.data_mut().ctx.begin_call();
         store.data_mut().limiter.violation = None;
         Ok(())
+    }
+
+    /// Makes `interrupt` end this executor's running call at its next epoch tick once
+    /// it is set.
+    pub fn interrupt_on(&mut self, interrupt: Arc<std::sync::atomic::AtomicBool>) {
+        self.store.data_mut().interrupt = interrupt;
     }
 
     /// Starts superstep `superstep` of run `run_id` over the `committed` shared state:
@@ -344,6 +377,9 @@ impl ExecutorInstance {
             .or(state.limiter.violation.take());
         if let Some(limit) = broken {
             return Err(format!("{call} stopped: {limit}"));
+        }
+        if trap.downcast_ref::<Interrupted>().is_some() {
+            return Err(format!("{call} interrupted: {Interrupted}"));
         }
         match trap.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => Err(format!(

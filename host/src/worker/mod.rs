@@ -309,10 +309,10 @@ impl Worker {
                 for run_id in lost {
                     if let Some(active) = self.active.get(&run_id) {
                         eprintln!(
-                            "worker {}: lost the lease of run {run_id}; stopping it",
+                            "worker {}: lost the lease of run {run_id}; stopping it at once",
                             self.config.name
                         );
-                        active.stopper.stop();
+                        active.stopper.interrupt();
                     }
                 }
             }
