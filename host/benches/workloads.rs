@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use superstep::checkpoint::{FileStore, PostgresStore};
+use superstep::checkpoint::FileStore;
 use superstep::{
     CheckpointStore, Durability, Event, EventSink, Manifest, Message, Outcome, Runner,
     RunnerLimits, Runtime, Workflow,
@@ -29,6 +29,10 @@ use superstep::{
 #[path = "../../tests/e2e/postgres_server.rs"]
 #[allow(dead_code, reason = "the tests' helpers that the bench has no use for")]
 mod postgres_server;
+
+/// The workloads on PostgreSQL: W2, W6 with workers, W7.
+#[path = "workloads/postgres.rs"]
+mod postgres;
 
 fn main() -> Result<()> {
     let wanted: Vec<String> = std::env::args()
@@ -76,6 +80,8 @@ fn main() -> Result<()> {
     }
     if run("postgres") {
         bench.postgres()?;
+    } else if run("w7") {
+        bench.takeover()?;
     }
     if wanted.iter().any(|w| w == "languages") {
         bench.languages()?;
@@ -192,12 +198,14 @@ enum Way {
 
 /// `runs` runs of the pipeline workflow spawned at once on a runner that drives
 /// `in_flight` at a time, each checked as [`many_runs`] checks them; returns each one's
-/// time from its start (`run_started`) to its completion in ms.
+/// time to its completion in ms, from its start (`run_started`), or with `from_spawn`
+/// from when it was spawned.
 fn spawned_runs(
     workflow: &Workflow,
     store: &Arc<dyn CheckpointStore>,
     runs: usize,
     in_flight: usize,
+    from_spawn: bool,
 ) -> Result<Vec<f64>> {
     let limits = RunnerLimits {
         max_runs: in_flight,
@@ -209,9 +217,12 @@ fn spawned_runs(
         .map(|n| {
             let text = format!("hello world {n}");
             let input = json_input("input", &format!("\"{text}\""));
-            let (latencies, started) = (latencies.clone(), Mutex::new(None));
+            let spawned = from_spawn.then(Instant::now);
+            let (latencies, started) = (latencies.clone(), Mutex::new(spawned));
             let timer = move |event: &Event| match event {
-                Event::RunStarted { .. } => *started.lock().unwrap() = Some(Instant::now()),
+                Event::RunStarted { .. } if !from_spawn => {
+                    *started.lock().unwrap() = Some(Instant::now())
+                }
                 Event::RunCompleted { .. } => {
                     let since = started.lock().unwrap().expect("started first");
                     latencies
@@ -322,7 +333,7 @@ impl Bench {
                 let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(dir));
                 let started = Instant::now();
                 let mut latencies = match way {
-                    Way::Spawned => spawned_runs(&workflow, &store, 1000, in_flight)?,
+                    Way::Spawned => spawned_runs(&workflow, &store, 1000, in_flight, false)?,
                     Way::Threads => {
                         let runner = Runner::new(store.clone())?;
                         many_runs(&workflow, &store, Some(&runner), 1000, in_flight)?
@@ -370,33 +381,6 @@ impl Bench {
             }
             report(label, "supersteps/s", rates);
         }
-        Ok(())
-    }
-
-    /// W2 on the PostgreSQL store: the ring's checkpoints committed to a server of
-    /// this machine (synchronous commit, data on the scratch filesystem), each sample
-    /// into a database of its own.
-    fn postgres(&self) -> Result<()> {
-        // The server runs as the `postgres` user when this runs as root: it must reach
-        // its directory.
-        std::fs::set_permissions(
-            &self.dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
-        let server = postgres_server::Postgres::start(&self.dir);
-        let workflow = self.workflow(&repo().join("guest-examples/ring.toml"), 0)?;
-        let mut rates = Vec::new();
-        for _ in 0..self.samples {
-            let url = server.database();
-            superstep::db::migrate(&url)?;
-            let store = Arc::new(PostgresStore::connect(&url)?);
-            let input = json_input("token", "{\"hops\":0}");
-            let started = Instant::now();
-            let mut run = workflow.start(input, store, quiet())?;
-            complete(&mut run, "{\"hops\":2000}")?;
-            rates.push(2000.0 / started.elapsed().as_secs_f64());
-        }
-        report("W2 ring, durable, PostgreSQL store", "supersteps/s", rates);
         Ok(())
     }
 

@@ -51,7 +51,8 @@ pub(super) fn worker(args: WorkerArgs) -> Result<u8> {
         cache_dir: args.cache_dir.unwrap_or_else(default_cache_dir),
     };
     let log = Arc::new(|_: &Event| {});
-    let worker = Worker::connect(&url, config.clone(), log)?;
+    let notes = Arc::new(|note: &str| eprintln!("{note}"));
+    let worker = Worker::connect(&url, config.clone(), log, notes)?;
     let stopper = worker.stopper();
     std::thread::Builder::new()
         .name("superstep-signals".into())

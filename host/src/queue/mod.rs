@@ -482,6 +482,9 @@ impl RunQueue {
 
     /// Appends `events` (JSON, numbered from `first`) to the events of the run claimed
     /// at `epoch`; `false` (nothing written) if another worker claimed it meanwhile.
+    /// Events are a record of what the run's checkpoints hold: their commit does not
+    /// wait for the disk (`synchronous_commit` off), so a crash of the database may
+    /// lose the last ones, never a checkpoint.
     pub fn append_events(
         &self,
         run_id: &str,
@@ -491,8 +494,14 @@ impl RunQueue {
     ) -> Result<bool> {
         let (shown, id) = (self.shown(), run_id.to_string());
         let seqs: Vec<i64> = (first..first + events.len() as i64).collect();
-        self.db.call(move |client| async move {
-            let written = client
+        self.db.call(move |mut client| async move {
+            let fail = |e| failed(&shown, "cannot store events", e);
+            let transaction = client.transaction().await.map_err(fail)?;
+            transaction
+                .batch_execute("SET LOCAL synchronous_commit TO off")
+                .await
+                .map_err(fail)?;
+            let written = transaction
                 .execute(
                     "INSERT INTO superstep_events (run_id, seq, epoch, event)
                      SELECT $1, s, $2, e FROM unnest($3::bigint[], $4::text[]) AS x(s, e)
@@ -501,13 +510,11 @@ impl RunQueue {
                     &[&id, &epoch, &seqs, &events],
                 )
                 .await
-                .map_err(|e| failed(&shown, "cannot store events", e))?;
+                .map_err(fail)?;
             if written > 0 {
-                client
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
-                    .await
-                    .map_err(|e| failed(&shown, "cannot announce events", e))?;
+                notify(&transaction, &id).await.map_err(fail)?;
             }
+            transaction.commit().await.map_err(fail)?;
             Ok(written > 0 || events.is_empty())
         })
     }

@@ -2,6 +2,7 @@
 //! them from where the run's stored events end, and one thread writes what queued up,
 //! per run at the epoch it was claimed at (an owner that lost the run writes none).
 
+use super::Notes;
 use crate::events::{Event, EventSink};
 use crate::queue::RunQueue;
 use std::collections::BTreeMap;
@@ -22,12 +23,13 @@ pub(super) struct EventLog {
 }
 
 impl EventLog {
-    /// Starts the writer thread, which ends once every sink is dropped.
-    pub(super) fn start(queue: Arc<RunQueue>) -> std::io::Result<EventLog> {
+    /// Starts the writer thread, which ends once every sink is dropped; what cannot be
+    /// stored is said to `notes`.
+    pub(super) fn start(queue: Arc<RunQueue>, notes: Notes) -> std::io::Result<EventLog> {
         let (sender, received) = mpsc::channel();
         std::thread::Builder::new()
             .name("superstep-events".into())
-            .spawn(move || write(&queue, &received))?;
+            .spawn(move || write(&queue, &received, notes.as_ref()))?;
         Ok(EventLog { sender })
     }
 
@@ -77,7 +79,11 @@ impl EventSink for RunEvents {
 /// Stores what queued up, one statement per run, until every sender is gone. A batch
 /// that cannot be stored (the database is away) is reported and dropped: the run goes
 /// on, and its state lives in its checkpoints.
-fn write(queue: &RunQueue, received: &mpsc::Receiver<Numbered>) {
+fn write(
+    queue: &RunQueue,
+    received: &mpsc::Receiver<Numbered>,
+    notes: &(dyn Fn(&str) + Send + Sync),
+) {
     while let Ok(first) = received.recv() {
         let mut batches: BTreeMap<(Arc<str>, i64), (i64, Vec<String>)> = BTreeMap::new();
         for event in std::iter::once(first).chain(received.try_iter()) {
@@ -87,7 +93,7 @@ fn write(queue: &RunQueue, received: &mpsc::Receiver<Numbered>) {
         }
         for ((run_id, epoch), (first, events)) in batches {
             if let Err(error) = queue.append_events(&run_id, epoch, first, events) {
-                eprintln!("worker: events of run {run_id} not stored: {error:#}");
+                notes(&format!("events of run {run_id} not stored: {error:#}"));
             }
         }
     }

@@ -69,8 +69,13 @@ pub struct Worker {
     woken: mpsc::Receiver<Wake>,
     /// Each event of every run also goes here (the worker's log).
     log: Arc<dyn EventSink>,
+    /// What the worker says it does: claims, ends, takeovers, errors.
+    notes: Notes,
     stopping: bool,
 }
+
+/// Where a worker says what it does, one line at a time.
+pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Asks a worker to stop (see [`Worker::stopper`]).
 #[derive(Clone)]
@@ -86,9 +91,14 @@ impl WorkerStopper {
 }
 
 impl Worker {
-    /// A worker of the database at `url` (queue and checkpoints), its events also
-    /// going to `log`.
-    pub fn connect(url: &str, config: WorkerConfig, log: Arc<dyn EventSink>) -> Result<Worker> {
+    /// A worker of the database at `url` (queue and checkpoints), its runs' events
+    /// also going to `log`, and what it does said to `notes`.
+    pub fn connect(
+        url: &str,
+        config: WorkerConfig,
+        log: Arc<dyn EventSink>,
+        notes: Notes,
+    ) -> Result<Worker> {
         let queue = Arc::new(RunQueue::connect(url)?);
         let keys = crate::checkpoint::SigningKeys::from_env()?;
         let store = Arc::new(PostgresStore::connect(url)?.with_signing_keys(keys));
@@ -97,7 +107,7 @@ impl Worker {
             ..RunnerLimits::default()
         };
         let runner = Runner::with_limits(store.clone(), limits)?;
-        let events = EventLog::start(queue.clone()).map_err(host)?;
+        let events = EventLog::start(queue.clone(), notes.clone()).map_err(host)?;
         let (wake, woken) = mpsc::channel();
         let changed = std::sync::Mutex::new(wake.clone());
         queue.watch(move |_| {
@@ -115,8 +125,14 @@ impl Worker {
             wake,
             woken,
             log,
+            notes,
             stopping: false,
         })
+    }
+
+    /// Says `note`, naming the worker.
+    fn note(&self, note: std::fmt::Arguments) {
+        (self.notes)(&format!("worker {}: {note}", self.config.name));
     }
 
     /// What stops this worker, from any thread.
@@ -162,7 +178,7 @@ impl Worker {
                 Ok(Some(claim)) => self.start(claim),
                 Ok(None) => return,
                 Err(error) => {
-                    eprintln!("worker {}: cannot claim: {error:#}", self.config.name);
+                    self.note(format_args!("cannot claim: {error:#}"));
                     return;
                 }
             }
@@ -172,17 +188,11 @@ impl Worker {
     /// Starts or resumes a claimed run; a run that cannot be is given up as failed.
     fn start(&mut self, claim: Claim) {
         let (run_id, epoch) = (claim.run_id.clone(), claim.epoch);
-        eprintln!(
-            "worker {}: claimed run {run_id} (epoch {epoch})",
-            self.config.name
-        );
+        self.note(format_args!("claimed run {run_id} (epoch {epoch})"));
         if let Err(error) = self.try_start(claim) {
             self.store.unfence(&run_id);
             let reason = format!("{error:#}");
-            eprintln!(
-                "worker {}: run {run_id} cannot start: {reason}",
-                self.config.name
-            );
+            self.note(format_args!("run {run_id} cannot start: {reason}"));
             self.record(&run_id, epoch, RunStatus::Failed, Some(reason), 0);
         }
     }
@@ -282,15 +292,14 @@ impl Worker {
         reason: Option<String>,
         delivered: usize,
     ) {
-        let name = &self.config.name;
         let shown = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
         match self.queue.finish(run_id, epoch, status, reason, delivered) {
-            Ok(true) => eprintln!("worker {name}: run {run_id} {}{shown}", status.as_str()),
-            Ok(false) => {
-                eprintln!("worker {name}: run {run_id} was taken over by another worker; abandoned")
-            }
+            Ok(true) => self.note(format_args!("run {run_id} {}{shown}", status.as_str())),
+            Ok(false) => self.note(format_args!(
+                "run {run_id} was taken over by another worker; abandoned"
+            )),
             // Its lease expires, and a worker resumes it from its last checkpoint.
-            Err(error) => eprintln!("worker {name}: run {run_id}: {error:#}"),
+            Err(error) => self.note(format_args!("run {run_id}: {error:#}")),
         }
     }
 
@@ -308,18 +317,14 @@ impl Worker {
             Ok(lost) => {
                 for run_id in lost {
                     if let Some(active) = self.active.get(&run_id) {
-                        eprintln!(
-                            "worker {}: lost the lease of run {run_id}; stopping it at once",
-                            self.config.name
-                        );
+                        self.note(format_args!(
+                            "lost the lease of run {run_id}; stopping it at once"
+                        ));
                         active.stopper.interrupt();
                     }
                 }
             }
-            Err(error) => eprintln!(
-                "worker {}: cannot renew leases: {error:#}",
-                self.config.name
-            ),
+            Err(error) => self.note(format_args!("cannot renew leases: {error:#}")),
         }
     }
 }
