@@ -24,10 +24,17 @@ pub struct Postgres {
 const USER: &str = "superstep";
 
 impl Postgres {
-    /// The server, started on first use under the build's temporary directory.
+    /// The server, started on first use under the system's temporary directory (which
+    /// the server's user can reach, wherever the checkout is).
     pub fn shared() -> &'static Postgres {
         static SERVER: OnceLock<Postgres> = OnceLock::new();
-        SERVER.get_or_init(|| Postgres::start(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+        SERVER.get_or_init(|| {
+            let dir = std::env::temp_dir().join("superstep-tests");
+            std::fs::create_dir_all(&dir).unwrap();
+            let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+            std::fs::set_permissions(&dir, open).unwrap();
+            Postgres::start(&dir)
+        })
     }
 
     /// A new, empty database; returns its URL.
