@@ -18,6 +18,8 @@ pub struct Postgres {
     /// Who runs the server and its tools: `None` for the current user.
     user: Option<(u32, u32)>,
     dir: PathBuf,
+    /// The running server's process id, and what says it exited.
+    running: std::sync::Mutex<Option<(u32, std::sync::mpsc::Receiver<()>)>>,
 }
 
 /// The user name every database is owned by.
@@ -101,6 +103,7 @@ impl Postgres {
             bin,
             user,
             dir,
+            running: std::sync::Mutex::new(None),
         };
         let data = server.dir.join("data");
         let initdb = server
@@ -119,13 +122,25 @@ impl Postgres {
             .expect("run initdb");
         assert!(initdb.success(), "initdb failed");
         server.port = free_port();
-        server.spawn_server(&data);
+        server.spawn_server();
         server
+    }
+
+    /// Crashes the server (an immediate shutdown: no checkpoint, recovery at the next
+    /// start) and starts it again on the same port and data.
+    pub fn restart(&self) {
+        let (pid, exited) = self.running.lock().unwrap().take().expect("running");
+        unsafe { libc::kill(pid as i32, libc::SIGQUIT) };
+        exited
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("postgres stopped");
+        self.spawn_server();
     }
 
     /// Starts the server from a thread that lives as long as the process, so that the
     /// server's parent-death signal comes when the process ends, not the thread.
-    fn spawn_server(&self, data: &Path) {
+    fn spawn_server(&self) {
+        let data = self.dir.join("data");
         let mut command = self.tool("postgres");
         command
             .args(["-D", data.to_str().unwrap(), "-p", &self.port.to_string()])
@@ -148,13 +163,20 @@ impl Postgres {
         }
         // The keeper copies the server's log to server.log and says when the server is
         // ready to accept connections.
-        let mut log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let mut log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
         let (ready, readiness) = std::sync::mpsc::channel();
+        let (started, pid) = std::sync::mpsc::channel();
+        let (exit, exited) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("postgres-keeper".into())
             .spawn(move || {
                 use std::io::{BufRead, Write};
                 let mut child = command.spawn().expect("start postgres");
+                let _ = started.send(child.id());
                 let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
                 for line in stderr.lines().map_while(Result::ok) {
                     let _ = writeln!(log, "{line}");
@@ -163,8 +185,11 @@ impl Postgres {
                     }
                 }
                 let _ = child.wait();
+                let _ = exit.send(());
             })
             .unwrap();
+        let pid = pid.recv().expect("postgres spawned");
+        *self.running.lock().unwrap() = Some((pid, exited));
         let started = readiness.recv_timeout(std::time::Duration::from_secs(120));
         assert!(
             started.is_ok(),

@@ -464,3 +464,49 @@ fn queue_commands_refuse_bad_input() {
         "0"
     );
 }
+
+#[test]
+fn workers_carry_on_when_postgresql_restarts() {
+    let ws = Workspace::new();
+    // A server of its own, crashed and started again under the workers.
+    let base = std::env::temp_dir()
+        .join("superstep-tests")
+        .join("restarted");
+    std::fs::create_dir_all(&base).unwrap();
+    let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&base, open).unwrap();
+    let server = Postgres::start(&base);
+    let url = server.database();
+    ws.superstep(&["db", "migrate", "--store", &url])
+        .assert_code(0);
+    let manifest = fan_out(&ws, true);
+    let inputs: Vec<String> = (0..4).map(|n| format!("{{\"n\": {n}}}")).collect();
+    let runs: Vec<String> = inputs
+        .iter()
+        .map(|input| submit(&ws, &url, &manifest, input, "input"))
+        .collect();
+    let ttl = ["--concurrency", "2", "--lease-ttl", "3s"];
+    let workers = [
+        WorkerProcess::start(&ws, &url, "a", &ttl),
+        WorkerProcess::start(&ws, &url, "b", &ttl),
+    ];
+    for run in &runs {
+        until_fast_ones_journaled(&ws, &url, run);
+    }
+    server.restart();
+    ws.set_gate(true);
+    for (run, input) in runs.iter().zip(&inputs) {
+        assert_eq!(wait(&ws, &url, run), 0, "run {run}");
+        let expected = alone(&manifest, input, "input");
+        assert_eq!(outputs(&show(&ws, &url, run)), expected, "run {run}");
+        // The fast executors' results were not made again (events of the moments the
+        // database was away may be missing, never doubled).
+        for fast in ["fast1", "fast2"] {
+            assert!(
+                invoked_in_superstep_1(&server, &url, run, fast) <= 1,
+                "{fast}"
+            );
+        }
+    }
+    drop(workers);
+}
