@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::error::{Error, did_you_mean, invalid};
-use crate::grants::{Grants, RawDir};
+use crate::grants::{Grants, HostEnv, RawDir};
 use crate::limited_read::{self, FileKind};
 use crate::limits::{HTTP_CALL_TIMEOUT_MS, Limits, RawLimits};
 use serde::Deserialize;
@@ -114,11 +114,22 @@ impl Manifest {
     /// Reads, parses and validates the manifest at `path`. Every error names the file
     /// and the field at fault.
     pub fn load(path: &Path) -> Result<Manifest> {
+        Self::load_with(path, HostEnv::Read)
+    }
+
+    /// [`Manifest::load`] to store the manifest for another host to run (`superstep
+    /// submit`): the host variables that `env` grants pass by name are not read here,
+    /// but by the host that runs it.
+    pub fn load_to_submit(path: &Path) -> Result<Manifest> {
+        Self::load_with(path, HostEnv::Deferred)
+    }
+
+    fn load_with(path: &Path, host_env: HostEnv) -> Result<Manifest> {
         let text = limited_read::read_to_string(path, FileKind::Manifest)
             .map_err(|e| invalid(format!("{}: cannot read manifest: {e}", path.display())))?;
         let path =
             std::path::absolute(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        Self::parse(&text, &path)
+        Self::parse_with(&text, &path, host_env)
     }
 
     /// [`Manifest::load`] for a path the user did not give but `named_by` (a
@@ -156,6 +167,10 @@ impl Manifest {
     /// Parses and validates manifest text; relative component paths are resolved
     /// against the directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        Self::parse_with(text, path, HostEnv::Read)
+    }
+
+    fn parse_with(text: &str, path: &Path, host_env: HostEnv) -> Result<Manifest> {
         let file = path.display();
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| invalid(format!("{file}: {}", e.to_string().trim_end())))?;
@@ -177,7 +192,8 @@ impl Manifest {
                 "workflow.max_supersteps: must be at least 1".into(),
             ));
         }
-        let executors = executors(raw.executors, dir, raw.workflow.limits).map_err(at_file)?;
+        let executors =
+            executors(raw.executors, (dir, host_env), raw.workflow.limits).map_err(at_file)?;
         let start = start(raw.workflow.start, &executors).map_err(at_file)?;
         let edges = edges(raw.edges, &executors).map_err(at_file)?;
         Ok(Manifest {
@@ -202,10 +218,11 @@ impl Manifest {
 }
 
 /// The executors of a manifest in `dir`, sorted by id, each with its limits over
-/// `workflow_limits` and its grants; the error names the field.
+/// `workflow_limits` and its grants (host variables read as `host_env` says); the
+/// error names the field.
 fn executors(
     raw: Vec<RawExecutor>,
-    dir: &Path,
+    (dir, host_env): (&Path, HostEnv),
     workflow_limits: RawLimits,
 ) -> std::result::Result<Vec<ExecutorSpec>, String> {
     if raw.is_empty() {
@@ -238,8 +255,9 @@ fn executors(
             },
         };
         let limits = executor.limits.over(base, "limits").map_err(at)?;
-        let grants = Grants::parse(dir, &executor.dirs, &executor.env, &executor.allowed_hosts)
-            .map_err(at)?;
+        let env = (executor.env.as_slice(), host_env);
+        let grants =
+            Grants::parse(dir, &executor.dirs, env, &executor.allowed_hosts).map_err(at)?;
         executors.push(ExecutorSpec {
             position: i,
             id: executor.id,

@@ -3,6 +3,7 @@
 //! events, failed calls resumable, and a call finished before a crash not paid twice.
 
 use crate::common::*;
+use crate::workers::{self, WorkerProcess};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -360,13 +361,11 @@ fn failed_hung_and_oversized_calls_fail_the_executor_and_resume_reaches_the_serv
     assert_eq!(*server.keys.lock().unwrap(), vec![key; 4]);
 }
 
-#[test]
-fn an_agent_call_finished_before_a_crash_is_not_paid_again() {
-    let ws = Workspace::new();
-    let server = ChatServer::start(Mode::Lowercase);
-    // The agent and a slow executor share a superstep; the host is killed once the
-    // agent's results are journaled, while the slow one waits at the closed gate.
-    let manifest = ws.manifest(
+/// The agent and a slow executor share a superstep: a host killed once the agent's
+/// results are journaled, while the slow one waits at the workspace's closed gate, has
+/// paid for the call.
+fn agent_beside_a_gate(ws: &Workspace, server: &ChatServer) -> std::path::PathBuf {
+    ws.manifest(
         "crash.toml",
         &format!(
             r#"[workflow]
@@ -407,7 +406,14 @@ to = "out"
             port = server.port,
             base = server.base_url()
         ),
-    );
+    )
+}
+
+#[test]
+fn an_agent_call_finished_before_a_crash_is_not_paid_again() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let manifest = agent_beside_a_gate(&ws, &server);
     ws.set_gate(false);
     let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
         .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
@@ -531,4 +537,30 @@ to = "out"
     assert_eq!(skipped(&resumed), [json!("agent")]);
     assert_eq!(resumed.outputs(), vec![json!("hello")]);
     assert_eq!(server.requests(), 1, "the paid call was not made again");
+}
+
+#[test]
+fn a_paid_call_is_not_made_again_when_another_worker_takes_the_run_over() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let manifest = agent_beside_a_gate(&ws, &server);
+    ws.set_gate(false);
+    let url = workers::database(&ws);
+    let run = workers::submit(&ws, &url, &manifest, "\"Hello\"", "input");
+    let args = ["--concurrency", "1", "--lease-ttl", "2s"];
+    let env = [("SUPERSTEP_TEST_KEY", KEY)];
+    let first = WorkerProcess::start_with_env(&ws, &url, "first", &args, &env);
+    workers::follow_until(&ws, &url, &run, |event| {
+        event["event"] == "executor_completed" && event["executor"] == "agent"
+    });
+    let second = WorkerProcess::start_with_env(&ws, &url, "second", &args, &env);
+    first.signal(libc::SIGKILL);
+    ws.set_gate(true);
+    second.wait_for(&format!("claimed run {run} (epoch 2)"));
+    assert_eq!(workers::wait(&ws, &url, &run), 0);
+    assert_eq!(
+        workers::outputs(&workers::show(&ws, &url, &run)),
+        [json!("hello")]
+    );
+    assert_eq!(server.requests(), 1, "the paid call was made again");
 }

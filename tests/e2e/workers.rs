@@ -14,18 +14,30 @@ use std::time::{Duration, Instant};
 use superstep::{Event, MemoryStore, Message, Runtime, Workflow};
 
 /// A `superstep worker` process, its stderr lines readable as they come.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl WorkerProcess {
-    fn start(ws: &Workspace, url: &str, name: &str, args: &[&str]) -> WorkerProcess {
+    pub(crate) fn start(ws: &Workspace, url: &str, name: &str, args: &[&str]) -> WorkerProcess {
+        WorkerProcess::start_with_env(ws, url, name, args, &[])
+    }
+
+    /// [`WorkerProcess::start`] with `env` set.
+    pub(crate) fn start_with_env(
+        ws: &Workspace,
+        url: &str,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let cache = ws.path().join(format!("cache-{name}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_superstep"))
             .args(["worker", "--store", url, "--name", name, "--cache-dir"])
             .arg(&cache)
             .args(args)
+            .envs(env.iter().copied())
             .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
             .current_dir(ws.path())
             .stdout(Stdio::null())
@@ -47,7 +59,7 @@ impl WorkerProcess {
     }
 
     /// The next stderr line that contains `text` (within two minutes).
-    fn wait_for(&self, text: &str) -> String {
+    pub(crate) fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -59,7 +71,7 @@ impl WorkerProcess {
         }
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
@@ -77,14 +89,20 @@ impl Drop for WorkerProcess {
 }
 
 /// A migrated database of the shared server.
-fn database(ws: &Workspace) -> String {
+pub(crate) fn database(ws: &Workspace) -> String {
     let url = Postgres::shared().database();
     ws.superstep(&["db", "migrate", "--store", &url])
         .assert_code(0);
     url
 }
 
-fn submit(ws: &Workspace, url: &str, manifest: &Path, input: &str, kind: &str) -> String {
+pub(crate) fn submit(
+    ws: &Workspace,
+    url: &str,
+    manifest: &Path,
+    input: &str,
+    kind: &str,
+) -> String {
     let manifest = manifest.to_str().unwrap();
     let submitted = ws.superstep(&[
         "submit",
@@ -101,20 +119,20 @@ fn submit(ws: &Workspace, url: &str, manifest: &Path, input: &str, kind: &str) -
 }
 
 /// `runs wait`: the run's exit code once it stops.
-fn wait(ws: &Workspace, url: &str, run: &str) -> i32 {
+pub(crate) fn wait(ws: &Workspace, url: &str, run: &str) -> i32 {
     let waited = ws.superstep(&["runs", "wait", run, "--timeout", "120s", "--store", url]);
     waited.code
 }
 
 /// `runs show` as JSON.
-fn show(ws: &Workspace, url: &str, run: &str) -> Value {
+pub(crate) fn show(ws: &Workspace, url: &str, run: &str) -> Value {
     let shown = ws.superstep(&["runs", "show", run, "--store", url]);
     shown.assert_code(0);
     serde_json::from_str(&shown.stdout).unwrap()
 }
 
 /// The output bodies `runs show` reports, as JSON.
-fn outputs(shown: &Value) -> Vec<Value> {
+pub(crate) fn outputs(shown: &Value) -> Vec<Value> {
     shown["outputs"]
         .as_array()
         .unwrap()
@@ -239,32 +257,45 @@ fn three_workers_run_fifty_submitted_runs_each_once() {
     }
 }
 
-/// Follows the events of `run` until the two fast executors of the gated fan-out have
-/// completed superstep 1 (their results journaled): the run is mid-superstep, held by
-/// the gate.
-fn until_fast_ones_journaled(ws: &Workspace, url: &str, run: &str) {
+/// Follows the events of `run` (`runs events --follow`) until `seen` says so.
+pub(crate) fn follow_until(
+    ws: &Workspace,
+    url: &str,
+    run: &str,
+    mut seen: impl FnMut(&Value) -> bool,
+) {
     let mut follow = Command::new(env!("CARGO_BIN_EXE_superstep"))
         .args(["runs", "events", run, "--follow", "--store", url])
         .current_dir(ws.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut completed = 0;
+    let mut found = false;
     for line in BufReader::new(follow.stdout.take().unwrap()).lines() {
-        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if seen(&serde_json::from_str(&line.unwrap()).unwrap()) {
+            found = true;
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(found, "the run ended before the event came");
+}
+
+/// Follows the events of `run` until the two fast executors of the gated fan-out have
+/// completed superstep 1 (their results journaled): the run is mid-superstep, held by
+/// the gate.
+fn until_fast_ones_journaled(ws: &Workspace, url: &str, run: &str) {
+    let mut completed = 0;
+    follow_until(ws, url, run, |event| {
         let fast = event["executor"]
             .as_str()
             .is_some_and(|e| e.starts_with("fast"));
         if event["event"] == "executor_completed" && event["superstep"] == 1 && fast {
             completed += 1;
-            if completed == 2 {
-                break;
-            }
         }
-    }
-    let _ = follow.kill();
-    let _ = follow.wait();
-    assert_eq!(completed, 2, "the fast executors never completed");
+        completed == 2
+    });
 }
 
 /// How many times each executor was invoked in superstep 1, by the events of `run`.

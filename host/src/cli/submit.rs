@@ -30,7 +30,7 @@ pub(super) struct SubmitArgs {
 /// Stores the run, prints its id and returns at once.
 pub(super) fn submit(args: SubmitArgs) -> Result<u8> {
     let body = input_body(args.input.as_deref(), args.input_file.as_deref())?;
-    let manifest = Manifest::load(&args.manifest)?;
+    let manifest = Manifest::load_to_submit(&args.manifest)?;
     let queue = RunQueue::connect(&super::db::postgres_url(&args.store)?)?;
     let input = Message {
         kind: args.input_kind,

@@ -14,6 +14,7 @@ pub mod env;
 pub mod http;
 
 pub use dirs::{DirGrant, RawDir};
+pub use env::HostEnv;
 pub use http::{HostPattern, HttpPolicy};
 
 use crate::error::Result;
@@ -40,12 +41,12 @@ impl Grants {
     pub fn parse(
         manifest_dir: &Path,
         dirs: &[RawDir],
-        env: &[String],
+        (env, host_env): (&[String], HostEnv),
         allowed_hosts: &[String],
     ) -> Result<Grants, String> {
         Ok(Grants {
             dirs: dirs::parse(manifest_dir, dirs)?,
-            env: env::parse(env)?,
+            env: env::parse(env, host_env)?,
             allowed_hosts: http::parse(allowed_hosts)?,
         })
     }
