@@ -58,6 +58,35 @@ fn runs_save_list_and_resume_in_postgres_as_in_a_directory() {
     latest.assert_code(0);
     assert_eq!(latest.stdout.trim(), ids[0]);
 
+    // show, diff, export and prune, as with a directory.
+    let shown = ws.superstep(&["checkpoints", "show", &ids[0], "--store", &url]);
+    shown.assert_code(0);
+    assert!(shown.stdout.contains(&ids[0]));
+    let diff = ws.superstep(&[
+        "checkpoints",
+        "show",
+        &ids[3],
+        "--diff",
+        &ids[0],
+        "--store",
+        &url,
+    ]);
+    diff.assert_code(0);
+    assert!(diff.stdout.contains("upper"), "{}", diff.stdout);
+    ws.superstep(&[
+        "checkpoints",
+        "export",
+        &ids[1],
+        "-o",
+        "exported.json",
+        "--store",
+        &url,
+    ])
+    .assert_code(0);
+    let resumed = ws.superstep(&["resume", "exported.json", "--events", "jsonl"]);
+    resumed.assert_code(0);
+    assert_eq!(resumed.outputs(), run.outputs());
+
     // Each checkpoint before the end, resumed by a prefix of its id in a new process,
     // ends as the run ended; the store named by the environment this time.
     for id in &ids[1..] {
@@ -68,6 +97,18 @@ fn runs_save_list_and_resume_in_postgres_as_in_a_directory() {
         resumed.assert_code(0);
         assert_eq!(resumed.outputs(), run.outputs(), "resumed from {id}");
     }
+    let count = || {
+        let listed = ws.superstep(&["checkpoints", "list", "--json", "--store", &url]);
+        listed.stdout.lines().count()
+    };
+    let before = count();
+    let latest = ws.superstep(&["checkpoints", "latest", "--store", &url]);
+    let pruned = ws.superstep(&["checkpoints", "prune", "--keep-last", "1", "--store", &url]);
+    pruned.assert_code(0);
+    assert!(count() < before, "nothing pruned: {}", pruned.stdout);
+    let kept = latest.stdout.trim();
+    ws.superstep(&["checkpoints", "show", kept, "--store", &url])
+        .assert_code(0);
 }
 
 #[test]
