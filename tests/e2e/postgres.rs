@@ -58,34 +58,7 @@ fn runs_save_list_and_resume_in_postgres_as_in_a_directory() {
     latest.assert_code(0);
     assert_eq!(latest.stdout.trim(), ids[0]);
 
-    // show, diff, export and prune, as with a directory.
-    let shown = ws.superstep(&["checkpoints", "show", &ids[0], "--store", &url]);
-    shown.assert_code(0);
-    assert!(shown.stdout.contains(&ids[0]));
-    let diff = ws.superstep(&[
-        "checkpoints",
-        "show",
-        &ids[3],
-        "--diff",
-        &ids[0],
-        "--store",
-        &url,
-    ]);
-    diff.assert_code(0);
-    assert!(diff.stdout.contains("upper"), "{}", diff.stdout);
-    ws.superstep(&[
-        "checkpoints",
-        "export",
-        &ids[1],
-        "-o",
-        "exported.json",
-        "--store",
-        &url,
-    ])
-    .assert_code(0);
-    let resumed = ws.superstep(&["resume", "exported.json", "--events", "jsonl"]);
-    resumed.assert_code(0);
-    assert_eq!(resumed.outputs(), run.outputs());
+    show_diff_and_export(&ws, &url, &ids, &run.outputs());
 
     // Each checkpoint before the end, resumed by a prefix of its id in a new process,
     // ends as the run ended; the store named by the environment this time.
@@ -97,17 +70,54 @@ fn runs_save_list_and_resume_in_postgres_as_in_a_directory() {
         resumed.assert_code(0);
         assert_eq!(resumed.outputs(), run.outputs(), "resumed from {id}");
     }
+    prune_keeps_the_latest(&ws, &url);
+}
+
+/// `checkpoints show`, `show --diff` and `export` of the pipeline's checkpoints `ids`
+/// (newest first), as with a directory; the export resumes to `outputs`.
+fn show_diff_and_export(ws: &Workspace, url: &str, ids: &[String], outputs: &[serde_json::Value]) {
+    let shown = ws.superstep(&["checkpoints", "show", &ids[0], "--store", url]);
+    shown.assert_code(0);
+    assert!(shown.stdout.contains(&ids[0]));
+    let diff = ws.superstep(&[
+        "checkpoints",
+        "show",
+        &ids[3],
+        "--diff",
+        &ids[0],
+        "--store",
+        url,
+    ]);
+    diff.assert_code(0);
+    assert!(diff.stdout.contains("upper"), "{}", diff.stdout);
+    ws.superstep(&[
+        "checkpoints",
+        "export",
+        &ids[1],
+        "-o",
+        "exported.json",
+        "--store",
+        url,
+    ])
+    .assert_code(0);
+    let resumed = ws.superstep(&["resume", "exported.json", "--events", "jsonl"]);
+    resumed.assert_code(0);
+    assert_eq!(resumed.outputs(), outputs);
+}
+
+/// `checkpoints prune` deletes from the database and keeps the latest checkpoint.
+fn prune_keeps_the_latest(ws: &Workspace, url: &str) {
     let count = || {
-        let listed = ws.superstep(&["checkpoints", "list", "--json", "--store", &url]);
+        let listed = ws.superstep(&["checkpoints", "list", "--json", "--store", url]);
         listed.stdout.lines().count()
     };
     let before = count();
-    let latest = ws.superstep(&["checkpoints", "latest", "--store", &url]);
-    let pruned = ws.superstep(&["checkpoints", "prune", "--keep-last", "1", "--store", &url]);
+    let latest = ws.superstep(&["checkpoints", "latest", "--store", url]);
+    let pruned = ws.superstep(&["checkpoints", "prune", "--keep-last", "1", "--store", url]);
     pruned.assert_code(0);
     assert!(count() < before, "nothing pruned: {}", pruned.stdout);
     let kept = latest.stdout.trim();
-    ws.superstep(&["checkpoints", "show", kept, "--store", &url])
+    ws.superstep(&["checkpoints", "show", kept, "--store", url])
         .assert_code(0);
 }
 
