@@ -112,6 +112,39 @@ pub struct Claim {
     pub answers: Vec<(String, Message)>,
     /// The sequence number of the run's next event.
     pub next_event: i64,
+    /// The run's latest checkpoint by lineage, and its status, if it has one.
+    pub latest: Option<(String, String)>,
+}
+
+/// A claimed run's row, as [`RunQueue::claim`] returns it.
+fn claimed(row: &tokio_postgres::Row) -> Result<Claim> {
+    let run_id: String = row.get(0);
+    let answers: Vec<StoredAnswer> = serde_json::from_str(row.get(6))
+        .map_err(|e| host(format!("run {run_id}: stored answers: {e}")))?;
+    let latest: Option<String> = row.get(8);
+    Ok(Claim {
+        epoch: row.get(1),
+        workflow_digest: row.get(2),
+        manifest: row.get(3),
+        input: Message {
+            kind: row.get(4),
+            body: Bytes::from(row.get::<_, Vec<u8>>(5)),
+        },
+        answers: answers
+            .into_iter()
+            .map(|a| {
+                let body = Bytes::from(a.body.into_bytes());
+                let kind = "response".to_string();
+                (a.request_id, Message { kind, body })
+            })
+            .collect(),
+        next_event: row.get(7),
+        latest: latest.and_then(|l| {
+            let (id, status) = l.split_once(' ')?;
+            Some((id.to_string(), status.to_string()))
+        }),
+        run_id,
+    })
 }
 
 /// One answer as the run's row keeps it.
@@ -223,61 +256,35 @@ impl RunQueue {
         Ok(run_id)
     }
 
-    /// Claims the oldest run that is queued or whose owner's lease expired, for
-    /// `worker`, with a lease of `ttl`; `None` when there is none.
-    pub fn claim(&self, worker: &str, ttl: Duration) -> Result<Option<Claim>> {
+    /// Claims up to `most` of the oldest runs that are queued or whose owner's lease
+    /// expired, for `worker`, each with a lease of `ttl`, in one statement.
+    pub fn claim(&self, worker: &str, ttl: Duration, most: usize) -> Result<Vec<Claim>> {
         let (shown, worker) = (self.shown(), worker.to_string());
-        let ttl_ms = ttl.as_millis() as i64;
-        let claimed = self.db.call(move |client| async move {
-            let fail = |e| failed(&shown, "cannot claim a run", e);
-            let row = client
-                .query_opt(
+        let (ttl_ms, most) = (ttl.as_millis() as i64, most as i64);
+        let rows = self.db.call(move |client| async move {
+            client
+                .query(
                     "UPDATE superstep_runs r SET status = 'running', epoch = epoch + 1,
                          owner = $1, lease_until = now() + $2::bigint * interval '1 millisecond',
                          updated_at = now()
                      FROM superstep_workflows w
-                     WHERE w.digest = r.workflow_digest AND r.run_id = (
+                     WHERE w.digest = r.workflow_digest AND r.run_id IN (
                          SELECT run_id FROM superstep_runs
                          WHERE status = 'queued' OR (status = 'running' AND lease_until < now())
-                         ORDER BY submitted_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                         ORDER BY submitted_at LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING r.run_id, r.epoch, r.workflow_digest, w.manifest, r.input_kind,
                          r.input, r.responses,
                          (SELECT coalesce(max(seq) + 1, 0) FROM superstep_events e
-                          WHERE e.run_id = r.run_id)",
-                    &[&worker, &ttl_ms],
+                          WHERE e.run_id = r.run_id),
+                         (SELECT checkpoint_id || ' ' || status FROM superstep_checkpoints c
+                          WHERE c.run_id = r.run_id
+                          ORDER BY depth DESC, created_at DESC, checkpoint_id DESC LIMIT 1)",
+                    &[&worker, &ttl_ms, &most],
                 )
                 .await
-                .map_err(fail)?;
-            Ok(row)
+                .map_err(|e| failed(&shown, "cannot claim runs", e))
         })?;
-        let Some(row) = claimed else {
-            return Ok(None);
-        };
-        let answers: Vec<StoredAnswer> = serde_json::from_str(row.get(6)).map_err(|e| {
-            host(format!(
-                "run {}: stored answers: {e}",
-                row.get::<_, String>(0)
-            ))
-        })?;
-        Ok(Some(Claim {
-            run_id: row.get(0),
-            epoch: row.get(1),
-            workflow_digest: row.get(2),
-            manifest: row.get(3),
-            input: Message {
-                kind: row.get(4),
-                body: Bytes::from(row.get::<_, Vec<u8>>(5)),
-            },
-            answers: answers
-                .into_iter()
-                .map(|a| {
-                    let body = Bytes::from(a.body.into_bytes());
-                    let kind = "response".to_string();
-                    (a.request_id, Message { kind, body })
-                })
-                .collect(),
-            next_event: row.get(7),
-        }))
+        rows.iter().map(claimed).collect()
     }
 
     /// The bytes of stored component `digest`.

@@ -171,17 +171,15 @@ impl Worker {
         }
     }
 
-    /// Claims runs while it drives fewer than its concurrency.
+    /// Claims as many runs as it has room for, in one statement.
     fn claim_runs(&mut self) {
-        while self.active.len() < self.config.concurrency {
-            match self.queue.claim(&self.config.name, self.config.lease_ttl) {
-                Ok(Some(claim)) => self.start(claim),
-                Ok(None) => return,
-                Err(error) => {
-                    self.note(format_args!("cannot claim: {error:#}"));
-                    return;
-                }
-            }
+        let room = self.config.concurrency.saturating_sub(self.active.len());
+        if room == 0 {
+            return;
+        }
+        match self.queue.claim(&self.config.name, self.config.lease_ttl, room) {
+            Ok(claims) => claims.into_iter().for_each(|claim| self.start(claim)),
+            Err(error) => self.note(format_args!("cannot claim: {error:#}")),
         }
     }
 
@@ -205,6 +203,7 @@ impl Worker {
             input,
             answers,
             next_event,
+            latest,
             ..
         } = claim;
         self.store.fence(&run_id, epoch);
@@ -212,16 +211,16 @@ impl Worker {
             .events
             .sink(&run_id, epoch, next_event, self.log.clone());
         let delivered = answers.len();
-        let handle = match self.store.latest(Some(&run_id))? {
+        let handle = match latest {
             None => self.runner.spawn_as(&workflow, run_id.clone(), input, sink),
-            Some(latest) if latest.status == Status::Completed => {
+            Some((_, status)) if status == Status::Completed.as_str() => {
                 // It completed; its owner died before it said so.
                 self.store.unfence(&run_id);
                 self.record(&run_id, epoch, RunStatus::Completed, None, delivered);
                 return Ok(());
             }
-            Some(latest) => {
-                let checkpoint = self.store.load(&latest.checkpoint_id)?;
+            Some((checkpoint_id, _)) => {
+                let checkpoint = self.store.load(&checkpoint_id)?;
                 self.runner
                     .spawn_resume_answering(&workflow, checkpoint, answers, sink)
             }
