@@ -197,17 +197,27 @@ fn two_hundred_runs_at_once_end_as_each_ends_alone() {
     }
 }
 
-/// A memory store whose saves fail for the checkpoints of the runs that `fails` picks.
-struct PickyStore {
+/// A memory store that calls `before_save` before each save: it may hold the save, or
+/// refuse it.
+struct HookedStore {
     inner: MemoryStore,
-    fails: Box<dyn Fn(&Checkpoint) -> bool + Send + Sync>,
+    before_save: Box<dyn Fn(&Checkpoint) -> superstep::Result<()> + Send + Sync>,
 }
 
-impl CheckpointStore for PickyStore {
-    fn save(&self, checkpoint: &Checkpoint) -> superstep::Result<String> {
-        if (self.fails)(checkpoint) {
-            return Err(host("No space left on device (injected)"));
+impl HookedStore {
+    fn new(
+        before_save: impl Fn(&Checkpoint) -> superstep::Result<()> + Send + Sync + 'static,
+    ) -> HookedStore {
+        HookedStore {
+            inner: MemoryStore::new(),
+            before_save: Box::new(before_save),
         }
+    }
+}
+
+impl CheckpointStore for HookedStore {
+    fn save(&self, checkpoint: &Checkpoint) -> superstep::Result<String> {
+        (self.before_save)(checkpoint)?;
         self.inner.save(checkpoint)
     }
     fn load(&self, id: &str) -> superstep::Result<Checkpoint> {
@@ -241,10 +251,12 @@ fn a_failed_save_fails_only_the_runs_whose_checkpoints_it_held() {
                 e.state.to_text().contains("hello 3") || e.state.to_text().contains("hello 6")
             })
     };
-    let store = Arc::new(PickyStore {
-        inner: MemoryStore::new(),
-        fails: Box::new(doomed),
-    });
+    let store = Arc::new(HookedStore::new(move |checkpoint| {
+        match doomed(checkpoint) {
+            true => Err(host("No space left on device (injected)")),
+            false => Ok(()),
+        }
+    }));
     let runner = Runner::new(store.clone()).unwrap();
     let outcomes: Vec<(usize, Result<Ending, String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..9)
@@ -435,46 +447,24 @@ fn a_runner_drives_no_more_runs_than_its_limits_allow() {
     assert!((1..=4).contains(&most), "{most} runs at once");
 }
 
-/// A memory store whose saves wait until it is opened.
+/// A gate that saves wait at until it is opened.
 #[derive(Default)]
-struct ClosedStore {
-    inner: MemoryStore,
+struct Gate {
     open: Mutex<bool>,
     opened: Condvar,
 }
 
-impl ClosedStore {
+impl Gate {
     fn open(&self) {
         *self.open.lock().unwrap() = true;
         self.opened.notify_all();
     }
-}
 
-impl CheckpointStore for ClosedStore {
-    fn save(&self, checkpoint: &Checkpoint) -> superstep::Result<String> {
+    fn pass(&self) {
         drop(
             self.opened
                 .wait_while(self.open.lock().unwrap(), |open| !*open),
         );
-        self.inner.save(checkpoint)
-    }
-    fn load(&self, id: &str) -> superstep::Result<Checkpoint> {
-        self.inner.load(id)
-    }
-    fn list(&self) -> superstep::Result<Vec<Listed>> {
-        self.inner.list()
-    }
-    fn delete(&self, id: &str) -> superstep::Result<()> {
-        self.inner.delete(id)
-    }
-    fn append_journal(&self, base: &str, records: &[JournalRecord]) -> superstep::Result<()> {
-        self.inner.append_journal(base, records)
-    }
-    fn read_journal(&self, base: &str) -> superstep::Result<Vec<JournalRecord>> {
-        self.inner.read_journal(base)
-    }
-    fn remove_journal(&self, base: &str) -> superstep::Result<()> {
-        self.inner.remove_journal(base)
     }
 }
 
@@ -486,8 +476,13 @@ fn spawned_runs_waiting_for_their_saves_hold_no_thread() {
         threads: 2,
         ..superstep::RunnerLimits::default()
     };
-    let store = Arc::new(ClosedStore::default());
-    let runner = Runner::with_limits(store.clone(), limits).unwrap();
+    let gate = Arc::new(Gate::default());
+    let closed = gate.clone();
+    let store = Arc::new(HookedStore::new(move |_| {
+        closed.pass();
+        Ok(())
+    }));
+    let runner = Runner::with_limits(store, limits).unwrap();
     let (began, beginnings) = std::sync::mpsc::channel();
     let runs = 20;
     // No save can finish, so every run waits for its first checkpoint once it ran its
@@ -506,7 +501,7 @@ fn spawned_runs_waiting_for_their_saves_hold_no_thread() {
         let waited = beginnings.recv_timeout(std::time::Duration::from_secs(120));
         assert!(waited.is_ok(), "only {n} of {runs} runs began");
     }
-    store.open();
+    gate.open();
     for handle in handles {
         let stopped = handle.wait().unwrap();
         assert_eq!(stopped.outcome.unwrap(), Outcome::Completed);

@@ -177,7 +177,10 @@ impl Worker {
         if room == 0 {
             return;
         }
-        match self.queue.claim(&self.config.name, self.config.lease_ttl, room) {
+        match self
+            .queue
+            .claim(&self.config.name, self.config.lease_ttl, room)
+        {
             Ok(claims) => claims.into_iter().for_each(|claim| self.start(claim)),
             Err(error) => self.note(format_args!("cannot claim: {error:#}")),
         }
