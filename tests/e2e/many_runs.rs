@@ -201,8 +201,11 @@ fn two_hundred_runs_at_once_end_as_each_ends_alone() {
 /// refuse it.
 struct HookedStore {
     inner: MemoryStore,
-    before_save: Box<dyn Fn(&Checkpoint) -> superstep::Result<()> + Send + Sync>,
+    before_save: Box<BeforeSave>,
 }
+
+/// What a [`HookedStore`] calls before each save.
+type BeforeSave = dyn Fn(&Checkpoint) -> superstep::Result<()> + Send + Sync;
 
 impl HookedStore {
     fn new(
