@@ -116,6 +116,21 @@ pub struct Claim {
     pub latest: Option<(String, String)>,
 }
 
+/// How a claimed run stopped, for [`RunQueue::finish`].
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// The run.
+    pub run_id: String,
+    /// The epoch it was claimed at.
+    pub epoch: i64,
+    /// Where it stands now.
+    pub status: RunStatus,
+    /// Why it failed (or was given back).
+    pub reason: Option<String>,
+    /// How many of its stored answers were delivered when it started.
+    pub delivered: usize,
+}
+
 /// A claimed run's row, as [`RunQueue::claim`] returns it.
 fn claimed(row: &tokio_postgres::Row) -> Result<Claim> {
     let run_id: String = row.get(0);
@@ -338,40 +353,43 @@ impl RunQueue {
             .collect())
     }
 
-    /// Records how the run claimed at `epoch` stopped (`status`, and `reason` for a
-    /// failure), ends its lease, and forgets the `delivered` answers; `false` (and
-    /// nothing changed) if the run was claimed by another worker meanwhile. A run
-    /// given back (`Queued`) is claimed again by any worker.
-    pub fn finish(
-        &self,
-        run_id: &str,
-        epoch: i64,
-        status: RunStatus,
-        reason: Option<String>,
-        delivered: usize,
-    ) -> Result<bool> {
-        let (shown, id) = (self.shown(), run_id.to_string());
-        let delivered = delivered as i64;
+    /// Records how runs stopped (see [`RunEnd`]), all in one transaction: ends each
+    /// one's lease and forgets the answers delivered to it. Per run, `false` (and
+    /// nothing changed) if another worker claimed it meanwhile. A run given back
+    /// (`Queued`) is claimed again by any worker.
+    pub fn finish(&self, ends: Vec<RunEnd>) -> Result<Vec<bool>> {
+        let shown = self.shown();
         self.db.call(move |mut client| async move {
-            let fail = |e| failed(&shown, "cannot record the run's end", e);
+            let fail = |e| failed(&shown, "cannot record how runs ended", e);
             let transaction = client.transaction().await.map_err(fail)?;
-            let changed = transaction
-                .execute(
-                    "UPDATE superstep_runs SET status = $3, reason = $4, lease_until = NULL,
-                         responses = coalesce((SELECT jsonb_agg(a ORDER BY n)::text
-                             FROM jsonb_array_elements(responses::jsonb) WITH ORDINALITY AS x(a, n)
-                             WHERE n > $5), '[]'),
-                         updated_at = now()
-                     WHERE run_id = $1 AND epoch = $2",
-                    &[&id, &epoch, &status.as_str(), &reason, &delivered],
-                )
-                .await
-                .map_err(fail)?;
-            if changed == 1 {
-                notify(&transaction, &id).await.map_err(fail)?;
+            let mut recorded = Vec::with_capacity(ends.len());
+            for end in &ends {
+                let changed = transaction
+                    .execute(
+                        "UPDATE superstep_runs SET status = $3, reason = $4, lease_until = NULL,
+                             responses = coalesce((SELECT jsonb_agg(a ORDER BY n)::text
+                                 FROM jsonb_array_elements(responses::jsonb)
+                                     WITH ORDINALITY AS x(a, n)
+                                 WHERE n > $5), '[]'),
+                             updated_at = now()
+                         WHERE run_id = $1 AND epoch = $2",
+                        &[
+                            &end.run_id,
+                            &end.epoch,
+                            &end.status.as_str(),
+                            &end.reason,
+                            &(end.delivered as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(fail)?;
+                if changed == 1 {
+                    notify(&transaction, &end.run_id).await.map_err(fail)?;
+                }
+                recorded.push(changed == 1);
             }
             transaction.commit().await.map_err(fail)?;
-            Ok(changed == 1)
+            Ok(recorded)
         })
     }
 

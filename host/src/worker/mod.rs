@@ -15,7 +15,7 @@ use crate::engine::{Runner, RunnerLimits, Runtime, Stopped, Stopper, Workflow};
 use crate::error::{Result, host};
 use crate::events::EventSink;
 use crate::manifest::Manifest;
-use crate::queue::{Claim, RunQueue, RunStatus, materialize};
+use crate::queue::{Claim, RunEnd, RunQueue, RunStatus, materialize};
 use events::EventLog;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -152,18 +152,28 @@ impl Worker {
                 return Ok(());
             }
             let wait = renewal.saturating_duration_since(Instant::now());
-            match self.woken.recv_timeout(wait) {
-                Ok(Wake::Stopped(run_id, stopped)) => self.finished(&run_id, *stopped),
-                Ok(Wake::Changed) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(Wake::Stop) if self.stopping => return Ok(()),
-                Ok(Wake::Stop) => {
-                    self.stopping = true;
-                    self.active.values().for_each(|a| a.stopper.stop());
-                }
+            let first = match self.woken.recv_timeout(wait) {
+                Ok(wake) => Some(wake),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     unreachable!("the worker holds a sender")
                 }
+            };
+            // Everything that woke it meanwhile, the ends of runs recorded together.
+            let wakes: Vec<Wake> = first.into_iter().chain(self.woken.try_iter()).collect();
+            let mut ends = Vec::new();
+            for wake in wakes {
+                match wake {
+                    Wake::Stopped(run_id, stopped) => ends.extend(self.finished(&run_id, *stopped)),
+                    Wake::Changed => {}
+                    Wake::Stop if self.stopping => return Ok(()),
+                    Wake::Stop => {
+                        self.stopping = true;
+                        self.active.values().for_each(|a| a.stopper.stop());
+                    }
+                }
             }
+            self.record(ends);
             if Instant::now() >= renewal {
                 self.renew();
                 renewal = Instant::now() + every;
@@ -194,7 +204,13 @@ impl Worker {
             self.store.unfence(&run_id);
             let reason = format!("{error:#}");
             self.note(format_args!("run {run_id} cannot start: {reason}"));
-            self.record(&run_id, epoch, RunStatus::Failed, Some(reason), 0);
+            self.record(vec![RunEnd {
+                run_id,
+                epoch,
+                status: RunStatus::Failed,
+                reason: Some(reason),
+                delivered: 0,
+            }]);
         }
     }
 
@@ -219,7 +235,13 @@ impl Worker {
             Some((_, status)) if status == Status::Completed.as_str() => {
                 // It completed; its owner died before it said so.
                 self.store.unfence(&run_id);
-                self.record(&run_id, epoch, RunStatus::Completed, None, delivered);
+                self.record(vec![RunEnd {
+                    run_id,
+                    epoch,
+                    status: RunStatus::Completed,
+                    reason: None,
+                    delivered,
+                }]);
                 return Ok(());
             }
             Some((checkpoint_id, _)) => {
@@ -267,13 +289,11 @@ impl Worker {
         Ok(workflow)
     }
 
-    /// Records how a run of this worker stopped. A host failure (a checkpoint that
+    /// How a run of this worker stopped, to record. A host failure (a checkpoint that
     /// could not be written) gives the run back to the queue, to be resumed from its
     /// last checkpoint; a run stopped by the worker is given back too.
-    fn finished(&mut self, run_id: &str, stopped: Result<Stopped>) {
-        let Some(active) = self.active.remove(run_id) else {
-            return;
-        };
+    fn finished(&mut self, run_id: &str, stopped: Result<Stopped>) -> Option<RunEnd> {
+        let active = self.active.remove(run_id)?;
         self.store.unfence(run_id);
         let (status, reason) = match stopped.and_then(|s| s.outcome) {
             Ok(Outcome::Completed) => (RunStatus::Completed, None),
@@ -282,26 +302,42 @@ impl Worker {
             Ok(Outcome::Failed { reason }) => (RunStatus::Failed, Some(reason)),
             Err(error) => (RunStatus::Queued, Some(format!("{error:#}"))),
         };
-        self.record(run_id, active.epoch, status, reason, active.delivered);
+        Some(RunEnd {
+            run_id: run_id.to_string(),
+            epoch: active.epoch,
+            status,
+            reason,
+            delivered: active.delivered,
+        })
     }
 
-    /// Writes a run's end; says so when the run was taken over meanwhile.
-    fn record(
-        &self,
-        run_id: &str,
-        epoch: i64,
-        status: RunStatus,
-        reason: Option<String>,
-        delivered: usize,
-    ) {
-        let shown = reason.clone().map(|r| format!(": {r}")).unwrap_or_default();
-        match self.queue.finish(run_id, epoch, status, reason, delivered) {
-            Ok(true) => self.note(format_args!("run {run_id} {}{shown}", status.as_str())),
-            Ok(false) => self.note(format_args!(
-                "run {run_id} was taken over by another worker; abandoned"
-            )),
-            // Its lease expires, and a worker resumes it from its last checkpoint.
-            Err(error) => self.note(format_args!("run {run_id}: {error:#}")),
+    /// Writes how runs ended, together; says so of each, and of one taken over
+    /// meanwhile.
+    fn record(&self, ends: Vec<RunEnd>) {
+        if ends.is_empty() {
+            return;
+        }
+        match self.queue.finish(ends.clone()) {
+            Ok(recorded) => {
+                for (end, recorded) in ends.iter().zip(recorded) {
+                    let run_id = &end.run_id;
+                    match recorded {
+                        true => {
+                            let why = end.reason.as_ref().map(|r| format!(": {r}"));
+                            let status = end.status.as_str();
+                            self.note(format_args!(
+                                "run {run_id} {status}{}",
+                                why.unwrap_or_default()
+                            ))
+                        }
+                        false => self.note(format_args!(
+                            "run {run_id} was taken over by another worker; abandoned"
+                        )),
+                    }
+                }
+            }
+            // Their leases expire, and workers resume them from their last checkpoints.
+            Err(error) => self.note(format_args!("cannot record how runs ended: {error:#}")),
         }
     }
 
