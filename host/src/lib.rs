@@ -3,7 +3,9 @@
 //!
 //! Load a [`Manifest`], compile it into a [`Workflow`] on a [`Runtime`], then
 //! [`Workflow::start`] or [`Workflow::resume`] a [`Run`] against any
-//! [`CheckpointStore`] ([`FileStore`] or [`MemoryStore`]) and an [`EventSink`]:
+//! [`CheckpointStore`] ([`FileStore`], [`PostgresStore`](checkpoint::PostgresStore) or
+//! [`MemoryStore`]) and an [`EventSink`]; many runs at once go through a [`Runner`],
+//! and runs shared by hosts through a database's [`queue`] and its [`worker`]s:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -23,7 +25,8 @@
 //! # Layout
 //!
 //! Data flows one way: a manifest becomes a workflow; a run of it calls into the
-//! sandbox, and hands checkpoints to a store.
+//! sandbox, and hands checkpoints to a store; a worker takes runs from the queue and
+//! drives them.
 //!
 //! | module | what |
 //! | --- | --- |
@@ -34,6 +37,9 @@
 //! | [`engine`] | the runtime, workflows and runs: supersteps, barriers, journals, saving |
 //! | `sandbox` | wasmtime: the engine and linker, the WIT bindings, the host side of the `context` interface, instances under their limits, the compile cache |
 //! | [`checkpoint`] | the checkpoint document, its checks and signing, journals, stores |
+//! | [`db`] | PostgreSQL: the connection under the blocking APIs, the versioned schema |
+//! | [`queue`] | runs as rows: submit, claim with lease and epoch, finish, respond, events |
+//! | [`worker`] | claims runs from the queue and drives them on a runner |
 //! | [`events`] | what a run reports, and the sink trait |
 //! | [`message`] | messages, envelopes, payloads as checkpoints write them, request ids |
 //! | [`hash`] | content digests |
