@@ -193,8 +193,23 @@ pub(crate) fn failed(shown: &str, what: &str, error: tokio_postgres::Error) -> E
     host(format!("{shown}: {what}: {detail}"))
 }
 
-/// `url` with any password replaced by `***`.
+/// `url` with any password (in its user info or a `password=` parameter) replaced by
+/// `***`.
 pub(crate) fn without_password(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", masked.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let url = url.as_str();
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -226,5 +241,9 @@ mod tests {
             "postgres://me@127.0.0.1/runs"
         );
         assert_eq!(without_password("postgresql://h/db"), "postgresql://h/db");
+        assert_eq!(
+            without_password("postgres://h/db?sslmode=disable&password=secret"),
+            "postgres://h/db?sslmode=disable&password=***"
+        );
     }
 }

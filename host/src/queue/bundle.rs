@@ -133,3 +133,17 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|()| std::fs::rename(&temp, path))
         .map_err(|e| host(format!("cannot write {}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::hex_of;
+
+    #[test]
+    fn only_a_sha256_digest_names_a_file() {
+        let hex = "ab".repeat(32);
+        assert_eq!(hex_of(&format!("sha256:{hex}")).unwrap(), hex);
+        for bad in ["sha256:../../etc/passwd", "sha256:ab", "md5:00", &hex] {
+            assert!(hex_of(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -688,3 +688,20 @@ async fn save_rows(
         .map_err(fail("cannot commit checkpoints"))?;
     Ok(saved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_range_holds_exactly_the_ids_that_start_with_it() {
+        let ids = ["0190-a", "0190-b", "0191-0", "019", "0190", "018z"];
+        for prefix in ["0190", "019", "0190-a", ""] {
+            let end = prefix_end(prefix);
+            for id in ids {
+                let in_range = *id >= *prefix && *id < *end.as_str();
+                assert_eq!(in_range, id.starts_with(prefix), "{id} for '{prefix}'");
+            }
+        }
+    }
+}
