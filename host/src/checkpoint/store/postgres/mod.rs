@@ -5,15 +5,17 @@
 //! transaction (one WAL flush), each checkpoint behind a savepoint so that one that
 //! fails fails alone.
 
+mod save;
+
 use super::super::blobs::{blob_ref, inline_blobs, split_off_blobs, verify};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, PrunePolicy, SigningKeys, Summary, plan_prune};
 use super::{CheckpointStore, ListFilter, Listed, Pruned, sort_listing};
 use crate::db::{Database, failed};
 use crate::error::{Result, host, invalid};
-use crate::message::BlobRef;
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
+use save::{Row, holds, refusal, save_rows};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -30,35 +32,6 @@ pub struct PostgresStore {
     /// Runs whose writes hold only while the run's epoch is this one (see
     /// [`PostgresStore::fence`]), by run id.
     fences: Arc<Mutex<HashMap<String, i64>>>,
-}
-
-/// A checkpoint as its row holds it, made on the saving thread.
-struct Row {
-    checkpoint_id: String,
-    run_id: String,
-    parent_id: Option<String>,
-    workflow: String,
-    status: &'static str,
-    superstep: i64,
-    created_at: String,
-    summary: String,
-    document: Vec<u8>,
-    blobs: Vec<(BlobRef, Bytes)>,
-    /// The epoch the run's row must have for the row to be saved.
-    fence: Option<i64>,
-}
-
-/// Why a checkpoint or journal record was not saved.
-enum Refused {
-    Database(tokio_postgres::Error),
-    /// The run's epoch moved on: another worker owns it now.
-    Fenced,
-}
-
-impl From<tokio_postgres::Error> for Refused {
-    fn from(error: tokio_postgres::Error) -> Refused {
-        Refused::Database(error)
-    }
 }
 
 impl PostgresStore {
@@ -161,105 +134,6 @@ impl PostgresStore {
             .collect();
         sort_listing(&mut listing);
         Ok(listing)
-    }
-}
-
-/// Saves `row` in `transaction`: its blobs that are not stored yet (those that are
-/// stay locked until the commit, so that no prune removes them meanwhile), the row
-/// (its depth one more than its parent's), and its links to its blobs.
-async fn insert(transaction: &impl GenericClient, row: &Row) -> std::result::Result<(), Refused> {
-    if let Some(epoch) = row.fence {
-        holds(transaction, &row.run_id, epoch).await?;
-    }
-    if !row.blobs.is_empty() {
-        let digests: Vec<&str> = row.blobs.iter().map(|(b, _)| b.digest.as_str()).collect();
-        let present = transaction
-            .query(
-                "SELECT digest FROM superstep_blobs WHERE digest = ANY($1) FOR KEY SHARE",
-                &[&digests],
-            )
-            .await?;
-        let present: Vec<String> = present.into_iter().map(|r| r.get(0)).collect();
-        for (blob, bytes) in &row.blobs {
-            if !present.contains(&blob.digest) {
-                transaction
-                    .execute(
-                        "INSERT INTO superstep_blobs (digest, size, bytes) VALUES ($1, $2, $3)
-                         ON CONFLICT (digest) DO NOTHING",
-                        &[&blob.digest, &(blob.size as i64), &bytes.as_ref()],
-                    )
-                    .await?;
-            }
-        }
-    }
-    let statement = transaction
-        .prepare_cached(
-            "INSERT INTO superstep_checkpoints
-                 (checkpoint_id, run_id, parent_id, workflow, status, superstep, created_at,
-                  depth, summary, document)
-             VALUES ($1, $2, $3, $4, $5, $6, $7,
-                 COALESCE((SELECT depth + 1 FROM superstep_checkpoints WHERE checkpoint_id = $3), 0),
-                 $8, $9)
-             ON CONFLICT (checkpoint_id) DO UPDATE SET
-                 run_id = EXCLUDED.run_id, parent_id = EXCLUDED.parent_id,
-                 workflow = EXCLUDED.workflow, status = EXCLUDED.status,
-                 superstep = EXCLUDED.superstep, created_at = EXCLUDED.created_at,
-                 depth = EXCLUDED.depth, summary = EXCLUDED.summary,
-                 document = EXCLUDED.document",
-        )
-        .await?;
-    transaction
-        .execute(
-            &statement,
-            &[
-                &row.checkpoint_id,
-                &row.run_id,
-                &row.parent_id,
-                &row.workflow,
-                &row.status,
-                &row.superstep,
-                &row.created_at,
-                &row.summary,
-                &row.document,
-            ],
-        )
-        .await?;
-    if !row.blobs.is_empty() {
-        let digests: Vec<&str> = row.blobs.iter().map(|(b, _)| b.digest.as_str()).collect();
-        transaction
-            .execute(
-                "INSERT INTO superstep_checkpoint_blobs (checkpoint_id, digest)
-                 SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-                &[&row.checkpoint_id, &digests],
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Checks that run `run_id` is at `epoch`, and keeps its row so until the transaction
-/// ends: a claim by another worker waits for it, and then fences it out.
-async fn holds(
-    transaction: &impl GenericClient,
-    run_id: &str,
-    epoch: i64,
-) -> std::result::Result<(), Refused> {
-    let row = transaction
-        .query_opt(
-            "SELECT 1 FROM superstep_runs WHERE run_id = $1 AND epoch = $2 FOR SHARE",
-            &[&run_id, &epoch],
-        )
-        .await?;
-    row.map(drop).ok_or(Refused::Fenced)
-}
-
-/// The error of `refused` while saving `what` of run `run_id`.
-fn refusal(shown: &str, what: &str, run_id: &str, refused: Refused) -> crate::Error {
-    match refused {
-        Refused::Database(e) => failed(shown, &format!("cannot save {what}"), e),
-        Refused::Fenced => host(format!(
-            "{what} not saved: run {run_id} was taken over by another worker (its epoch moved on)"
-        )),
     }
 }
 
@@ -626,67 +500,6 @@ impl PostgresStore {
                 .collect())
         })
     }
-}
-
-/// Saves the groups of `rows` in one transaction (see
-/// [`PostgresStore::save_groups`]); per group, the ids saved, then the error that
-/// ended it if any.
-async fn save_rows(
-    mut client: deadpool_postgres::Object,
-    rows: Vec<Vec<Result<Row>>>,
-    shown: String,
-) -> Result<Vec<Vec<Result<String>>>> {
-    let fail = |what: &'static str| {
-        let shown = shown.clone();
-        move |e| failed(&shown, what, e)
-    };
-    let alone = rows.iter().map(Vec::len).sum::<usize>() == 1;
-    let mut transaction = client
-        .transaction()
-        .await
-        .map_err(fail("cannot begin a save"))?;
-    let mut saved = Vec::with_capacity(rows.len());
-    for group in rows {
-        let mut results = Vec::with_capacity(group.len());
-        for row in group {
-            let row = match row {
-                Ok(row) => row,
-                Err(error) => {
-                    results.push(Err(error));
-                    break;
-                }
-            };
-            let what = format!("checkpoint {}", row.checkpoint_id);
-            if alone {
-                insert(&transaction, &row)
-                    .await
-                    .map_err(|e| refusal(&shown, &what, &row.run_id, e))?;
-                results.push(Ok(row.checkpoint_id));
-                continue;
-            }
-            let savepoint = transaction
-                .savepoint("checkpoint")
-                .await
-                .map_err(fail("cannot begin a save"))?;
-            match insert(&savepoint, &row).await {
-                Ok(()) => {
-                    savepoint.commit().await.map_err(fail("cannot save"))?;
-                    results.push(Ok(row.checkpoint_id));
-                }
-                Err(e) => {
-                    savepoint.rollback().await.map_err(fail("cannot save"))?;
-                    results.push(Err(refusal(&shown, &what, &row.run_id, e)));
-                    break;
-                }
-            }
-        }
-        saved.push(results);
-    }
-    transaction
-        .commit()
-        .await
-        .map_err(fail("cannot commit checkpoints"))?;
-    Ok(saved)
 }
 
 #[cfg(test)]
