@@ -541,3 +541,25 @@ fn workers_carry_on_when_postgresql_restarts() {
     }
     drop(workers);
 }
+
+#[test]
+fn a_run_whose_component_is_not_one_fails_with_the_reason() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    std::fs::write(ws.path().join("broken.wasm"), b"not a component").unwrap();
+    let manifest = ws.manifest(
+        "broken.toml",
+        "[workflow]\nname = \"broken\"\nstart = \"a\"\n\n[[executors]]\nid = \"a\"\ncomponent = \"broken.wasm\"\n",
+    );
+    let run = submit(&ws, &url, &manifest, "1", "input");
+    let worker = WorkerProcess::start(&ws, &url, "w", &["--concurrency", "1"]);
+    worker.wait_for(&format!("run {run} cannot start"));
+    assert_eq!(wait(&ws, &url, &run), 1);
+    let shown = show(&ws, &url, &run);
+    assert_eq!(shown["status"], "failed");
+    let reason = shown["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("executors[0]") || reason.contains("component"),
+        "{reason}"
+    );
+}

@@ -196,13 +196,22 @@ impl Worker {
         }
     }
 
-    /// Starts or resumes a claimed run; a run that cannot be is given up as failed.
+    /// Starts or resumes a claimed run. A run that cannot start because of what it is
+    /// (a manifest, component or checkpoint at fault) is given up as failed; one that
+    /// cannot because of the host (the database away) is left to its lease, which
+    /// expires unrenewed, so that a worker tries it again a TTL later.
     fn start(&mut self, claim: Claim) {
         let (run_id, epoch) = (claim.run_id.clone(), claim.epoch);
         self.note(format_args!("claimed run {run_id} (epoch {epoch})"));
         if let Err(error) = self.try_start(claim) {
             self.store.unfence(&run_id);
             let reason = format!("{error:#}");
+            if error.exit_code() != crate::error::EXIT_INVALID {
+                self.note(format_args!(
+                    "run {run_id} cannot start now ({reason}); it is tried again once its lease expires"
+                ));
+                return;
+            }
             self.note(format_args!("run {run_id} cannot start: {reason}"));
             self.record(vec![RunEnd {
                 run_id,
