@@ -24,11 +24,6 @@ impl DatabaseArgs {
     fn queue(&self) -> Result<RunQueue> {
         RunQueue::connect(&super::db::postgres_url(&self.store)?)
     }
-
-    fn checkpoints(&self) -> Result<PostgresStore> {
-        let store = PostgresStore::connect(&super::db::postgres_url(&self.store)?)?;
-        Ok(store.with_signing_keys(SigningKeys::from_env()?))
-    }
 }
 
 /// What `superstep runs` does.
@@ -101,7 +96,7 @@ pub(super) fn execute(command: RunsCommand) -> Result<u8> {
             json,
             db,
         } => list(&db.queue()?, status.as_deref(), workflow.as_deref(), json),
-        RunsCommand::Show { run, db } => show(&db, &run),
+        RunsCommand::Show { run, db } => show(&db.queue()?, &run),
         RunsCommand::Wait { run, timeout, db } => wait(&db.queue()?, &run, timeout),
         RunsCommand::Events { run, follow, db } => events(&db.queue()?, &run, follow),
     }
@@ -140,10 +135,10 @@ fn list(queue: &RunQueue, status: Option<&str>, workflow: Option<&str>, json: bo
     Ok(EXIT_OK)
 }
 
-fn show(db: &DatabaseArgs, run_id: &str) -> Result<u8> {
-    let record = db.queue()?.get(run_id)?;
+fn show(queue: &RunQueue, run_id: &str) -> Result<u8> {
+    let record = queue.get(run_id)?;
     let mut shown = serde_json::to_value(&record).expect("a run serialises");
-    let store = db.checkpoints()?;
+    let store = checkpoints(queue)?;
     if let Some(latest) = store.latest(Some(run_id))?.filter(|l| l.run_id == run_id) {
         let checkpoint = store.load(&latest.checkpoint_id)?;
         shown["last_checkpoint"] = latest.checkpoint_id.clone().into();
@@ -161,6 +156,14 @@ fn show(db: &DatabaseArgs, run_id: &str) -> Result<u8> {
     }
     say!("{}", serde_json::to_string_pretty(&shown).expect("JSON"))?;
     Ok(EXIT_OK)
+}
+
+/// The checkpoints of `queue`'s database, signed and verified with the environment's
+/// keys.
+fn checkpoints(queue: &RunQueue) -> Result<PostgresStore> {
+    Ok(queue
+        .checkpoints()
+        .with_signing_keys(SigningKeys::from_env()?))
 }
 
 /// A message body as JSON: itself when it is JSON, else `{"base64": ...}`.
@@ -255,7 +258,7 @@ pub(super) fn respond(args: RespondArgs) -> Result<u8> {
     }
     let queue = args.db.queue()?;
     queue.get(&args.run)?;
-    let store = args.db.checkpoints()?;
+    let store = checkpoints(&queue)?;
     let pending: Vec<String> = match store
         .latest(Some(&args.run))?
         .filter(|l| l.run_id == args.run)

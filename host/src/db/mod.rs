@@ -87,13 +87,40 @@ impl Database {
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let (pool, shown) = (self.pool.clone(), self.shown.clone());
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        self.runtime().spawn(async move {
-            let result = match pool.get().await {
+        self.wait_for(async move {
+            match pool.get().await {
                 Ok(client) => work(client).await,
                 Err(e) => Err(host(format!("{shown}: cannot connect: {e}"))),
-            };
-            let _ = answer.send(result);
+            }
+        })
+    }
+
+    /// The bytes in the first column of the row that `sql` selects with `key`, if
+    /// there is one; `what` names the read in errors.
+    pub(crate) fn bytes_of(
+        &self,
+        sql: &'static str,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<Vec<u8>>> {
+        let (shown, key) = (self.shown.clone(), key.to_string());
+        self.call(move |client| async move {
+            let row = client
+                .query_opt(sql, &[&key])
+                .await
+                .map_err(|e| failed(&shown, what, e))?;
+            Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    /// Runs `work` on the database's runtime and waits on this thread for its result.
+    fn wait_for<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.runtime().spawn(async move {
+            let _ = answer.send(work.await);
         });
         answered
             .recv()
@@ -115,18 +142,13 @@ impl Database {
     /// Connects once: a URL whose server cannot be reached or refuses it is bad input.
     fn check_reachable(&self) -> Result<()> {
         let (pool, shown) = (self.pool.clone(), self.shown.clone());
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        self.runtime().spawn(async move {
-            let result = pool.get().await.map(drop).map_err(|e| {
+        self.wait_for(async move {
+            pool.get().await.map(drop).map_err(|e| {
                 invalid(format!(
                     "{shown}: cannot connect to PostgreSQL: {e} (is the server running, and does the URL name its host, port, user and database?)"
                 ))
-            });
-            let _ = answer.send(result);
-        });
-        answered
-            .recv()
-            .unwrap_or_else(|_| Err(host("the database client stopped")))
+            })
+        })
     }
 
     /// Listens on `channel` on a connection of its own for as long as the database

@@ -12,6 +12,7 @@ mod bundle;
 
 pub(crate) use bundle::materialize;
 
+use crate::checkpoint::PostgresStore;
 use crate::db::{Database, failed};
 use crate::error::{Result, host, invalid};
 use crate::manifest::Manifest;
@@ -209,6 +210,11 @@ impl RunQueue {
         self.db.shown().to_string()
     }
 
+    /// The checkpoints of the queue's database, over the queue's connections.
+    pub fn checkpoints(&self) -> PostgresStore {
+        PostgresStore::on(self.db.clone())
+    }
+
     /// Stores a run of `manifest` (loaded and checked) on `input` as queued, with the
     /// workflow and every component it names (each stored once, by digest); returns the
     /// run's id.
@@ -304,17 +310,11 @@ impl RunQueue {
 
     /// The bytes of stored component `digest`.
     pub fn component(&self, digest: &str) -> Result<Vec<u8>> {
-        let (shown, wanted) = (self.shown(), digest.to_string());
-        let bytes = self.db.call(move |client| async move {
-            let row = client
-                .query_opt(
-                    "SELECT bytes FROM superstep_components WHERE digest = $1",
-                    &[&wanted],
-                )
-                .await
-                .map_err(|e| failed(&shown, "cannot read a component", e))?;
-            Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
-        })?;
+        let bytes = self.db.bytes_of(
+            "SELECT bytes FROM superstep_components WHERE digest = $1",
+            digest,
+            "cannot read a component",
+        )?;
         bytes.ok_or_else(|| host(format!("component {digest} is not stored")))
     }
 

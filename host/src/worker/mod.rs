@@ -101,7 +101,7 @@ impl Worker {
     ) -> Result<Worker> {
         let queue = Arc::new(RunQueue::connect(url)?);
         let keys = crate::checkpoint::SigningKeys::from_env()?;
-        let store = Arc::new(PostgresStore::connect(url)?.with_signing_keys(keys));
+        let store = Arc::new(queue.checkpoints().with_signing_keys(keys));
         let limits = RunnerLimits {
             max_runs: config.concurrency.max(1),
             ..RunnerLimits::default()

@@ -196,16 +196,25 @@ pub(crate) fn save_in_turn<S: CheckpointStore + ?Sized>(
     store: &S,
     checkpoints: &[&Checkpoint],
 ) -> Vec<Result<String>> {
-    let mut saved = Vec::with_capacity(checkpoints.len());
-    for checkpoint in checkpoints {
-        let result = store.save(checkpoint);
+    until_failed(checkpoints, |checkpoint| store.save(checkpoint))
+}
+
+/// `step` of each of `items` in turn, stopping after the first that fails: one result
+/// per item tried, the last one the error if any.
+pub(crate) fn until_failed<T, R>(
+    items: impl IntoIterator<Item = T>,
+    mut step: impl FnMut(T) -> Result<R>,
+) -> Vec<Result<R>> {
+    let mut results = Vec::new();
+    for item in items {
+        let result = step(item);
         let failed = result.is_err();
-        saved.push(result);
+        results.push(result);
         if failed {
             break;
         }
     }
-    saved
+    results
 }
 
 /// One entry of [`CheckpointStore::list`].

@@ -10,7 +10,7 @@ mod save;
 use super::super::blobs::{blob_ref, inline_blobs, split_off_blobs, verify};
 use super::super::journal::JournalRecord;
 use super::super::{Checkpoint, PrunePolicy, SigningKeys, Summary, plan_prune};
-use super::{CheckpointStore, ListFilter, Listed, Pruned, sort_listing};
+use super::{CheckpointStore, ListFilter, Listed, Pruned, sort_listing, until_failed};
 use crate::db::{Database, failed};
 use crate::error::{Result, host, invalid};
 use bytes::Bytes;
@@ -40,11 +40,16 @@ impl PostgresStore {
     /// A server that cannot be reached, a database without the schema or of another
     /// version: exit-code-2 errors that say what to do.
     pub fn connect(url: &str) -> Result<PostgresStore> {
-        Ok(PostgresStore {
-            db: Arc::new(Database::open(url)?),
+        Ok(PostgresStore::on(Arc::new(Database::open(url)?)))
+    }
+
+    /// The store in `db`, opened already (its connections shared).
+    pub(crate) fn on(db: Arc<Database>) -> PostgresStore {
+        PostgresStore {
+            db,
             keys: None,
             fences: Arc::default(),
-        })
+        }
     }
 
     /// Fences run `run_id` at `epoch`: from now on its checkpoints and journal records
@@ -174,18 +179,7 @@ impl CheckpointStore for PostgresStore {
     fn save_groups(&self, groups: &[Vec<&Checkpoint>]) -> Vec<Vec<Result<String>>> {
         let rows: Vec<Vec<Result<Row>>> = groups
             .iter()
-            .map(|group| {
-                let mut rows = Vec::with_capacity(group.len());
-                for checkpoint in group {
-                    let row = self.row(checkpoint);
-                    let failed = row.is_err();
-                    rows.push(row);
-                    if failed {
-                        break;
-                    }
-                }
-                rows
-            })
+            .map(|group| until_failed(group, |checkpoint| self.row(checkpoint)))
             .collect();
         let sizes: Vec<usize> = rows.iter().map(Vec::len).collect();
         let shown = self.shown();
@@ -212,17 +206,11 @@ impl CheckpointStore for PostgresStore {
     }
 
     fn load(&self, id: &str) -> Result<Checkpoint> {
-        let (shown, wanted) = (self.shown(), id.to_string());
-        let document = self.db.call(move |client| async move {
-            let row = client
-                .query_opt(
-                    "SELECT document FROM superstep_checkpoints WHERE checkpoint_id = $1",
-                    &[&wanted],
-                )
-                .await
-                .map_err(|e| failed(&shown, "cannot read a checkpoint", e))?;
-            Ok(row.map(|row| row.get::<_, Vec<u8>>(0)))
-        })?;
+        let document = self.db.bytes_of(
+            "SELECT document FROM superstep_checkpoints WHERE checkpoint_id = $1",
+            id,
+            "cannot read a checkpoint",
+        )?;
         let document =
             document.ok_or_else(|| invalid(format!("no checkpoint '{id}' in {}", self.shown())))?;
         let origin = self.location_of(id);
