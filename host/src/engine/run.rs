@@ -164,7 +164,7 @@ impl Run {
             stage: Stage::Idle,
             stopper: Stopper::default(),
         };
-        run.set_stopper(Stopper::default());
+        run.wire_interrupt();
         run.announce(None);
         run
     }
@@ -196,7 +196,7 @@ impl Run {
             stage: Stage::Idle,
             stopper: Stopper::default(),
         };
-        run.set_stopper(Stopper::default());
+        run.wire_interrupt();
         run.announce(Some(from));
         Ok(run)
     }
@@ -240,6 +240,11 @@ impl Run {
     /// Makes `stopper` the one that stops this run.
     pub(crate) fn set_stopper(&mut self, stopper: Stopper) {
         self.stopper = stopper;
+        self.wire_interrupt();
+    }
+
+    /// Makes the run's stopper interrupt the calls of each of its instances.
+    fn wire_interrupt(&mut self) {
         for instance in &mut self.instances {
             instance.interrupt_on(self.stopper.interrupt.clone());
         }

@@ -149,10 +149,7 @@ impl Runner {
         input: Message,
         sink: Arc<dyn EventSink>,
     ) -> RunHandle {
-        let workflow = workflow.clone();
-        self.spawn_with(sink, None, move |saver| {
-            workflow.start_saving(None, input, saver)
-        })
+        self.spawn_started(workflow, None, input, sink)
     }
 
     /// [`Runner::spawn`] of a run whose id is `run_id` (one that no checkpoint of the
@@ -164,10 +161,7 @@ impl Runner {
         input: Message,
         sink: Arc<dyn EventSink>,
     ) -> RunHandle {
-        let workflow = workflow.clone();
-        self.spawn_with(sink, None, move |saver| {
-            workflow.start_saving(Some(run_id), input, saver)
-        })
+        self.spawn_started(workflow, Some(run_id), input, sink)
     }
 
     /// [`Runner::spawn`] of a run resumed from `checkpoint` (see [`Workflow::resume`]).
@@ -178,11 +172,13 @@ impl Runner {
         allow_changed_components: bool,
         sink: Arc<dyn EventSink>,
     ) -> RunHandle {
-        let workflow = workflow.clone();
-        let last = Some(checkpoint.checkpoint_id.clone());
-        self.spawn_with(sink, last, move |saver| {
-            workflow.resume_saving(checkpoint, allow_changed_components, saver)
-        })
+        self.spawn_resumed(
+            workflow,
+            checkpoint,
+            allow_changed_components,
+            Vec::new(),
+            sink,
+        )
     }
 
     /// [`Runner::spawn_resume`] (components unchanged) with `answers` to pending
@@ -195,10 +191,36 @@ impl Runner {
         answers: Vec<(String, Message)>,
         sink: Arc<dyn EventSink>,
     ) -> RunHandle {
+        self.spawn_resumed(workflow, checkpoint, false, answers, sink)
+    }
+
+    /// Spawns a fresh run, its id `run_id` if given.
+    fn spawn_started(
+        &self,
+        workflow: &Workflow,
+        run_id: Option<String>,
+        input: Message,
+        sink: Arc<dyn EventSink>,
+    ) -> RunHandle {
+        let workflow = workflow.clone();
+        self.spawn_with(sink, None, move |saver| {
+            workflow.start_saving(run_id, input, saver)
+        })
+    }
+
+    /// Spawns a run resumed from `checkpoint`, `answers` delivered first.
+    fn spawn_resumed(
+        &self,
+        workflow: &Workflow,
+        checkpoint: Checkpoint,
+        allow_changed_components: bool,
+        answers: Vec<(String, Message)>,
+        sink: Arc<dyn EventSink>,
+    ) -> RunHandle {
         let workflow = workflow.clone();
         let last = Some(checkpoint.checkpoint_id.clone());
         self.spawn_with(sink, last, move |saver| {
-            let mut run = workflow.resume_saving(checkpoint, false, saver)?;
+            let mut run = workflow.resume_saving(checkpoint, allow_changed_components, saver)?;
             for (request_id, response) in answers {
                 run.respond(&request_id, response)?;
             }
