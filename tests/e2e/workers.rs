@@ -298,6 +298,34 @@ fn until_fast_ones_journaled(ws: &Workspace, url: &str, run: &str) {
     });
 }
 
+/// A run of the gated fan-out held mid-superstep by a worker: its fast executors
+/// journaled, its slow one at the workspace's closed gate.
+struct Held {
+    /// A new database.
+    url: String,
+    /// The gated fan-out.
+    manifest: PathBuf,
+    run: String,
+    worker: WorkerProcess,
+}
+
+/// Submits the gated fan-out on `input` to a new database, and starts worker `name`
+/// (with `args`), which claims it and runs it until the gate holds it.
+fn held_mid_superstep(ws: &Workspace, input: &str, name: &str, args: &[&str]) -> Held {
+    let url = database(ws);
+    let manifest = fan_out(ws, true);
+    let run = submit(ws, &url, &manifest, input, "input");
+    let worker = WorkerProcess::start(ws, &url, name, args);
+    worker.wait_for(&format!("claimed run {run} (epoch 1)"));
+    until_fast_ones_journaled(ws, &url, &run);
+    Held {
+        url,
+        manifest,
+        run,
+        worker,
+    }
+}
+
 /// How many times each executor was invoked in superstep 1, by the events of `run`.
 fn invoked_in_superstep_1(server: &Postgres, url: &str, run: &str, executor: &str) -> usize {
     server
@@ -317,14 +345,10 @@ fn invoked_in_superstep_1(server: &Postgres, url: &str, run: &str, executor: &st
 #[test]
 fn a_killed_workers_run_is_taken_over_within_its_lease() {
     let ws = Workspace::new();
-    let url = database(&ws);
     let server = Postgres::shared();
-    let manifest = fan_out(&ws, true);
-    let run = submit(&ws, &url, &manifest, "{\"n\": 1}", "input");
     let ttl = ["--concurrency", "1", "--lease-ttl", "2s"];
-    let first = WorkerProcess::start(&ws, &url, "first", &ttl);
-    first.wait_for(&format!("claimed run {run} (epoch 1)"));
-    until_fast_ones_journaled(&ws, &url, &run);
+    let held = held_mid_superstep(&ws, "{\"n\": 1}", "first", &ttl);
+    let (url, manifest, run, first) = (held.url, held.manifest, held.run, held.worker);
     let second = WorkerProcess::start(&ws, &url, "second", &ttl);
     first.signal(libc::SIGKILL);
     let killed = Instant::now();
@@ -352,14 +376,10 @@ fn a_killed_workers_run_is_taken_over_within_its_lease() {
 #[test]
 fn a_stale_worker_writes_nothing_after_a_takeover() {
     let ws = Workspace::new();
-    let url = database(&ws);
     let server = Postgres::shared();
-    let manifest = fan_out(&ws, true);
-    let run = submit(&ws, &url, &manifest, "{\"n\": 2}", "input");
     let ttl = ["--concurrency", "1", "--lease-ttl", "2s"];
-    let stale = WorkerProcess::start(&ws, &url, "stale", &ttl);
-    stale.wait_for(&format!("claimed run {run} (epoch 1)"));
-    until_fast_ones_journaled(&ws, &url, &run);
+    let held = held_mid_superstep(&ws, "{\"n\": 2}", "stale", &ttl);
+    let (url, run, stale) = (held.url, held.run, held.worker);
     stale.signal(libc::SIGSTOP);
     let other = WorkerProcess::start(&ws, &url, "other", &ttl);
     other.wait_for(&format!("claimed run {run} (epoch 2)"));
@@ -442,12 +462,8 @@ fn a_paused_run_is_answered_and_finished_on_another_worker() {
 #[test]
 fn sigterm_gives_runs_back_at_their_next_barrier() {
     let ws = Workspace::new();
-    let url = database(&ws);
-    let manifest = fan_out(&ws, true);
-    let run = submit(&ws, &url, &manifest, "{\"n\": 3}", "input");
-    let mut first = WorkerProcess::start(&ws, &url, "first", &["--concurrency", "1"]);
-    first.wait_for(&format!("claimed run {run} (epoch 1)"));
-    until_fast_ones_journaled(&ws, &url, &run);
+    let held = held_mid_superstep(&ws, "{\"n\": 3}", "first", &["--concurrency", "1"]);
+    let (url, manifest, run, mut first) = (held.url, held.manifest, held.run, held.worker);
     first.signal(libc::SIGTERM);
     first.wait_for("stopping");
     // The superstep under way finishes, then the run stops at the barrier.
