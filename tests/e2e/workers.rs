@@ -456,6 +456,9 @@ fn a_paused_run_is_answered_and_finished_on_another_worker() {
     let shown = show(&ws, &url, &run);
     assert_eq!(shown["owner"], "second");
     assert!(!outputs(&shown).is_empty());
+    respond(&format!("{request}={{\"approved\": true}}"))
+        .assert_code(2)
+        .assert_stderr(&format!("run {run} is completed, not paused for input"));
     drop(second);
 }
 
@@ -510,6 +513,14 @@ fn queue_commands_refuse_bad_input() {
         Postgres::shared().query(&url, "SELECT count(*) FROM superstep_runs"),
         "0"
     );
+    ws.superstep(&["respond", "some-run", "--store", &url])
+        .assert_code(2)
+        .assert_stderr("no answer given");
+    // No worker takes it: waiting gives up after its timeout.
+    let run = submit(&ws, &url, &ws.pipeline(), "\"x\"", "input");
+    ws.superstep(&["runs", "wait", &run, "--timeout", "1s", "--store", &url])
+        .assert_code(2)
+        .assert_stderr(&format!("run {run} is still queued after 1s"));
 }
 
 #[test]
