@@ -40,6 +40,7 @@
 //! | [`db`] | PostgreSQL: the connection under the blocking APIs, the versioned schema |
 //! | [`queue`] | runs as rows: submit, claim with lease and epoch, finish, respond, events |
 //! | [`worker`] | claims runs from the queue and drives them on a runner |
+//! | [`server`] | `superstep serve`: the HTTP API, its runs, the web page |
 //! | [`events`] | what a run reports, and the sink trait |
 //! | [`message`] | messages, envelopes, payloads as checkpoints write them, request ids |
 //! | [`hash`] | content digests |
@@ -62,12 +63,13 @@ pub mod manifest;
 pub mod message;
 pub mod queue;
 mod sandbox;
+pub mod server;
 pub mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};
 pub use engine::{
     Durability, Outcome, Output, PendingRequest, Run, RunHandle, Runner, RunnerLimits, Runtime,
-    Stopped, Stopper, Workflow,
+    Runtimes, Stopped, Stopper, Workflow,
 };
 pub use error::{Error, Result};
 pub use events::{Event, EventSink, Level};

@@ -14,6 +14,9 @@ use serde_json::value::RawValue;
 /// The source of the run's input message in superstep 0.
 pub const INPUT_SOURCE: &str = "$input";
 
+/// The kind of a message that answers a request for outside input.
+pub const RESPONSE_KIND: &str = "response";
+
 /// The id of an executor's `n`th request (from 1) in a superstep: stable across
 /// resumes, because supersteps are deterministic.
 pub fn request_id(executor: &str, superstep: u64, n: usize) -> String {
@@ -151,6 +154,14 @@ impl Payload {
             Payload::Blob(blob) => format!("(blob {}, {} bytes)", blob.digest, blob.size),
             Payload::Shared(n) => format!("(shared body {n})"),
         }
+    }
+
+    /// The payload as a JSON value: itself when it is JSON, else `{"base64": ...}` (a
+    /// blob or shared body not inlined reads as empty).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        let bytes = self.decode().unwrap_or_default();
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::json!({ "base64": BASE64.encode(&bytes) }))
     }
 
     /// The original bytes.

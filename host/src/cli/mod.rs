@@ -7,6 +7,7 @@ mod display;
 mod pretty_json;
 mod run;
 mod runs;
+mod serve;
 mod store;
 mod submit;
 mod worker;
@@ -60,6 +61,9 @@ enum Command {
     Runs(runs::RunsCommand),
     /// Answer pending requests of a paused run in the database, queuing it again.
     Respond(runs::RespondArgs),
+    /// Serve the HTTP API and the web page: start, follow, answer, resume and cancel
+    /// runs of the workflows under a directory.
+    Serve(serve::ServeArgs),
 }
 
 /// `println!` that returns the write error (a closed pipe) instead of panicking.
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Worker(args) => worker::worker(args),
         Command::Runs(command) => runs::execute(command),
         Command::Respond(args) => runs::respond(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

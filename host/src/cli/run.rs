@@ -13,10 +13,7 @@ use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
 use superstep::error::Result;
 use superstep::error::invalid;
 use superstep::manifest::Manifest;
-use superstep::message::{Message, Payload};
-
-/// The kind of every response given on the command line.
-const RESPONSE_KIND: &str = "response";
+use superstep::message::{Message, Payload, RESPONSE_KIND};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("input-source").required(true))]

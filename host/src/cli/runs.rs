@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
-use superstep::Payload;
 use superstep::checkpoint::{CheckpointStore, PostgresStore, SigningKeys};
 use superstep::error::{Result, invalid};
 use superstep::queue::{RunQueue, RunRecord, RunStatus};
@@ -146,12 +145,12 @@ fn show(queue: &RunQueue, run_id: &str) -> Result<u8> {
         shown["outputs"] = checkpoint
             .outputs
             .iter()
-            .map(|o| serde_json::json!({"superstep": o.superstep, "executor": o.source, "kind": o.kind, "body": body(&o.body)}))
+            .map(|o| serde_json::json!({"superstep": o.superstep, "executor": o.source, "kind": o.kind, "body": o.body.to_json_value()}))
             .collect();
         shown["pending"] = checkpoint
             .pending_requests
             .iter()
-            .map(|r| serde_json::json!({"request_id": r.request_id, "executor": r.executor, "kind": r.kind, "body": body(&r.body)}))
+            .map(|r| serde_json::json!({"request_id": r.request_id, "executor": r.executor, "kind": r.kind, "body": r.body.to_json_value()}))
             .collect();
     }
     say!("{}", serde_json::to_string_pretty(&shown).expect("JSON"))?;
@@ -164,16 +163,6 @@ fn checkpoints(queue: &RunQueue) -> Result<PostgresStore> {
     Ok(queue
         .checkpoints()
         .with_signing_keys(SigningKeys::from_env()?))
-}
-
-/// A message body as JSON: itself when it is JSON, else `{"base64": ...}`.
-fn body(payload: &Payload) -> serde_json::Value {
-    use base64::Engine as _;
-    let bytes = payload.decode().unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        serde_json::json!({ "base64": encoded })
-    })
 }
 
 /// The exit code of a run that stands at `record`, if it stopped.

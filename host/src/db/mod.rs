@@ -217,7 +217,7 @@ pub(crate) fn failed(shown: &str, what: &str, error: tokio_postgres::Error) -> E
 
 /// `url` with any password (in its user info or a `password=` parameter) replaced by
 /// `***`.
-pub(crate) fn without_password(url: &str) -> String {
+pub fn without_password(url: &str) -> String {
     let url = match url.split_once('?') {
         Some((base, query)) => {
             let masked: Vec<String> = query

@@ -65,6 +65,25 @@ impl Runtime {
     }
 }
 
+/// The runtimes of a host that loads many workflows: one with fuel metering and one
+/// without, each made when a workflow first needs it and shared by all that do.
+#[derive(Default)]
+pub struct Runtimes([std::sync::Mutex<Option<Arc<Runtime>>>; 2]);
+
+impl Runtimes {
+    /// The runtime `manifest` runs on (see [`Manifest::uses_fuel`]).
+    pub fn for_manifest(&self, manifest: &Manifest) -> Result<Arc<Runtime>> {
+        let fuel = manifest.uses_fuel();
+        let mut slot = self.0[usize::from(fuel)].lock().expect("runtimes lock");
+        if let Some(runtime) = &*slot {
+            return Ok(runtime.clone());
+        }
+        let runtime = Runtime::new(0, fuel)?;
+        *slot = Some(runtime.clone());
+        Ok(runtime)
+    }
+}
+
 /// A manifest with its components compiled and linked: ready to run any number of times.
 /// Cloning it is cheap: clones share the compiled components, and each run holds one.
 #[derive(Clone)]

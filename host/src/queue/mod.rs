@@ -150,7 +150,7 @@ fn claimed(row: &tokio_postgres::Row) -> Result<Claim> {
             .into_iter()
             .map(|a| {
                 let body = Bytes::from(a.body.into_bytes());
-                let kind = "response".to_string();
+                let kind = crate::message::RESPONSE_KIND.to_string();
                 (a.request_id, Message { kind, body })
             })
             .collect(),

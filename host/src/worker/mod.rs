@@ -11,7 +11,7 @@ mod events;
 
 use crate::Outcome;
 use crate::checkpoint::{CheckpointStore, PostgresStore, Status};
-use crate::engine::{Runner, RunnerLimits, Runtime, Stopped, Stopper, Workflow};
+use crate::engine::{Runner, RunnerLimits, Runtimes, Stopped, Stopper, Workflow};
 use crate::error::{Result, host};
 use crate::events::EventSink;
 use crate::manifest::Manifest;
@@ -58,8 +58,7 @@ pub struct Worker {
     queue: Arc<RunQueue>,
     store: Arc<PostgresStore>,
     runner: Runner,
-    /// Without and with fuel metering, made when first needed.
-    runtimes: [Option<Arc<Runtime>>; 2],
+    runtimes: Runtimes,
     config: WorkerConfig,
     /// Loaded workflows, by digest.
     workflows: HashMap<String, Workflow>,
@@ -117,7 +116,7 @@ impl Worker {
             queue,
             store,
             runner,
-            runtimes: [None, None],
+            runtimes: Runtimes::default(),
             config,
             workflows: HashMap::new(),
             active: HashMap::new(),
@@ -287,13 +286,7 @@ impl Worker {
             queue.component(component)
         })?;
         let manifest = Manifest::load(&path)?;
-        let fuel = manifest.uses_fuel();
-        let runtime = match &self.runtimes[usize::from(fuel)] {
-            Some(runtime) => runtime.clone(),
-            None => Runtime::new(0, fuel)?,
-        };
-        self.runtimes[usize::from(fuel)] = Some(runtime.clone());
-        let workflow = Workflow::load(runtime, manifest)?;
+        let workflow = Workflow::load(self.runtimes.for_manifest(&manifest)?, manifest)?;
         self.workflows.insert(digest.to_string(), workflow.clone());
         Ok(workflow)
     }

@@ -1,0 +1,286 @@
+//! Runs as the server sees them, whichever way they are run: [`local`]ly, on this
+//! server's runner with its checkpoints in a store of its own, or (with a database)
+//! queued for the workers of every server on it. The HTTP handlers speak to the
+//! [`Runs`] trait alone.
+//!
+//! Every method may block (on a file or the database): handlers call them on
+//! blocking threads.
+
+pub mod local;
+mod watchers;
+
+pub use watchers::Watchers;
+
+use super::problem::{Answer, Problem};
+use crate::checkpoint::{Checkpoint, CheckpointStore, RequestRecord, is_plain_id};
+use crate::message::Message;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Waiting for a worker (database only).
+    Queued,
+    /// Being run.
+    Running,
+    /// Waiting for answers to its pending requests.
+    Paused,
+    /// Stopped at a barrier by a cancel; resumable.
+    Cancelled,
+    /// Over: no message queued, no request pending.
+    Completed,
+    /// An executor failed or a limit was hit; its last checkpoint stays resumable.
+    Failed,
+}
+
+impl RunState {
+    /// Every state, in the order a run goes through them.
+    pub const ALL: [RunState; 6] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Paused,
+        RunState::Cancelled,
+        RunState::Completed,
+        RunState::Failed,
+    ];
+
+    /// The state's name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Cancelled => "cancelled",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn parse(name: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the run is being run or waits to be: it cannot be resumed now.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+
+    /// Whether the run is over for good: nothing it can do brings more events.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Completed | RunState::Failed)
+    }
+}
+
+/// A run, as lists show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: String,
+    /// The workflow's id in the catalog.
+    pub workflow: String,
+    /// Where it stands.
+    pub status: RunState,
+    /// The superstep it is at (the last one started).
+    pub superstep: Option<u64>,
+    /// Its newest checkpoint.
+    pub last_checkpoint: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// When it was started (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// A run in full: `GET /v1/runs/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunSummary,
+    /// Its outputs so far, oldest first (as of its last checkpoint).
+    pub outputs: Vec<OutputView>,
+    /// Its requests waiting for an answer.
+    pub pending: Vec<RequestView>,
+}
+
+/// A workflow output.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OutputView {
+    /// The superstep that emitted it.
+    pub superstep: u64,
+    /// The executor that emitted it.
+    pub executor: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its body: JSON when it is JSON, else `{"base64": "..."}`.
+    pub body: serde_json::Value,
+}
+
+/// A request for outside input.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestView {
+    /// Its id (`<executor>:<superstep>:<n>`): answer it at
+    /// `POST /v1/runs/{run}/requests/{request_id}`.
+    pub request_id: String,
+    /// The executor that asked.
+    pub executor: String,
+    /// The superstep it asked in.
+    pub superstep: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Its body: JSON when it is JSON, else `{"base64": "..."}`.
+    pub body: serde_json::Value,
+}
+
+impl From<&RequestRecord> for RequestView {
+    fn from(request: &RequestRecord) -> RequestView {
+        RequestView {
+            request_id: request.request_id.clone(),
+            executor: request.executor.clone(),
+            superstep: request.superstep,
+            kind: request.kind.clone(),
+            body: request.body.to_json_value(),
+        }
+    }
+}
+
+/// One event of a run, numbered from 0 in the order the run emitted them.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    /// Its place in the run's events.
+    pub seq: u64,
+    /// The event, as JSON (see [`Event`](crate::Event)).
+    pub json: Arc<str>,
+}
+
+/// A run to start.
+pub struct NewRun {
+    /// The workflow's id in the catalog.
+    pub workflow: String,
+    /// The input message.
+    pub input: Message,
+    /// The client's `Idempotency-Key`, and what identifies its request: a second start
+    /// with the same key returns the first run.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key` and the request it came with.
+pub struct Idempotency {
+    /// The key.
+    pub key: String,
+    /// A digest of the request (workflow, input kind and body): the same key with
+    /// another request is refused.
+    pub request: String,
+}
+
+/// A run started, or found by its idempotency key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Started {
+    /// The run.
+    pub run_id: String,
+    /// Whether this request started it (false: an earlier one with the same
+    /// `Idempotency-Key` did).
+    pub created: bool,
+}
+
+/// Runs, however they are run.
+pub trait Runs: Send + Sync {
+    /// Starts a run (or finds the one started with the same idempotency key).
+    fn start(&self, new: NewRun) -> Answer<Started>;
+
+    /// The runs, newest first, with `status` and of `workflow` if given.
+    fn list(&self, status: Option<RunState>, workflow: Option<&str>) -> Answer<Vec<RunSummary>>;
+
+    /// One run; 404 if there is none.
+    fn get(&self, run_id: &str) -> Answer<RunSummary>;
+
+    /// The run's requests waiting for an answer (those answered but not yet delivered
+    /// left out).
+    fn pending(&self, run_id: &str) -> Answer<Vec<RequestView>>;
+
+    /// The run's events numbered after `after` (all when `None`), in order.
+    fn events_after(&self, run_id: &str, after: Option<u64>) -> Answer<Vec<RunEvent>>;
+
+    /// A receiver that changes whenever the run has news (events or status); look at
+    /// it before reading, then wait on it.
+    fn watch(&self, run_id: &str) -> watch::Receiver<u64>;
+
+    /// Answers the run's pending request `request_id`; 409 if it is not pending.
+    fn respond(&self, run_id: &str, request_id: &str, response: Message) -> Answer<()>;
+
+    /// Runs the run on from `checkpoint` (one of its own; its newest when `None`),
+    /// branching when that is an older one; 409 while it is active. Returns the
+    /// checkpoint resumed.
+    fn resume(&self, run_id: &str, checkpoint: Option<&str>) -> Answer<String>;
+
+    /// Asks the run to stop at its next barrier; 409 if it is not active.
+    fn cancel(&self, run_id: &str) -> Answer<()>;
+
+    /// Where the runs' checkpoints are.
+    fn store(&self) -> Arc<dyn CheckpointStore>;
+}
+
+/// A run's outputs as of its last checkpoint.
+pub fn outputs(runs: &dyn Runs, run: &RunSummary) -> Answer<Vec<OutputView>> {
+    let Some(id) = &run.last_checkpoint else {
+        return Ok(Vec::new());
+    };
+    let checkpoint = runs.store().load(id)?;
+    Ok(checkpoint
+        .outputs
+        .iter()
+        .map(|o| OutputView {
+            superstep: o.superstep,
+            executor: o.source.clone(),
+            kind: o.kind.clone(),
+            body: o.body.to_json_value(),
+        })
+        .collect())
+}
+
+/// Checkpoint `id` (an id or unique prefix) of run `run_id`: 404 if there is none,
+/// 422 if it belongs to another run.
+pub fn checkpoint_of(store: &dyn CheckpointStore, run_id: &str, id: &str) -> Answer<Checkpoint> {
+    let resolved = resolve(store, id)?;
+    let checkpoint = store.load(&resolved)?;
+    if checkpoint.run_id != run_id {
+        return Err(Problem::unprocessable(format!(
+            "checkpoint {resolved} belongs to run {}, not to run {run_id}",
+            checkpoint.run_id
+        )));
+    }
+    Ok(checkpoint)
+}
+
+/// The id of checkpoint `id` (an id or unique prefix): 404 if there is none, 422 if
+/// it is not an id or names several.
+pub fn resolve(store: &dyn CheckpointStore, id: &str) -> Answer<String> {
+    if !is_plain_id(id) {
+        return Err(Problem::unprocessable(format!(
+            "'{id}' is not a checkpoint id (ids hold letters, digits and '-')"
+        )));
+    }
+    let ids = store.ids_starting_with(id)?;
+    if ids.iter().any(|candidate| candidate == id) {
+        return Ok(id.to_string());
+    }
+    let mut matches = ids.into_iter().filter(|c| c.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Problem::not_found(format!("no checkpoint '{id}'"))),
+        (Some(_), Some(_)) => Err(Problem::unprocessable(format!(
+            "'{id}' names several checkpoints; give more of the id"
+        ))),
+    }
+}
+
+/// The time now, as runs record it.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
