@@ -21,5 +21,6 @@ mod postgres;
 mod postgres_server;
 mod routing;
 mod sandbox;
+mod serve;
 mod stores;
 mod workers;
