@@ -139,12 +139,13 @@ fn a_client_that_reconnects_with_last_event_id_misses_nothing_and_gets_nothing_t
     assert!(none.is_empty());
     // `?after=` is the same, for clients that cannot set headers.
     let query = client.get(&format!("/v1/runs/{run}/events?after={middle}"));
-    let data = query
-        .text
-        .lines()
-        .filter(|l| l.starts_with("data:"))
-        .count();
-    assert_eq!(data, rest.len());
+    let numbered = query.text.lines().filter(|l| l.starts_with("id:"));
+    assert_eq!(numbered.count(), rest.len());
+    assert!(
+        query
+            .text
+            .contains("event: status\ndata: {\"status\":\"completed\"}")
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod api;
 mod errors;
+mod page;
 
 use crate::common::{Workspace, test_compile_cache};
 use serde_json::Value;
@@ -327,7 +328,7 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
     }
 }
 
-/// A run's Server-Sent Events as they arrive: `(id, data)`.
+/// A run's numbered Server-Sent Events as they arrive: `(id, data)`.
 pub struct Events {
     lines: BufReader<Box<dyn std::io::Read + Send>>,
 }
@@ -344,9 +345,11 @@ impl Iterator for Events {
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
+                // A block without an id (a `status` event) is not one of the run's.
                 if let (Some(id), Some(data)) = (id.take(), data.take()) {
                     return Some((id, data));
                 }
+                data = None;
             } else if let Some(value) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
                 id = Some(value.parse().expect("a numeric event id"));
             } else if let Some(value) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {

@@ -1,12 +1,14 @@
 //! `GET /v1/runs/{id}/events`: a run's events as Server-Sent Events, each with its
 //! sequence in the run as `id:`. A client that reconnects with `Last-Event-ID` gets
-//! exactly the events after that one. The stream ends once the run has completed or
-//! failed and every event is sent; for a paused or cancelled run it stays open, as the
-//! run may go on.
+//! exactly the events after that one. Between them, a `status` event without an id
+//! says where the run stands whenever that changes (`{"status": "paused"}`): clients
+//! that follow only the numbered events ignore it, as `EventSource.onmessage` does.
+//! The stream ends once the run has completed or failed and every event is sent; for
+//! a paused or cancelled run it stays open, as the run may go on.
 
 use super::{AppState, blocking, check_run_id};
 use crate::server::problem::{Answer, ErrorBody, Problem};
-use crate::server::runs::{RunEvent, Runs};
+use crate::server::runs::{RunEvent, RunState, Runs};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -68,6 +70,7 @@ pub async fn stream(
         runs: state.runs.clone(),
         run_id,
         after,
+        status: None,
         ready: VecDeque::new(),
         done: false,
     };
@@ -82,11 +85,13 @@ pub async fn stream(
 struct Follow {
     runs: Arc<dyn Runs>,
     run_id: String,
-    /// The last event sent.
+    /// The last event read.
     after: Option<u64>,
     watch: watch::Receiver<u64>,
+    /// The status last sent.
+    status: Option<RunState>,
     /// Read but not yet sent.
-    ready: VecDeque<RunEvent>,
+    ready: VecDeque<Event>,
     /// Whether the run is over and every event read.
     done: bool,
 }
@@ -96,12 +101,7 @@ impl Follow {
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(event) = self.ready.pop_front() {
-                self.after = Some(event.seq);
-                return Some(
-                    Event::default()
-                        .id(event.seq.to_string())
-                        .data(&*event.json),
-                );
+                return Some(event);
             }
             if self.done {
                 return None;
@@ -110,18 +110,35 @@ impl Follow {
             let (runs, run_id, after) = (self.runs.clone(), self.run_id.clone(), self.after);
             // The status before the events: a run over by then has all its events in.
             let read = blocking(move || {
-                let over = runs.get(&run_id)?.status.is_final();
-                Ok((over, runs.events_after(&run_id, after)?))
+                let status = runs.get(&run_id)?.status;
+                Ok((status, runs.events_after(&run_id, after)?))
             });
-            let (over, events) = read.await.ok()?;
-            self.ready.extend(events);
-            self.done = over;
+            let (status, events) = read.await.ok()?;
+            self.take(events);
+            if self.status != Some(status) {
+                self.status = Some(status);
+                let data = serde_json::json!({ "status": status }).to_string();
+                self.ready
+                    .push_back(Event::default().event("status").data(data));
+            }
+            self.done = status.is_final();
             if self.ready.is_empty() && !self.done {
                 let news = tokio::time::timeout(LOOK_AGAIN, self.watch.changed()).await;
                 if matches!(news, Ok(Err(_))) {
                     return None;
                 }
             }
+        }
+    }
+
+    /// Queues `events` to send.
+    fn take(&mut self, events: Vec<RunEvent>) {
+        for event in events {
+            self.after = Some(event.seq);
+            let sent = Event::default()
+                .id(event.seq.to_string())
+                .data(&*event.json);
+            self.ready.push_back(sent);
         }
     }
 }
