@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 use superstep::checkpoint::{CheckpointStore, PostgresStore, SigningKeys};
 use superstep::error::{Result, invalid};
-use superstep::queue::{RunQueue, RunRecord, RunStatus};
+use superstep::queue::{RunFilter, RunQueue, RunRecord, RunStatus};
 
 /// The database option of these commands.
 #[derive(Args)]
@@ -30,7 +30,8 @@ impl DatabaseArgs {
 pub(super) enum RunsCommand {
     /// List runs, newest first.
     List {
-        /// Only runs with this status (queued, running, paused, completed, failed).
+        /// Only runs with this status (queued, running, paused, cancelled, completed,
+        /// failed).
         #[arg(long)]
         status: Option<String>,
         /// Only runs of this workflow.
@@ -106,12 +107,17 @@ fn list(queue: &RunQueue, status: Option<&str>, workflow: Option<&str>, json: bo
         .map(|s| {
             RunStatus::parse(s).ok_or_else(|| {
                 invalid(format!(
-                    "--status {s}: one of queued, running, paused, completed, failed"
+                    "--status {s}: one of queued, running, paused, cancelled, completed, failed"
                 ))
             })
         })
         .transpose()?;
-    let runs = queue.list(status, workflow)?;
+    let filter = RunFilter {
+        status,
+        workflow: workflow.map(str::to_string),
+        label: None,
+    };
+    let runs = queue.list(&filter)?;
     if json {
         for run in &runs {
             say!("{}", serde_json::to_string(run).expect("a run serialises"))?;
@@ -138,10 +144,9 @@ fn show(queue: &RunQueue, run_id: &str) -> Result<u8> {
     let record = queue.get(run_id)?;
     let mut shown = serde_json::to_value(&record).expect("a run serialises");
     let store = checkpoints(queue)?;
-    if let Some(latest) = store.latest(Some(run_id))?.filter(|l| l.run_id == run_id) {
-        let checkpoint = store.load(&latest.checkpoint_id)?;
-        shown["last_checkpoint"] = latest.checkpoint_id.clone().into();
-        shown["superstep"] = latest.superstep.into();
+    if let Some(id) = &record.checkpoint {
+        let checkpoint = store.load(id)?;
+        shown["last_checkpoint"] = id.clone().into();
         shown["outputs"] = checkpoint
             .outputs
             .iter()
@@ -170,7 +175,7 @@ fn exit_code(record: &RunRecord) -> Option<u8> {
     match record.status {
         RunStatus::Completed => Some(EXIT_OK),
         RunStatus::Failed => Some(EXIT_RUN_FAILED),
-        RunStatus::Paused => Some(EXIT_PAUSED),
+        RunStatus::Paused | RunStatus::Cancelled => Some(EXIT_PAUSED),
         RunStatus::Queued | RunStatus::Running => None,
     }
 }
@@ -246,14 +251,11 @@ pub(super) fn respond(args: RespondArgs) -> Result<u8> {
         ));
     }
     let queue = args.db.queue()?;
-    queue.get(&args.run)?;
+    let record = queue.get(&args.run)?;
     let store = checkpoints(&queue)?;
-    let pending: Vec<String> = match store
-        .latest(Some(&args.run))?
-        .filter(|l| l.run_id == args.run)
-    {
-        Some(latest) => store
-            .load(&latest.checkpoint_id)?
+    let pending: Vec<String> = match &record.checkpoint {
+        Some(id) => store
+            .load(id)?
             .pending_requests
             .into_iter()
             .map(|r| r.request_id)

@@ -1,12 +1,16 @@
 //! `superstep serve`: the HTTP API and the web page, until SIGTERM or SIGINT.
 
 use super::store::StoreArgs;
+use super::worker::{default_cache_dir, default_name};
 use super::{EXIT_OK, say};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+use superstep::checkpoint::is_postgres_url;
 use superstep::error::Result;
-use superstep::server::{ServeConfig, Server};
+use superstep::server::{Backend, ServeConfig, Server};
+use superstep::worker::WorkerConfig;
 
 /// `superstep serve`.
 #[derive(Args)]
@@ -20,18 +24,38 @@ pub(super) struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
-    /// How many runs execute at once; default: four per core.
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    /// How many runs execute at once in this process. With a file store, default four
+    /// per core; with a database, default 4, and 0 serves the API only (other hosts'
+    /// workers run the runs).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// With a database: how long this process's claim on a run lasts without renewal.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
 }
 
 /// Serves until SIGTERM or SIGINT.
 pub(super) fn serve(args: ServeArgs) -> Result<u8> {
+    let backend = if is_postgres_url(&args.store.location) {
+        let url = super::db::postgres_url(&args.store.location)?;
+        let concurrency = args.workers.unwrap_or(4);
+        let worker = (concurrency > 0).then(|| WorkerConfig {
+            concurrency,
+            lease_ttl: args.lease_ttl,
+            name: format!("serve-{}", default_name()),
+            cache_dir: default_cache_dir(),
+        });
+        Backend::Queue { url, worker }
+    } else {
+        Backend::Local {
+            store: args.store.open()?,
+            threads: args.workers.unwrap_or(0),
+        }
+    };
     let config = ServeConfig {
         listen: args.listen,
         workflows: args.workflows,
-        store: args.store.open()?,
-        workers: args.workers,
+        backend,
     };
     let server = Server::bind(config)?;
     for (file, error) in server.catalog().errors() {

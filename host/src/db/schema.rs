@@ -8,11 +8,11 @@ use crate::error::{Result, invalid};
 use deadpool_postgres::Object;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The migration to each version, from 1 up: migration `n` takes a database of version
 /// `n` to `n + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
 
 /// Checkpoints as rows: the document is the same signed bytes as a checkpoint file
 /// (its large payloads as references to content-addressed blobs), beside the columns
@@ -94,6 +94,27 @@ CREATE TABLE superstep_events (
     event text NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+";
+
+/// Version 3: what a server needs of runs. A run started through the API keeps the
+/// catalog id it was started under (`label`) and its `Idempotency-Key`; a cancel is
+/// asked for in `stop_requested`; a resume from an older checkpoint is `resume_from`,
+/// asked at `resume_epoch`. A checkpoint keeps the epoch of the claim that wrote it
+/// (0 when no worker did): a run goes on from its checkpoint of the highest epoch,
+/// then the longest chain, so that a branch resumed later wins over an older,
+/// longer one.
+const V3: &str = "
+ALTER TABLE superstep_runs
+    ADD COLUMN label text,
+    ADD COLUMN idempotency_key text UNIQUE,
+    ADD COLUMN request_digest text,
+    ADD COLUMN stop_requested boolean NOT NULL DEFAULT false,
+    ADD COLUMN resume_from text,
+    ADD COLUMN resume_epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE superstep_checkpoints ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+DROP INDEX superstep_checkpoints_by_run;
+CREATE INDEX superstep_checkpoints_by_run ON superstep_checkpoints
+    (run_id, epoch DESC, depth DESC, created_at DESC, checkpoint_id DESC);
 ";
 
 /// Any number: the key of the advisory lock that migrations take.

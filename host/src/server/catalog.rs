@@ -69,8 +69,10 @@ const MAX_DEPTH: usize = 4;
 impl Catalog {
     /// The manifests under `dir`: every `.toml` file with a `[workflow]` table, down to
     /// a few levels, skipping hidden directories and `target`. A manifest that does not
-    /// load is listed with its error and cannot be run.
-    pub fn scan(dir: &Path) -> Result<Catalog> {
+    /// load is listed with its error and cannot be run. With `run_elsewhere` (runs go
+    /// to a database's workers), host variables that `env` grants are not read here
+    /// (see [`Manifest::load_to_submit`]).
+    pub fn scan(dir: &Path, run_elsewhere: bool) -> Result<Catalog> {
         let dir = std::fs::canonicalize(dir)
             .map_err(|e| invalid(format!("--workflows {}: {e}", dir.display())))?;
         let mut files = Vec::new();
@@ -81,7 +83,11 @@ impl Catalog {
             let relative = path.strip_prefix(&dir).expect("found under the directory");
             let file = relative.to_string_lossy().replace('\\', "/");
             let id = file.trim_end_matches(".toml").to_string();
-            let manifest = Manifest::load(&path).map_err(|e| e.to_string());
+            let manifest = match run_elsewhere {
+                true => Manifest::load_to_submit(&path),
+                false => Manifest::load(&path),
+            };
+            let manifest = manifest.map_err(|e| e.to_string());
             let workflow = Mutex::new(None);
             entries.insert(
                 id,

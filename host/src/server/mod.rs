@@ -4,7 +4,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`catalog`] | the manifests under `--workflows`: the only workflows a request can name |
-//! | [`runs`] | runs as the server sees them, and the way they are run: [`runs::local`] |
+//! | [`runs`] | runs as the server sees them, and the ways they are run: [`runs::local`], [`runs::queued`] |
 //! | `api` | the `/v1` routes, one module per resource, and their OpenAPI document |
 //! | `page` | the web page, its files built into the binary |
 //! | `auth` | the token every call needs |
@@ -22,12 +22,14 @@ pub use auth::TOKEN_ENV;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::{Runner, RunnerLimits};
 use crate::error::{Result, host, invalid};
+use crate::worker::{Worker, WorkerConfig, WorkerStopper};
 use api::AppState;
 use auth::Token;
 use axum::Router;
 use catalog::Catalog;
 use runs::Runs;
 use runs::local::LocalRuns;
+use runs::queued::QueuedRuns;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,14 +41,34 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The directory whose manifests may be run.
     pub workflows: PathBuf,
-    /// Where the runs' checkpoints go.
-    pub store: Arc<dyn CheckpointStore>,
-    /// How many runs execute at once (0: the runner's default).
-    pub workers: usize,
+    /// Where runs are run, and their checkpoints kept.
+    pub backend: Backend,
+}
+
+/// Where a server's runs are run.
+pub enum Backend {
+    /// On this server's runner, checkpoints in `store`; at most `threads` runs execute
+    /// at once (0: the runner's default).
+    Local {
+        /// Where checkpoints go.
+        store: Arc<dyn CheckpointStore>,
+        /// Runs executing at once.
+        threads: usize,
+    },
+    /// In the queue of the database at `url`, run by the workers of every host on it;
+    /// with `worker`, by one in this process too.
+    Queue {
+        /// The database.
+        url: String,
+        /// This process's worker, if it runs one.
+        worker: Option<WorkerConfig>,
+    },
 }
 
 /// A server bound to its address, not yet serving.
 pub struct Server {
+    /// The worker this process runs for a database, and its thread.
+    worker: Option<(WorkerStopper, std::thread::JoinHandle<Result<()>>)>,
     listener: tokio::net::TcpListener,
     app: Router,
     token: Arc<Token>,
@@ -60,7 +82,8 @@ impl Server {
     /// Loads the catalog, binds the address and readies the routes; the token comes
     /// from `SUPERSTEP_TOKEN` or is made now.
     pub fn bind(config: ServeConfig) -> Result<Server> {
-        let catalog = Arc::new(Catalog::scan(&config.workflows)?);
+        let elsewhere = matches!(config.backend, Backend::Queue { .. });
+        let catalog = Arc::new(Catalog::scan(&config.workflows, elsewhere)?);
         let (token, token_generated) = match Token::from_env()? {
             Some(token) => (token, false),
             None => (Token::generate()?, true),
@@ -72,16 +95,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| host(format!("cannot start the server's threads: {e}")))?;
-        let mut limits = RunnerLimits::default();
-        if config.workers > 0 {
-            limits.threads = config.workers;
-        }
-        let runner = Runner::with_limits(config.store, limits)?;
-        let runs: Arc<dyn Runs> = Arc::new(LocalRuns::new(
-            catalog.clone(),
-            runner,
-            runtime.handle().clone(),
-        ));
+        let (runs, worker) = backend(config.backend, &catalog, runtime.handle())?;
         let state = AppState {
             runs,
             catalog: catalog.clone(),
@@ -91,6 +105,7 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind(config.listen))
             .map_err(|e| invalid(format!("--listen {}: {e}", config.listen)))?;
         Ok(Server {
+            worker,
             listener,
             app,
             token,
@@ -126,6 +141,7 @@ impl Server {
             listener,
             app,
             runtime,
+            worker,
             ..
         } = self;
         runtime
@@ -150,7 +166,51 @@ impl Server {
             .map_err(|e| host(format!("the server failed: {e}")))?;
         // Event streams still open are cut.
         runtime.shutdown_background();
+        // The worker stops its runs at their next barriers and gives them back.
+        if let Some((stopper, thread)) = worker {
+            stopper.stop();
+            thread
+                .join()
+                .map_err(|_| host("the server's worker panicked"))??;
+        }
         Ok(())
+    }
+}
+
+/// The runs of `backend`, and the worker this process runs for it, if any.
+fn backend(
+    backend: Backend,
+    catalog: &Arc<Catalog>,
+    tasks: &tokio::runtime::Handle,
+) -> Result<(
+    Arc<dyn Runs>,
+    Option<(WorkerStopper, std::thread::JoinHandle<Result<()>>)>,
+)> {
+    match backend {
+        Backend::Local { store, threads } => {
+            let mut limits = RunnerLimits::default();
+            if threads > 0 {
+                limits.threads = threads;
+            }
+            let runner = Runner::with_limits(store, limits)?;
+            let runs = LocalRuns::new(catalog.clone(), runner, tasks.clone());
+            Ok((Arc::new(runs), None))
+        }
+        Backend::Queue { url, worker } => {
+            let runs = QueuedRuns::connect(&url, catalog.clone())?;
+            let Some(config) = worker else {
+                return Ok((Arc::new(runs), None));
+            };
+            let log = Arc::new(|_: &crate::Event| {});
+            let notes = Arc::new(|note: &str| eprintln!("{note}"));
+            let worker = Worker::connect(&url, config, log, notes)?;
+            let stopper = worker.stopper();
+            let thread = std::thread::Builder::new()
+                .name("superstep-serve-worker".into())
+                .spawn(move || worker.run())
+                .map_err(|e| host(format!("cannot start the worker: {e}")))?;
+            Ok((Arc::new(runs), Some((stopper, thread))))
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::engine::{Runner, RunnerLimits, Runtimes, Stopped, Stopper, Workflow};
 use crate::error::{Result, host};
 use crate::events::EventSink;
 use crate::manifest::Manifest;
-use crate::queue::{Claim, RunEnd, RunQueue, RunStatus, materialize};
+use crate::queue::{Claim, RunEnd, RunQueue, RunStatus, STOP, materialize};
 use events::EventLog;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,8 +39,9 @@ pub struct WorkerConfig {
 enum Wake {
     /// A run of this worker stopped.
     Stopped(String, Box<Result<Stopped>>),
-    /// The queue changed (or the worker should look again).
-    Changed,
+    /// The queue changed (or the worker should look again); the notification's
+    /// payload, if it had one.
+    Changed(Option<String>),
     /// Finish the runs in hand, give them back and return; twice: return now.
     Stop,
 }
@@ -51,6 +52,8 @@ struct Active {
     stopper: Stopper,
     /// Answers delivered when it started.
     delivered: usize,
+    /// Whether it was cancelled: stopped, it ends `cancelled`, not given back.
+    cancelled: bool,
 }
 
 /// A worker of one database.
@@ -109,8 +112,11 @@ impl Worker {
         let events = EventLog::start(queue.clone(), notes.clone()).map_err(host)?;
         let (wake, woken) = mpsc::channel();
         let changed = std::sync::Mutex::new(wake.clone());
-        queue.watch(move |_| {
-            let _ = changed.lock().expect("wake lock").send(Wake::Changed);
+        queue.watch(move |payload| {
+            let _ = changed
+                .lock()
+                .expect("wake lock")
+                .send(Wake::Changed(payload));
         });
         Ok(Worker {
             queue,
@@ -164,7 +170,12 @@ impl Worker {
             for wake in wakes {
                 match wake {
                     Wake::Stopped(run_id, stopped) => ends.extend(self.finished(&run_id, *stopped)),
-                    Wake::Changed => {}
+                    Wake::Changed(Some(payload)) => {
+                        if let Some(run_id) = payload.strip_prefix(STOP) {
+                            self.cancel(run_id);
+                        }
+                    }
+                    Wake::Changed(None) => {}
                     Wake::Stop if self.stopping => return Ok(()),
                     Wake::Stop => {
                         self.stopping = true;
@@ -231,6 +242,7 @@ impl Worker {
             answers,
             next_event,
             latest,
+            stop_requested,
             ..
         } = claim;
         self.store.fence(&run_id, epoch);
@@ -259,7 +271,7 @@ impl Worker {
             }
         };
         let stopper = handle.stopper();
-        if self.stopping {
+        if self.stopping || stop_requested {
             stopper.stop();
         }
         let wake = self.wake.clone();
@@ -271,6 +283,7 @@ impl Worker {
             epoch,
             stopper,
             delivered,
+            cancelled: stop_requested,
         };
         self.active.insert(run_id, active);
         Ok(())
@@ -300,6 +313,7 @@ impl Worker {
         let (status, reason) = match stopped.and_then(|s| s.outcome) {
             Ok(Outcome::Completed) => (RunStatus::Completed, None),
             Ok(Outcome::Paused { .. }) => (RunStatus::Paused, None),
+            Ok(Outcome::Stopped) if active.cancelled => (RunStatus::Cancelled, None),
             Ok(Outcome::Stopped) => (RunStatus::Queued, None),
             Ok(Outcome::Failed { reason }) => (RunStatus::Failed, Some(reason)),
             Err(error) => (RunStatus::Queued, Some(format!("{error:#}"))),
@@ -319,7 +333,7 @@ impl Worker {
         if ends.is_empty() {
             return;
         }
-        match self.queue.finish(ends.clone()) {
+        match self.events.finish(ends.clone()) {
             Ok(recorded) => {
                 for (end, recorded) in ends.iter().zip(recorded) {
                     let run_id = &end.run_id;
@@ -343,6 +357,20 @@ impl Worker {
         }
     }
 
+    /// Stops run `run_id`, if this worker drives it, at its next barrier: it was
+    /// cancelled.
+    fn cancel(&mut self, run_id: &str) {
+        if let Some(active) = self.active.get_mut(run_id)
+            && !active.cancelled
+        {
+            active.cancelled = true;
+            active.stopper.stop();
+            self.note(format_args!(
+                "run {run_id} cancelled; stopping it at its next barrier"
+            ));
+        }
+    }
+
     /// Renews the leases of the runs in hand; a run no longer held is stopped at once.
     fn renew(&mut self) {
         let held: Vec<(String, i64)> = self
@@ -354,8 +382,8 @@ impl Worker {
             .queue
             .renew(&self.config.name, &held, self.config.lease_ttl)
         {
-            Ok(lost) => {
-                for run_id in lost {
+            Ok(renewed) => {
+                for run_id in renewed.lost {
                     if let Some(active) = self.active.get(&run_id) {
                         self.note(format_args!(
                             "lost the lease of run {run_id}; stopping it at once"
@@ -363,6 +391,7 @@ impl Worker {
                         active.stopper.interrupt();
                     }
                 }
+                renewed.stop.iter().for_each(|run_id| self.cancel(run_id));
             }
             Err(error) => self.note(format_args!("cannot renew leases: {error:#}")),
         }

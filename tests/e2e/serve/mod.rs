@@ -2,6 +2,7 @@
 //! process of its own, serving the manifests of a workspace.
 
 mod api;
+mod database;
 mod errors;
 mod page;
 
@@ -292,6 +293,19 @@ impl Client {
         }
     }
 
+    /// Follows the run's stream until a `status` event says `status`.
+    pub fn until_status(&self, run_id: &str, status: &str) {
+        let mut events = self.events(run_id, None);
+        while let Some(block) = events.block() {
+            if let Block::Status(now) = block
+                && now == status
+            {
+                return;
+            }
+        }
+        panic!("run {run_id}: the stream ended before it was {status}");
+    }
+
     /// `GET /v1/runs/{id}/events` with `Last-Event-ID: <last>`, as a plain reply.
     pub fn events_raw(&self, run_id: &str, last: &str) -> Reply {
         let url = format!("{}/v1/runs/{run_id}/events", self.base);
@@ -333,11 +347,18 @@ pub struct Events {
     lines: BufReader<Box<dyn std::io::Read + Send>>,
 }
 
-impl Iterator for Events {
-    type Item = (u64, Value);
+/// One block of a stream.
+pub enum Block {
+    /// One of the run's events: its id and data.
+    Numbered(u64, Value),
+    /// A `status` event: where the run stands now.
+    Status(String),
+}
 
-    fn next(&mut self) -> Option<(u64, Value)> {
-        let (mut id, mut data) = (None, None);
+impl Events {
+    /// The next block of the stream; `None` when it ends.
+    pub fn block(&mut self) -> Option<Block> {
+        let (mut id, mut data) = (None, None::<Value>);
         loop {
             let mut line = String::new();
             if self.lines.read_line(&mut line).ok()? == 0 {
@@ -345,15 +366,31 @@ impl Iterator for Events {
             }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
-                // A block without an id (a `status` event) is not one of the run's.
-                if let (Some(id), Some(data)) = (id.take(), data.take()) {
-                    return Some((id, data));
+                match (id.take(), data.take()) {
+                    (Some(id), Some(data)) => return Some(Block::Numbered(id, data)),
+                    (None, Some(data)) => {
+                        let status = data["status"].as_str().expect("a status event");
+                        return Some(Block::Status(status.to_string()));
+                    }
+                    _ => {}
                 }
-                data = None;
             } else if let Some(value) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
                 id = Some(value.parse().expect("a numeric event id"));
             } else if let Some(value) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
                 data = Some(serde_json::from_str(value).expect("JSON event data"));
+            }
+        }
+    }
+}
+
+impl Iterator for Events {
+    type Item = (u64, Value);
+
+    /// The next of the run's events, `status` events skipped.
+    fn next(&mut self) -> Option<(u64, Value)> {
+        loop {
+            if let Block::Numbered(id, data) = self.block()? {
+                return Some((id, data));
             }
         }
     }

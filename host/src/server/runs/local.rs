@@ -422,9 +422,13 @@ impl EventSink for Recorder {
             .into();
         let mut state = self.slot.lock();
         match event {
-            Event::SuperstepStarted { superstep, .. } => state.superstep = Some(*superstep),
-            Event::CheckpointSaved { checkpoint_id, .. } => {
+            Event::CheckpointSaved {
+                checkpoint_id,
+                superstep,
+                ..
+            } => {
                 state.last_checkpoint = Some(checkpoint_id.clone());
+                state.superstep = Some(*superstep);
             }
             Event::RequestInfo {
                 request_id,

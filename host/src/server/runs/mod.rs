@@ -1,12 +1,13 @@
 //! Runs as the server sees them, whichever way they are run: [`local`]ly, on this
-//! server's runner with its checkpoints in a store of its own, or (with a database)
-//! queued for the workers of every server on it. The HTTP handlers speak to the
+//! server's runner with its checkpoints in a store of its own, or [`queued`] in a
+//! database for the workers of every server on it. The HTTP handlers speak to the
 //! [`Runs`] trait alone.
 //!
 //! Every method may block (on a file or the database): handlers call them on
 //! blocking threads.
 
 pub mod local;
+pub mod queued;
 mod watchers;
 
 pub use watchers::Watchers;
@@ -85,7 +86,7 @@ pub struct RunSummary {
     pub workflow: String,
     /// Where it stands.
     pub status: RunState,
-    /// The superstep it is at (the last one started).
+    /// The supersteps its last checkpoint completed.
     pub superstep: Option<u64>,
     /// Its newest checkpoint.
     pub last_checkpoint: Option<String>,

@@ -370,7 +370,8 @@ impl CheckpointStore for PostgresStore {
     }
 
     /// Two index lookups: the run (the one `run` names, or the one that saved last),
-    /// then its checkpoint with the longest chain of parents.
+    /// then its checkpoint written by its latest claim (see [`PostgresStore::fence`])
+    /// with the longest chain of parents.
     fn latest(&self, run: Option<&str>) -> Result<Option<Summary>> {
         let shown = self.shown();
         let run = run.map(|prefix| (prefix.to_string(), prefix_end(prefix)));
@@ -404,7 +405,7 @@ impl CheckpointStore for PostgresStore {
             let row = client
                 .query_one(
                     "SELECT summary FROM superstep_checkpoints WHERE run_id = $1
-                     ORDER BY depth DESC, created_at DESC, checkpoint_id DESC LIMIT 1",
+                     ORDER BY epoch DESC, depth DESC, created_at DESC, checkpoint_id DESC LIMIT 1",
                     &[&run_id],
                 )
                 .await

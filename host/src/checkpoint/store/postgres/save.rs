@@ -69,16 +69,16 @@ async fn insert(transaction: &impl GenericClient, row: &Row) -> std::result::Res
         .prepare_cached(
             "INSERT INTO superstep_checkpoints
                  (checkpoint_id, run_id, parent_id, workflow, status, superstep, created_at,
-                  depth, summary, document)
+                  depth, summary, document, epoch)
              VALUES ($1, $2, $3, $4, $5, $6, $7,
                  COALESCE((SELECT depth + 1 FROM superstep_checkpoints WHERE checkpoint_id = $3), 0),
-                 $8, $9)
+                 $8, $9, $10)
              ON CONFLICT (checkpoint_id) DO UPDATE SET
                  run_id = EXCLUDED.run_id, parent_id = EXCLUDED.parent_id,
                  workflow = EXCLUDED.workflow, status = EXCLUDED.status,
                  superstep = EXCLUDED.superstep, created_at = EXCLUDED.created_at,
                  depth = EXCLUDED.depth, summary = EXCLUDED.summary,
-                 document = EXCLUDED.document",
+                 document = EXCLUDED.document, epoch = EXCLUDED.epoch",
         )
         .await?;
     transaction
@@ -94,6 +94,7 @@ async fn insert(transaction: &impl GenericClient, row: &Row) -> std::result::Res
                 &row.created_at,
                 &row.summary,
                 &row.document,
+                &row.fence.unwrap_or(0),
             ],
         )
         .await?;

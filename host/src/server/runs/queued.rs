@@ -1,0 +1,194 @@
+//! Runs in a PostgreSQL database's queue: started here, run by the workers of every
+//! host on the database (this server's own, with `--workers`), answered, resumed and
+//! cancelled from any server on it. Events are the database's rows; news of a run
+//! comes by `LISTEN`.
+
+use super::{
+    NewRun, RequestView, RunEvent, RunState, RunSummary, Runs, Started, Watchers, checkpoint_of,
+};
+use crate::checkpoint::{CheckpointStore, SigningKeys};
+use crate::error::Result;
+use crate::message::Message;
+use crate::queue::{Refusal, RunFilter, RunQueue, RunRecord, RunStatus, STOP, Submission};
+use crate::server::catalog::SharedCatalog;
+use crate::server::problem::{Answer, Problem};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Runs in a database's queue.
+pub struct QueuedRuns {
+    catalog: SharedCatalog,
+    queue: RunQueue,
+    store: Arc<dyn CheckpointStore>,
+    watchers: Arc<Watchers>,
+}
+
+impl QueuedRuns {
+    /// The runs of the database at `url` (its schema this build's), of `catalog`'s
+    /// workflows; checkpoints are signed and verified with the environment's keys.
+    pub fn connect(url: &str, catalog: SharedCatalog) -> Result<QueuedRuns> {
+        let queue = RunQueue::connect(url)?;
+        let store = Arc::new(
+            queue
+                .checkpoints()
+                .with_signing_keys(SigningKeys::from_env()?),
+        );
+        let watchers = Arc::new(Watchers::default());
+        let heard = watchers.clone();
+        queue.watch(move |payload| match payload {
+            Some(payload) => heard.notify(payload.strip_prefix(STOP).unwrap_or(&payload)),
+            None => heard.notify_all(),
+        });
+        Ok(QueuedRuns {
+            catalog,
+            queue,
+            store,
+            watchers,
+        })
+    }
+
+    fn record(&self, run_id: &str) -> Answer<RunRecord> {
+        self.queue
+            .find(run_id)?
+            .ok_or_else(|| Problem::not_found(format!("no run '{run_id}'")))
+    }
+
+    /// The requests the run's checkpoint waits on, those answered already left out.
+    fn waiting(&self, record: &RunRecord) -> Answer<Vec<RequestView>> {
+        let Some(id) = &record.checkpoint else {
+            return Ok(Vec::new());
+        };
+        let checkpoint = self.store.load(id)?;
+        Ok(checkpoint
+            .pending_requests
+            .iter()
+            .filter(|r| !record.answered.contains(&r.request_id))
+            .map(RequestView::from)
+            .collect())
+    }
+}
+
+impl Runs for QueuedRuns {
+    fn start(&self, new: NewRun) -> Answer<Started> {
+        let manifest = self.catalog.manifest(&new.workflow)?;
+        let submission = Submission {
+            label: Some(new.workflow.clone()),
+            idempotency: new.idempotency.map(|i| (i.key, i.request)),
+        };
+        let submitted = self.queue.submit_with(manifest, new.input, submission)?;
+        Ok(Started {
+            run_id: submitted.run_id,
+            created: submitted.created,
+        })
+    }
+
+    fn list(&self, status: Option<RunState>, workflow: Option<&str>) -> Answer<Vec<RunSummary>> {
+        let filter = RunFilter {
+            status: status.map(queue_status),
+            workflow: None,
+            label: workflow.map(str::to_string),
+        };
+        Ok(self.queue.list(&filter)?.iter().map(summary).collect())
+    }
+
+    fn get(&self, run_id: &str) -> Answer<RunSummary> {
+        Ok(summary(&self.record(run_id)?))
+    }
+
+    fn pending(&self, run_id: &str) -> Answer<Vec<RequestView>> {
+        self.waiting(&self.record(run_id)?)
+    }
+
+    fn events_after(&self, run_id: &str, after: Option<u64>) -> Answer<Vec<RunEvent>> {
+        let after = after.map_or(-1, |seq| i64::try_from(seq).unwrap_or(i64::MAX));
+        let events = self.queue.events(run_id, after)?;
+        Ok(events
+            .into_iter()
+            .map(|(seq, _, json)| RunEvent {
+                seq: seq as u64,
+                json: json.into(),
+            })
+            .collect())
+    }
+
+    fn watch(&self, run_id: &str) -> watch::Receiver<u64> {
+        self.watchers.watch(run_id)
+    }
+
+    fn respond(&self, run_id: &str, request_id: &str, response: Message) -> Answer<()> {
+        let record = self.record(run_id)?;
+        let pending = self.waiting(&record)?;
+        let pending = pending.into_iter().map(|r| r.request_id).collect();
+        let body = String::from_utf8_lossy(&response.body).into_owned();
+        let answers = vec![(request_id.to_string(), body)];
+        refused(run_id, self.queue.answer(run_id, answers, pending)?)
+    }
+
+    fn resume(&self, run_id: &str, checkpoint: Option<&str>) -> Answer<String> {
+        let record = self.record(run_id)?;
+        let from = match checkpoint {
+            Some(id) => Some(checkpoint_of(&*self.store, run_id, id)?.checkpoint_id),
+            None => None,
+        };
+        let Some(resumed) = from.clone().or(record.checkpoint) else {
+            return Err(Problem::conflict(format!("run {run_id} has no checkpoint")));
+        };
+        refused(run_id, self.queue.resume(run_id, from)?)?;
+        Ok(resumed)
+    }
+
+    fn cancel(&self, run_id: &str) -> Answer<()> {
+        refused(run_id, self.queue.cancel(run_id)?)
+    }
+
+    fn store(&self) -> Arc<dyn CheckpointStore> {
+        self.store.clone()
+    }
+}
+
+/// A refusal as a problem: 404 for no run, 409 for one that cannot take it.
+fn refused(run_id: &str, refusal: Option<Refusal>) -> Answer<()> {
+    match refusal {
+        None => Ok(()),
+        Some(Refusal::NoRun) => Err(Problem::not_found(format!("no run '{run_id}'"))),
+        Some(Refusal::Conflict(why)) => Err(Problem::conflict(why)),
+    }
+}
+
+fn summary(record: &RunRecord) -> RunSummary {
+    RunSummary {
+        run_id: record.run_id.clone(),
+        workflow: record
+            .label
+            .clone()
+            .unwrap_or_else(|| record.workflow.clone()),
+        status: run_state(record.status),
+        superstep: record.superstep,
+        last_checkpoint: record.checkpoint.clone(),
+        reason: record.reason.clone(),
+        created_at: record.submitted_at.clone(),
+        updated_at: record.updated_at.clone(),
+    }
+}
+
+fn run_state(status: RunStatus) -> RunState {
+    match status {
+        RunStatus::Queued => RunState::Queued,
+        RunStatus::Running => RunState::Running,
+        RunStatus::Paused => RunState::Paused,
+        RunStatus::Cancelled => RunState::Cancelled,
+        RunStatus::Completed => RunState::Completed,
+        RunStatus::Failed => RunState::Failed,
+    }
+}
+
+fn queue_status(state: RunState) -> RunStatus {
+    match state {
+        RunState::Queued => RunStatus::Queued,
+        RunState::Running => RunStatus::Running,
+        RunState::Paused => RunStatus::Paused,
+        RunState::Cancelled => RunStatus::Cancelled,
+        RunState::Completed => RunStatus::Completed,
+        RunState::Failed => RunStatus::Failed,
+    }
+}
