@@ -1,11 +1,11 @@
 //! The benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring, W3
 //! fan-out/fan-in, W4 big state, W5 cold resume, W6 many runs in one process, W2 on
-//! the PostgreSQL store), run against this build, and the three-language pipeline
-//! (`languages`).
+//! the PostgreSQL store, W6 over the server's HTTP API), run against this build, and
+//! the three-language pipeline (`languages`).
 //!
-//! `cargo bench -p superstep --bench workloads [-- w1 w3 postgres languages ...]` runs
-//! them (W1 to W6 and `postgres` by default, which starts its own PostgreSQL server from
-//! scripts/install-postgres; `languages` only when named, since it needs the guest
+//! `cargo bench -p superstep --bench workloads [-- w1 w3 postgres serve languages ...]`
+//! runs them (W1 to W6, `postgres`, which starts its own PostgreSQL server from
+//! scripts/install-postgres, and `serve`, the server over loopback HTTP, by default; `languages` only when named, since it needs the guest
 //! tools of scripts/install-guest-tools); `SUPERSTEP_BENCH_SAMPLES` sets the samples per figure (default 5, at least
 //! 5 for a reported figure) and `SUPERSTEP_BENCH_DIR` where checkpoints go (default: a
 //! temp dir under the system's). Every workload checks its final output and refuses to
@@ -33,6 +33,10 @@ mod postgres_server;
 /// The workloads on PostgreSQL: W2, W6 with workers, W7.
 #[path = "workloads/postgres.rs"]
 mod postgres;
+
+/// The server's workloads: W6 over HTTP, paused runs.
+#[path = "workloads/serve.rs"]
+mod serve;
 
 fn main() -> Result<()> {
     let wanted: Vec<String> = std::env::args()
@@ -82,6 +86,9 @@ fn main() -> Result<()> {
         bench.postgres()?;
     } else if run("w7") {
         bench.takeover()?;
+    }
+    if run("serve") {
+        bench.serve()?;
     }
     if wanted.iter().any(|w| w == "languages") {
         bench.languages()?;

@@ -10,7 +10,7 @@ fn migrated(ws: &Workspace) -> String {
     let url = Postgres::shared().database();
     let made = ws.superstep(&["db", "migrate", "--store", &url]);
     made.assert_code(0);
-    assert_eq!(made.stdout.trim(), "schema version 2 created");
+    assert_eq!(made.stdout.trim(), "schema version 3 created");
     url
 }
 
@@ -20,7 +20,7 @@ fn runs_save_list_and_resume_in_postgres_as_in_a_directory() {
     let url = migrated(&ws);
     let again = ws.superstep(&["db", "migrate", "--store", &url]);
     again.assert_code(0);
-    assert_eq!(again.stdout.trim(), "schema version 2: up to date");
+    assert_eq!(again.stdout.trim(), "schema version 3: up to date");
 
     let pipeline = ws.pipeline();
     let run = ws.superstep(&[
@@ -221,7 +221,7 @@ fn a_bad_url_or_database_is_a_clear_error() {
     server.query(&newer, "INSERT INTO superstep_schema (version) VALUES (99)");
     list(&newer)
         .assert_code(2)
-        .assert_stderr("schema version 99, newer than this superstep knows (2)");
+        .assert_stderr("schema version 99, newer than this superstep knows (3)");
     ws.superstep(&["db", "migrate", "--store", &newer])
         .assert_code(2)
         .assert_stderr("newer than this superstep knows");
@@ -230,7 +230,7 @@ fn a_bad_url_or_database_is_a_clear_error() {
             &newer,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM superstep_schema"
         ),
-        "1,2,99"
+        "1,2,3,99"
     );
 
     // `db migrate` needs a database.

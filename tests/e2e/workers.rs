@@ -458,7 +458,7 @@ fn a_paused_run_is_answered_and_finished_on_another_worker() {
     assert!(!outputs(&shown).is_empty());
     respond(&format!("{request}={{\"approved\": true}}"))
         .assert_code(2)
-        .assert_stderr(&format!("run {run} is completed, not paused for input"));
+        .assert_stderr(&format!("run {run} is completed: nothing to answer"));
     drop(second);
 }
 

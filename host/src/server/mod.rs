@@ -67,8 +67,8 @@ pub enum Backend {
 
 /// A server bound to its address, not yet serving.
 pub struct Server {
-    /// The worker this process runs for a database, and its thread.
-    worker: Option<(WorkerStopper, std::thread::JoinHandle<Result<()>>)>,
+    /// The worker this process runs for a database.
+    worker: Option<OwnWorker>,
     listener: tokio::net::TcpListener,
     app: Router,
     token: Arc<Token>,
@@ -177,15 +177,15 @@ impl Server {
     }
 }
 
+/// A worker this process runs for a database: what stops it, and its thread.
+type OwnWorker = (WorkerStopper, std::thread::JoinHandle<Result<()>>);
+
 /// The runs of `backend`, and the worker this process runs for it, if any.
 fn backend(
     backend: Backend,
     catalog: &Arc<Catalog>,
     tasks: &tokio::runtime::Handle,
-) -> Result<(
-    Arc<dyn Runs>,
-    Option<(WorkerStopper, std::thread::JoinHandle<Result<()>>)>,
-)> {
+) -> Result<(Arc<dyn Runs>, Option<OwnWorker>)> {
     match backend {
         Backend::Local { store, threads } => {
             let mut limits = RunnerLimits::default();
