@@ -194,6 +194,7 @@ fn backend(
             }
             let runner = Runner::with_limits(store, limits)?;
             let runs = LocalRuns::new(catalog.clone(), runner, tasks.clone());
+            runs.recover()?;
             Ok((Arc::new(runs), None))
         }
         Backend::Queue { url, worker } => {

@@ -290,3 +290,29 @@ fn runs_are_listed_newest_first_and_filtered() {
     assert!(plan["mermaid"].as_str().unwrap().contains("planner"));
     assert_eq!(plan["edges"][0]["from"], "planner");
 }
+
+#[test]
+fn a_restarted_server_takes_up_the_runs_its_store_holds() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws);
+    let client = server.client();
+    let paused = client.start("plan_review", r#""launch""#);
+    client.events_until(&paused, "run_paused");
+    let done = client.start("pipeline", r#""Hi""#);
+    client.events_until(&done, "run_completed");
+    assert!(server.stop(libc::SIGTERM).success());
+
+    let server = Server::start(&ws);
+    let client = server.client();
+    let shown = client.run(&paused);
+    assert_eq!(shown["status"], "paused");
+    assert_eq!(shown["workflow"], "plan_review");
+    assert_eq!(shown["pending"][0]["request_id"], "planner:0:1");
+    assert_eq!(client.run(&done)["status"], "completed");
+    let approve = r#"{"response": {"approved": true}}"#;
+    let answered = client.post(&format!("/v1/runs/{paused}/requests/planner:0:1"), approve);
+    assert_eq!(answered.status, 202, "{}", answered.text);
+    let events = client.events_until(&paused, "run_completed");
+    assert_eq!(events[0].0, 0, "a taken-up run's events start anew");
+    assert_eq!(client.run(&paused)["outputs"][0]["kind"], "report");
+}

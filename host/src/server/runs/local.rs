@@ -1,13 +1,14 @@
 //! Runs on this server's own [`Runner`], their checkpoints in its store: what `serve`
 //! does without a database. The runs and their events are kept in memory for the
 //! server's life; a paused run holds no instances, and resumes from its checkpoint
-//! when answered.
+//! when answered. A server that starts on a store takes up the runs its checkpoints
+//! hold ([`LocalRuns::recover`]), without their earlier events.
 
 use super::{
     Idempotency, NewRun, RequestView, RunEvent, RunState, RunSummary, Runs, Started, Watchers,
     checkpoint_of, now,
 };
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Status, Summary};
 use crate::engine::{RunHandle, Runner, Stopped, Stopper};
 use crate::events::{Event, EventSink};
 use crate::message::{Message, Payload};
@@ -75,6 +76,63 @@ impl LocalRuns {
                 tasks,
             }),
         }
+    }
+
+    /// Takes up the runs whose checkpoints are in the store, as a restarted server
+    /// finds them: each at its newest checkpoint, `paused` on its pending requests,
+    /// `completed`, or `cancelled` (cut short, resumable). Runs of manifests that are
+    /// not in the catalog, and damaged checkpoints, are left alone. Returns how many.
+    pub fn recover(&self) -> Result<usize> {
+        let store = self.inner.runner.store().clone();
+        let listed = store.list()?;
+        // Per run, its oldest and newest checkpoints.
+        let mut found: BTreeMap<&str, (&Summary, &Summary)> = BTreeMap::new();
+        for summary in listed.iter().filter_map(|l| l.summary.as_ref().ok()) {
+            let key = |s: &Summary| (s.created_at.clone(), s.checkpoint_id.clone());
+            let entry = found
+                .entry(summary.run_id.as_str())
+                .or_insert((summary, summary));
+            if key(summary) < key(entry.0) {
+                entry.0 = summary;
+            }
+            if key(summary) > key(entry.1) {
+                entry.1 = summary;
+            }
+        }
+        let mut runs = self.inner.runs.lock().expect("runs lock");
+        let before = runs.len();
+        for (run_id, (oldest, summary)) in found {
+            let Ok(checkpoint) = store.load(&summary.checkpoint_id) else {
+                continue;
+            };
+            let path = std::path::Path::new(&checkpoint.manifest.path);
+            let Some(workflow) = self.inner.catalog.id_of(path) else {
+                continue;
+            };
+            let status = match summary.status {
+                Status::AwaitingInput => RunState::Paused,
+                Status::Completed => RunState::Completed,
+                Status::Running => RunState::Cancelled,
+            };
+            let mut state = SlotState::running();
+            state.status = status;
+            state.superstep = Some(summary.superstep);
+            state.last_checkpoint = Some(summary.checkpoint_id.clone());
+            state.pending = checkpoint
+                .pending_requests
+                .iter()
+                .map(RequestView::from)
+                .collect();
+            let slot = Slot {
+                run_id: run_id.to_string(),
+                workflow: workflow.to_string(),
+                created_at: oldest.created_at.clone(),
+                state: Mutex::new(state),
+            };
+            runs.entry(run_id.to_string())
+                .or_insert_with(|| Arc::new(slot));
+        }
+        Ok(runs.len() - before)
     }
 
     fn slot(&self, run_id: &str) -> Answer<Arc<Slot>> {
