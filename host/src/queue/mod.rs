@@ -44,8 +44,8 @@ pub const CHANNEL: &str = "superstep_runs";
 /// The prefix of a notification that asks a run's owner to stop it.
 pub const STOP: &str = "stop:";
 
-/// Where a run stands in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a run stands: in the queue, and as the server shows any run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Waiting for a worker (submitted, answered, resumed, or given back).
@@ -93,6 +93,11 @@ impl RunStatus {
     /// Whether the run is over: completed or failed.
     pub fn is_final(self) -> bool {
         matches!(self, RunStatus::Completed | RunStatus::Failed)
+    }
+
+    /// Whether the run is being run or waits to be: it cannot be resumed now.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
     }
 }
 

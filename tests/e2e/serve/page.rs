@@ -93,25 +93,35 @@ async fn screenshot(browser: &Client, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
-/// Waits until the element `css` is on the page; returns its text.
-async fn text_of(browser: &Client, css: &str) -> String {
-    let element = browser
+/// Waits until the element `css` is on the page.
+async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    browser
         .wait()
         .at_most(PATIENCE)
         .for_element(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"));
-    element.text().await.unwrap()
+        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
 }
 
+/// Waits until the element `css` is on the page; returns its text. The page redraws
+/// parts of itself as the run goes: an element found just before is looked up again.
+async fn text_of(browser: &Client, css: &str) -> String {
+    loop {
+        match element(browser, css).await.text().await {
+            Err(e) if e.is_stale_element_reference() => continue,
+            read => return read.unwrap(),
+        }
+    }
+}
+
+/// Waits until the element `css` is on the page and clicks it (see [`text_of`]).
 async fn click(browser: &Client, css: &str) {
-    let element = browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"));
-    element.click().await.unwrap();
+    loop {
+        match element(browser, css).await.click().await {
+            Err(e) if e.is_stale_element_reference() => continue,
+            clicked => return clicked.unwrap(),
+        }
+    }
 }
 
 #[test]

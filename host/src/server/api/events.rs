@@ -8,7 +8,7 @@
 
 use super::{AppState, blocking, check_run_id};
 use crate::server::problem::{Answer, ErrorBody, Problem};
-use crate::server::runs::{RunEvent, RunState, Runs};
+use crate::server::runs::{RunEvent, RunStatus, Runs};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -89,7 +89,7 @@ struct Follow {
     after: Option<u64>,
     watch: watch::Receiver<u64>,
     /// The status last sent.
-    status: Option<RunState>,
+    status: Option<RunStatus>,
     /// Read but not yet sent.
     ready: VecDeque<Event>,
     /// Whether the run is over and every event read.

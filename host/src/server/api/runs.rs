@@ -5,7 +5,9 @@ use super::{AppState, JsonBody, blocking, check_run_id};
 use crate::hash::sha256_hex;
 use crate::message::Message;
 use crate::server::problem::{Answer, ErrorBody, Problem};
-use crate::server::runs::{Idempotency, NewRun, RunDetail, RunState, RunSummary, Started, outputs};
+use crate::server::runs::{
+    Idempotency, NewRun, RunDetail, RunStatus, RunSummary, Started, outputs,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -123,8 +125,8 @@ pub async fn list(
         .status
         .as_deref()
         .map(|s| {
-            RunState::parse(s).ok_or_else(|| {
-                let names: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
+            RunStatus::parse(s).ok_or_else(|| {
+                let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
                 Problem::unprocessable(format!("status '{s}': one of {}", names.join(", ")))
             })
         })

@@ -5,7 +5,7 @@
 //! hold ([`LocalRuns::recover`]), without their earlier events.
 
 use super::{
-    Idempotency, NewRun, RequestView, RunEvent, RunState, RunSummary, Runs, Started, Watchers,
+    Idempotency, NewRun, RequestView, RunEvent, RunStatus, RunSummary, Runs, Started, Watchers,
     checkpoint_of, now,
 };
 use crate::checkpoint::{Checkpoint, CheckpointStore, Status, Summary};
@@ -46,7 +46,7 @@ struct Slot {
 
 /// What changes as a run goes.
 struct SlotState {
-    status: RunState,
+    status: RunStatus,
     superstep: Option<u64>,
     last_checkpoint: Option<String>,
     reason: Option<String>,
@@ -110,9 +110,9 @@ impl LocalRuns {
                 continue;
             };
             let status = match summary.status {
-                Status::AwaitingInput => RunState::Paused,
-                Status::Completed => RunState::Completed,
-                Status::Running => RunState::Cancelled,
+                Status::AwaitingInput => RunStatus::Paused,
+                Status::Completed => RunStatus::Completed,
+                Status::Running => RunStatus::Cancelled,
             };
             let mut state = SlotState::running();
             state.status = status;
@@ -206,7 +206,7 @@ impl Runs for LocalRuns {
         })
     }
 
-    fn list(&self, status: Option<RunState>, workflow: Option<&str>) -> Answer<Vec<RunSummary>> {
+    fn list(&self, status: Option<RunStatus>, workflow: Option<&str>) -> Answer<Vec<RunSummary>> {
         let runs: Vec<Arc<Slot>> = {
             let runs = self.inner.runs.lock().expect("runs lock");
             runs.values().rev().cloned().collect()
@@ -255,9 +255,9 @@ impl Runs for LocalRuns {
         state.pending.remove(at);
         state.answers.push((request_id.to_string(), response));
         state.updated_at = now();
-        if state.status == RunState::Paused {
+        if state.status == RunStatus::Paused {
             let checkpoint = state.last_checkpoint.clone();
-            state.status = RunState::Running;
+            state.status = RunStatus::Running;
             drop(state);
             self.inner
                 .resume_claimed(&slot, checkpoint.as_deref(), None);
@@ -286,7 +286,7 @@ impl Runs for LocalRuns {
                 return Err(Problem::conflict(format!("run {run_id} has no checkpoint")));
             }
         };
-        state.status = RunState::Running;
+        state.status = RunStatus::Running;
         drop(state);
         self.inner.resume_claimed(&slot, Some(&id), checkpoint);
         self.inner.watchers.notify(run_id);
@@ -337,11 +337,11 @@ impl Inner {
     fn ended(self: &Arc<Self>, slot: &Arc<Slot>, stopped: Result<Stopped>) {
         let (status, reason) = match stopped {
             Ok(Stopped { outcome, .. }) => match outcome {
-                Ok(Outcome::Completed) => (RunState::Completed, None),
-                Ok(Outcome::Paused { .. }) => (RunState::Paused, None),
-                Ok(Outcome::Stopped) => (RunState::Cancelled, None),
-                Ok(Outcome::Failed { reason }) => (RunState::Failed, Some(reason)),
-                Err(error) => (RunState::Failed, Some(format!("{error:#}"))),
+                Ok(Outcome::Completed) => (RunStatus::Completed, None),
+                Ok(Outcome::Paused { .. }) => (RunStatus::Paused, None),
+                Ok(Outcome::Stopped) => (RunStatus::Cancelled, None),
+                Ok(Outcome::Failed { reason }) => (RunStatus::Failed, Some(reason)),
+                Err(error) => (RunStatus::Failed, Some(format!("{error:#}"))),
             },
             // It did not start: no event says so yet.
             Err(error) => {
@@ -352,7 +352,7 @@ impl Inner {
                     reason: reason.clone(),
                     last_checkpoint,
                 });
-                (RunState::Failed, Some(reason))
+                (RunStatus::Failed, Some(reason))
             }
         };
         let mut state = slot.lock();
@@ -360,7 +360,7 @@ impl Inner {
         state.delivered.clear();
         state.reason = reason;
         state.updated_at = now();
-        if status == RunState::Paused && !state.answers.is_empty() {
+        if status == RunStatus::Paused && !state.answers.is_empty() {
             let checkpoint = state.last_checkpoint.clone();
             drop(state);
             self.resume_claimed(slot, checkpoint.as_deref(), None);
@@ -453,7 +453,7 @@ impl Slot {
 impl SlotState {
     fn running() -> SlotState {
         SlotState {
-            status: RunState::Running,
+            status: RunStatus::Running,
             superstep: None,
             last_checkpoint: None,
             reason: None,

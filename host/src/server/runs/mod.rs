@@ -15,67 +15,11 @@ pub use watchers::Watchers;
 use super::problem::{Answer, Problem};
 use crate::checkpoint::{Checkpoint, CheckpointStore, RequestRecord, is_plain_id};
 use crate::message::Message;
-use serde::{Deserialize, Serialize};
+pub use crate::queue::RunStatus;
+use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::watch;
 use utoipa::ToSchema;
-
-/// Where a run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// Waiting for a worker (database only).
-    Queued,
-    /// Being run.
-    Running,
-    /// Waiting for answers to its pending requests.
-    Paused,
-    /// Stopped at a barrier by a cancel; resumable.
-    Cancelled,
-    /// Over: no message queued, no request pending.
-    Completed,
-    /// An executor failed or a limit was hit; its last checkpoint stays resumable.
-    Failed,
-}
-
-impl RunState {
-    /// Every state, in the order a run goes through them.
-    pub const ALL: [RunState; 6] = [
-        RunState::Queued,
-        RunState::Running,
-        RunState::Paused,
-        RunState::Cancelled,
-        RunState::Completed,
-        RunState::Failed,
-    ];
-
-    /// The state's name, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::Paused => "paused",
-            RunState::Cancelled => "cancelled",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-        }
-    }
-
-    /// The state named `name`.
-    pub fn parse(name: &str) -> Option<RunState> {
-        RunState::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Whether the run is being run or waits to be: it cannot be resumed now.
-    pub fn is_active(self) -> bool {
-        matches!(self, RunState::Queued | RunState::Running)
-    }
-
-    /// Whether the run is over for good: nothing it can do brings more events.
-    pub fn is_final(self) -> bool {
-        matches!(self, RunState::Completed | RunState::Failed)
-    }
-}
 
 /// A run, as lists show it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -85,7 +29,7 @@ pub struct RunSummary {
     /// The workflow's id in the catalog.
     pub workflow: String,
     /// Where it stands.
-    pub status: RunState,
+    pub status: RunStatus,
     /// The supersteps its last checkpoint completed.
     pub superstep: Option<u64>,
     /// Its newest checkpoint.
@@ -196,7 +140,7 @@ pub trait Runs: Send + Sync {
     fn start(&self, new: NewRun) -> Answer<Started>;
 
     /// The runs, newest first, with `status` and of `workflow` if given.
-    fn list(&self, status: Option<RunState>, workflow: Option<&str>) -> Answer<Vec<RunSummary>>;
+    fn list(&self, status: Option<RunStatus>, workflow: Option<&str>) -> Answer<Vec<RunSummary>>;
 
     /// One run; 404 if there is none.
     fn get(&self, run_id: &str) -> Answer<RunSummary>;

@@ -3,9 +3,7 @@
 //! cancelled from any server on it. Events are the database's rows; news of a run
 //! comes by `LISTEN`.
 
-use super::{
-    NewRun, RequestView, RunEvent, RunState, RunSummary, Runs, Started, Watchers, checkpoint_of,
-};
+use super::{NewRun, RequestView, RunEvent, RunSummary, Runs, Started, Watchers, checkpoint_of};
 use crate::checkpoint::{CheckpointStore, SigningKeys};
 use crate::error::Result;
 use crate::message::Message;
@@ -82,9 +80,9 @@ impl Runs for QueuedRuns {
         })
     }
 
-    fn list(&self, status: Option<RunState>, workflow: Option<&str>) -> Answer<Vec<RunSummary>> {
+    fn list(&self, status: Option<RunStatus>, workflow: Option<&str>) -> Answer<Vec<RunSummary>> {
         let filter = RunFilter {
-            status: status.map(queue_status),
+            status,
             workflow: None,
             label: workflow.map(str::to_string),
         };
@@ -162,33 +160,11 @@ fn summary(record: &RunRecord) -> RunSummary {
             .label
             .clone()
             .unwrap_or_else(|| record.workflow.clone()),
-        status: run_state(record.status),
+        status: record.status,
         superstep: record.superstep,
         last_checkpoint: record.checkpoint.clone(),
         reason: record.reason.clone(),
         created_at: record.submitted_at.clone(),
         updated_at: record.updated_at.clone(),
-    }
-}
-
-fn run_state(status: RunStatus) -> RunState {
-    match status {
-        RunStatus::Queued => RunState::Queued,
-        RunStatus::Running => RunState::Running,
-        RunStatus::Paused => RunState::Paused,
-        RunStatus::Cancelled => RunState::Cancelled,
-        RunStatus::Completed => RunState::Completed,
-        RunStatus::Failed => RunState::Failed,
-    }
-}
-
-fn queue_status(state: RunState) -> RunStatus {
-    match state {
-        RunState::Queued => RunStatus::Queued,
-        RunState::Running => RunStatus::Running,
-        RunState::Paused => RunStatus::Paused,
-        RunState::Cancelled => RunStatus::Cancelled,
-        RunState::Completed => RunStatus::Completed,
-        RunState::Failed => RunStatus::Failed,
     }
 }
