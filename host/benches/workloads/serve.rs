@@ -103,25 +103,32 @@ fn post(
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Reads the run's event stream until an event named `name`; its data.
+/// Reads the run's event stream until an event named `name`; the body of the last
+/// `output` event before it, if there was one.
 fn until_event(
     agent: &ureq::Agent,
     base: &str,
     run: &str,
     name: &str,
-) -> Result<serde_json::Value> {
+) -> Result<Option<serde_json::Value>> {
     let response = agent
         .get(format!("{base}/v1/runs/{run}/events"))
         .header("Authorization", format!("Bearer {TOKEN}"))
         .call()?;
     let marker = format!("\"event\":\"{name}\"");
     let reader = BufReader::new(response.into_body().into_reader());
+    let mut last_output = None;
     for line in reader.lines() {
         let line = line?;
-        if let Some(data) = line.strip_prefix("data:")
-            && data.contains(&marker)
-        {
-            return Ok(serde_json::from_str(data.trim())?);
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        if data.contains("\"event\":\"output\"") {
+            let event: serde_json::Value = serde_json::from_str(data.trim())?;
+            last_output = Some(event["body"]["json"].clone());
+        }
+        if data.contains(&marker) {
+            return Ok(last_output);
         }
     }
     bail!("run {run}: the stream ended before {name}")
@@ -185,11 +192,15 @@ impl Bench {
             )?;
             let started = Instant::now();
             let mut latencies = clients(|agent, i| {
-                let body = format!(r#"{{"workflow":"pipeline","input":"Hello World {i}"}}"#);
+                let body = format!(r#"{{"workflow":"pipeline","input":"hello world {i}"}}"#);
                 let started = post(agent, &base, "/v1/runs", &body, 201)?;
                 let run = started["run_id"].as_str().context("run id")?;
-                let done = until_event(agent, &base, run, "run_completed")?;
-                ensure!(done["outputs"] == 1, "run {run}: {done}");
+                let output = until_event(agent, &base, run, "run_completed")?;
+                let expected: String = format!("hello world {i}").chars().rev().collect();
+                ensure!(
+                    output == Some(expected.clone().into()),
+                    "run {run}: {output:?}, not {expected}"
+                );
                 Ok(())
             })?;
             rates.push(RUNS as f64 / started.elapsed().as_secs_f64());
@@ -235,7 +246,12 @@ impl Bench {
                     r#"{"response":{"approved":true}}"#,
                     202,
                 )?;
-                until_event(agent, &base, run, "run_completed")?;
+                let report = until_event(agent, &base, run, "run_completed")?;
+                let task = report.as_ref().map(|r| r["task"].clone());
+                ensure!(
+                    task == Some(format!("task {i}").into()),
+                    "run {run}: {report:?}"
+                );
                 Ok(())
             })?;
             answer_rates.push(started.elapsed().as_secs_f64());
