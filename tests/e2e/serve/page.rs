@@ -132,10 +132,15 @@ fn the_page_starts_plan_review_shows_its_requests_live_and_answers_them() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let browser = driver.browser().await;
-        let flow = plan_review_in(&browser, &server.base);
+        // On a task of its own, so that the browser is closed whatever the flow does.
+        let (flow_browser, base) = (browser.clone(), server.base.clone());
+        let flow = tokio::spawn(async move { plan_review_in(&flow_browser, &base).await });
         let result = tokio::time::timeout(Duration::from_secs(300), flow).await;
         browser.close().await.ok();
-        result.expect("the page flow finishes");
+        match result.expect("the page flow finishes within 5 minutes") {
+            Ok(()) => {}
+            Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+        }
     });
 }
 

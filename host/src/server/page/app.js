@@ -188,9 +188,15 @@ function drawOutputs(outputs) {
   $("no-outputs").hidden = outputs.length > 0;
 }
 
-/** Whether a request asks for an approval: then it gets approve and reject buttons. */
+/**
+ * Whether a request asks for an approval (its kind speaks of a review or an approval,
+ * or its body holds a plan): then it gets approve and reject buttons, which answer
+ * `{"approved": true}` or `{"approved": false, "feedback": "..."}`.
+ */
 function isApproval(request) {
-  return /review|approv/i.test(request.kind);
+  const body = request.body;
+  const holdsPlan = body !== null && typeof body === "object" && "plan" in body;
+  return /review|approv/i.test(request.kind) || holdsPlan;
 }
 
 function drawRequests(state, pending) {
