@@ -24,8 +24,8 @@ pub struct Claim {
     pub answers: Vec<(String, Message)>,
     /// The sequence number of the run's next event.
     pub next_event: i64,
-    /// The checkpoint the run goes on from (see [`START_FROM`]) and its status, if it
-    /// has one.
+    /// The checkpoint the run goes on from (its latest claim's newest, or the one a
+    /// resume named) and its status, if it has one.
     pub latest: Option<(String, String)>,
     /// Whether it was cancelled: stop it at its first barrier.
     pub stop_requested: bool,

@@ -2,7 +2,8 @@
 //! `superstep submit` (or a server) stores a run (its workflow and components by
 //! digest) as queued; a worker claims it with `FOR UPDATE SKIP LOCKED`, raising its
 //! epoch and taking a lease that it renews; a run whose lease expired is claimed again
-//! by any worker, which resumes it where it stands (see [`START_FROM`]). Writes of a
+//! by any worker, which resumes it where it stands: from the checkpoint of its latest
+//! claim that saved one, or the one a resume named until a claim has saved. Writes of a
 //! run hold only at the epoch its owner claimed (see
 //! [`PostgresStore::fence`](crate::checkpoint::PostgresStore::fence)). A paused run
 //! waits in the database until answers are stored and it is queued again; a cancel
