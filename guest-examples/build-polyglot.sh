@@ -32,15 +32,15 @@ publish() {
 
 for name in upper finalize approve; do
     target="$out/${name}_py.wasm"
-    up_to_date "$target" "$sdk/python/superstep_guest.py" "$here/python/$name" && continue
-    componentize-py -d "$wit" -w executor componentize \
-        -p "$sdk/python" -p "$here/python/$name" app -o "$target.tmp" >/dev/null
+    up_to_date "$target" "$sdk/python/superstep_guest" "$sdk/python/superstep_guest_build.py" "$here/python/$name" && continue
+    PYTHONPATH="$sdk/python" python3 -m superstep_guest_build \
+        "$here/python/$name/app.py" "$target.tmp"
     publish "$target.tmp" "${name}_py"
 done
 
 for name in reverse approve; do
     target="$out/${name}_js.wasm"
-    up_to_date "$target" "$sdk/js/superstep-guest.js" "$sdk/js/build.mjs" "$here/js/$name" && continue
+    up_to_date "$target" "$sdk/js/superstep-guest.js" "$sdk/js/build.mjs" "$sdk/js/wit" "$here/js/$name" && continue
     node "$sdk/js/build.mjs" "$here/js/$name/$name.js" "$target.tmp"
     publish "$target.tmp" "${name}_js"
 done

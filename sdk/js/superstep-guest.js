@@ -4,7 +4,7 @@
 // method; `exportExecutor` turns it into the component's exports, with `snapshot` and
 // `restore` done for you (the state as JSON):
 //
-//     import { exportExecutor } from "./superstep-guest.js";
+//     import { exportExecutor } from "superstep-guest";
 //     class Reverse {
 //       state = { count: 0 };
 //       handle(ctx, message) {

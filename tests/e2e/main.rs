@@ -21,6 +21,7 @@ mod postgres;
 mod postgres_server;
 mod routing;
 mod sandbox;
+mod sdks;
 mod serve;
 mod stores;
 mod workers;

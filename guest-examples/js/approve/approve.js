@@ -2,7 +2,7 @@
 //
 // A message asks for input (`{"text": ...}`, kind `approval`); the response
 // `{"approved": true}` sends the text on as kind `text`, `{"approved": false}` drops it.
-import { exportExecutor } from "../../../sdk/js/superstep-guest.js";
+import { exportExecutor } from "superstep-guest";
 
 class Approve {
   state = { pending: {}, approved: 0, rejected: 0 };

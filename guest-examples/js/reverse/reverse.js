@@ -1,6 +1,6 @@
 // `reverse` in JavaScript: reverses the text. Its state has the same JSON shape as the
 // Rust `reverse`'s.
-import { exportExecutor } from "../../../sdk/js/superstep-guest.js";
+import { exportExecutor } from "superstep-guest";
 
 class Reverse {
   state = { count: 0, last_input: null, last_output: null };

@@ -17,18 +17,43 @@
 //! }
 //! superstep_guest::export_executor!(Upper);
 //! ```
+//!
+//! A project's `Cargo.toml` names this crate and serde (for the derives); the component
+//! is built for `wasm32-wasip2` as a `cdylib`:
+//!
+//! ```toml
+//! [package]
+//! name = "upper"
+//! version = "0.1.0"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! superstep-guest = { path = "<superstep>/sdk/rust" }   # or a git dependency
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! `cargo build --release --target wasm32-wasip2` then writes
+//! `target/wasm32-wasip2/release/upper.wasm`. The crate carries its WIT world
+//! (`wit/superstep.wit`); [`serde`] and [`serde_json`] are re-exported at the versions
+//! it uses.
+
+pub use serde;
+pub use serde_json;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::cell::RefCell;
 
-/// Bindings generated from the project's WIT world.
+/// Bindings generated from the WIT world this crate carries.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "executor",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_executor_world",
         default_bindings_module: "superstep_guest::bindings",

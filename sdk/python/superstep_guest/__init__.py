@@ -16,8 +16,9 @@ and a ``handle`` method; :func:`export` turns it into the component's exports, w
 
     WitWorld = export(Upper)
 
-Build: ``componentize-py -d wit -w executor componentize -p sdk/python
--p <dir of app.py> app -o upper.wasm``.
+Build: ``superstep-guest-build app.py upper.wasm`` (installed with this package: ``pip
+install <superstep>/sdk/python``), which runs componentize-py with the WIT world this
+package carries.
 """
 
 import json
