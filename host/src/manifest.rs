@@ -39,6 +39,9 @@ pub struct ExecutorSpec {
     pub position: usize,
     /// Absolute path of its component file.
     pub component: PathBuf,
+    /// The shell command that builds the component (run in the manifest's directory by
+    /// `superstep build`), if the manifest gives one.
+    pub build: Option<String>,
     /// The `config` table, as JSON (an empty object when the manifest has none).
     pub config: serde_json::Value,
     /// What the executor may reach beyond clocks and randomness.
@@ -83,6 +86,7 @@ struct RawWorkflow {
 struct RawExecutor {
     id: String,
     component: PathBuf,
+    build: Option<String>,
     config: Option<toml::Table>,
     #[serde(default)]
     dirs: Vec<RawDir>,
@@ -255,6 +259,13 @@ fn executors(
             },
         };
         let limits = executor.limits.over(base, "limits").map_err(at)?;
+        if let Some(command) = &executor.build
+            && command.trim().is_empty()
+        {
+            return Err(at(
+                "build: must not be empty (a shell command, or leave it out)".into(),
+            ));
+        }
         let env = (executor.env.as_slice(), host_env);
         let grants =
             Grants::parse(dir, &executor.dirs, env, &executor.allowed_hosts).map_err(at)?;
@@ -262,6 +273,7 @@ fn executors(
             position: i,
             id: executor.id,
             component: dir.join(executor.component),
+            build: executor.build,
             config,
             grants,
             limits,

@@ -15,6 +15,7 @@ mod journal;
 mod library;
 mod manage;
 mod many_runs;
+mod new;
 mod pipeline;
 mod polyglot;
 mod postgres;

@@ -1,9 +1,11 @@
 //! The `superstep` command line: one module per group of commands, the store chosen in
 //! one place ([`store`]), events shown by [`display`].
 
+mod build;
 mod checkpoints;
 mod db;
 mod display;
+mod new;
 mod pretty_json;
 mod run;
 mod runs;
@@ -47,6 +49,12 @@ enum Command {
     Checkpoints(checkpoints::CheckpointsCommand),
     /// Check a manifest and its components without running anything.
     Validate(workflow::ValidateArgs),
+    /// Start an executor project (Rust, Python or JavaScript) with a workflow that runs
+    /// it.
+    New(new::NewArgs),
+    /// Run the `build` command of each executor of a manifest (at the same time) and
+    /// say which components changed.
+    Build(build::BuildArgs),
     /// Print the workflow graph as Mermaid or Graphviz DOT source.
     Graph(workflow::GraphArgs),
     /// Manage the PostgreSQL database that `--store postgres://...` names.
@@ -83,6 +91,8 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args),
         Command::Checkpoints(command) => checkpoints::execute(command),
         Command::Validate(args) => workflow::validate(args),
+        Command::Build(args) => build::build(args),
+        Command::New(args) => new::new(args),
         Command::Graph(args) => workflow::graph(args),
         Command::Db(command) => db::execute(command),
         Command::Submit(args) => submit::submit(args),

@@ -29,6 +29,9 @@ pub(super) struct RunArgs {
     /// The kind of the input message.
     #[arg(long, default_value = "input")]
     input_kind: String,
+    /// Run the executors' `build` commands first (see `superstep build`).
+    #[arg(long)]
+    build: bool,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -107,7 +110,11 @@ impl From<DurabilityArg> for Durability {
 /// `superstep run`: a fresh run of a manifest on an input.
 pub(super) fn run(args: RunArgs) -> Result<u8> {
     let body = input_body(args.input.as_deref(), args.input_file.as_deref())?;
-    let workflow = load(Manifest::load(&args.manifest)?, args.exec.threads)?;
+    let manifest = Manifest::load(&args.manifest)?;
+    if args.build {
+        super::build::build_components(&manifest)?;
+    }
+    let workflow = load(manifest, args.exec.threads)?;
     let store = args.store.open()?;
     let sink = sink_for(args.exec.events, &args.store.location);
     let input = Message {
