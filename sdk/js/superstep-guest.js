@@ -96,38 +96,57 @@ function errorsAsErr(call) {
   try {
     return call();
   } catch (e) {
+    if (e instanceof StateError) throw e.message;
     throw e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   }
 }
 
-/** Returns the world's exports, backed by one instance of `ExecutorClass`. */
+/**
+ * Returns the world's exports, backed by one instance of `ExecutorClass`. The state is
+ * encoded at the end of every call that may change it, so that a state that is not
+ * JSON (a BigInt, a cycle) fails that call, naming why, and `snapshot` (which cannot
+ * fail but by trapping) returns what was encoded.
+ */
 export function exportExecutor(ExecutorClass) {
   let ctx;
   let executor;
+  let encoded;
+  const call = (work) =>
+    errorsAsErr(() => {
+      work();
+      try {
+        encoded = toJson(executor.state);
+      } catch (e) {
+        throw new StateError(`state of '${ctx.executorId}' is not JSON: ${e.message}`);
+      }
+    });
   return {
     init(executorId, config) {
-      errorsAsErr(() => {
+      call(() => {
         ctx = new Context(executorId, config.length ? JSON.parse(decoder.decode(config)) : {});
         executor = new ExecutorClass();
       });
     },
     handle(envelope) {
       const { kind, body } = envelope.message;
-      errorsAsErr(() => executor.handle(ctx, new Incoming(envelope.source, kind, body)));
+      call(() => executor.handle(ctx, new Incoming(envelope.source, kind, body)));
     },
     onResponse(requestId, response) {
-      errorsAsErr(() => {
+      call(() => {
         if (!executor.onResponse) throw new Error(`executor '${ctx.executorId}' asked for no input`);
         executor.onResponse(ctx, requestId, new Incoming(requestId, response.kind, response.body));
       });
     },
     snapshot() {
-      return toJson(executor.state);
+      return encoded;
     },
     restore(state) {
-      errorsAsErr(() => {
+      call(() => {
         executor.state = JSON.parse(decoder.decode(state));
       });
     },
   };
 }
+
+/** A state that cannot be encoded: its message says so without a class name. */
+class StateError extends Error {}

@@ -45,6 +45,14 @@ fn runs_and_counts(ws: &Workspace, component: &Path) {
     assert_eq!(states["wordcount"]["seen"], 6, "{states:?}");
 }
 
+/// Runs the workspace's `count.toml` (see [`runs_and_counts`]): it must fail, its
+/// executor's error naming `why`, and trap nowhere.
+fn fails_naming(ws: &Workspace, why: &str) {
+    let run = ws.superstep(&["run", "count.toml", "--input", "\"a b\""]);
+    run.assert_code(1).assert_stderr(why);
+    assert!(!run.stderr.contains("trap"), "{}", run.stderr);
+}
+
 #[test]
 fn the_sdks_carry_the_hosts_wit() {
     let wit = std::fs::read_to_string(repo().join("wit/superstep.wit")).unwrap();

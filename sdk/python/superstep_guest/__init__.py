@@ -127,8 +127,26 @@ def _errors_as_err(call):
 
 def export(executor_class):
     """Returns the ``WitWorld`` class componentize-py exports, backed by one instance of
-    ``executor_class`` for the component instance's lifetime."""
+    ``executor_class`` for the component instance's lifetime.
+
+    The state is encoded at the end of every call that may change it, so that a state
+    that is not JSON fails that call, naming why, and ``snapshot`` (which cannot fail
+    but by trapping) returns what was encoded."""
     live = {}
+
+    def keep_state():
+        executor_id = live["ctx"].executor_id
+        try:
+            live["state"] = to_json(live["executor"].state)
+        except (TypeError, ValueError) as e:
+            raise Err(f"state of '{executor_id}' is not JSON: {e}") from None
+
+    def call(work):
+        def go():
+            work()
+            keep_state()
+
+        _errors_as_err(go)
 
     class WitWorld:
         def init(self, executor_id, config):
@@ -137,26 +155,24 @@ def export(executor_class):
                 live["ctx"] = Context(executor_id, decoded)
                 live["executor"] = executor_class()
 
-            _errors_as_err(go)
+            call(go)
 
         def handle(self, envelope):
             message = envelope.message
             incoming = Incoming(envelope.source, message.kind, message.body)
-            _errors_as_err(lambda: live["executor"].handle(live["ctx"], incoming))
+            call(lambda: live["executor"].handle(live["ctx"], incoming))
 
         def on_response(self, request_id, response):
             incoming = Incoming(request_id, response.kind, response.body)
-            _errors_as_err(
-                lambda: live["executor"].on_response(live["ctx"], request_id, incoming)
-            )
+            call(lambda: live["executor"].on_response(live["ctx"], request_id, incoming))
 
         def snapshot(self):
-            return to_json(live["executor"].state)
+            return live["state"]
 
         def restore(self, state):
             def go():
                 live["executor"].state = json.loads(state)
 
-            _errors_as_err(go)
+            call(go)
 
     return WitWorld
