@@ -38,6 +38,27 @@ use bindings::superstep::workflow::types;
 /// The world every executor implements, with its package's version.
 pub const WORLD: &str = "superstep:workflow/executor@0.1.0";
 
+/// The WIT package (and version) whose world [`WORLD`] is.
+const PACKAGE: &str = "superstep:workflow@0.1.0";
+
+/// What to say of a linking error that names the `superstep:workflow` package at
+/// another version than this host's: which it was built against, and which this host
+/// provides.
+fn other_version(error: &str) -> Option<String> {
+    let (_, after) = error.split_once("superstep:workflow/")?;
+    let (_, version) = after.split_once('@')?;
+    let version: String = version
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+        .collect();
+    let built = format!("superstep:workflow@{version}");
+    (built != PACKAGE).then(|| {
+        format!(
+            " (it was built against {built}; this host provides {PACKAGE}: rebuild it against this host's WIT, which every SDK carries)"
+        )
+    })
+}
+
 /// The most bytes of a guest's stdout (and as much of its stderr) kept per call;
 /// the rest is dropped with a note.
 pub const STDIO_LIMIT: usize = 64 * 1024;
@@ -136,9 +157,11 @@ impl Sandbox {
         let digest = sha256_hex(&bytes);
         before_compiling(&digest)?;
         let not_an_executor = |e: wasmtime::Error| {
+            let why = format!("{e:#}");
             invalid(format!(
-                "{origin}: {} does not implement the {WORLD} world of this host: {e:#}",
-                path.display()
+                "{origin}: {} does not implement the {WORLD} world of this host: {why}{}",
+                path.display(),
+                other_version(&why).unwrap_or_default()
             ))
         };
         let component = match &self.cache {
@@ -502,5 +525,27 @@ impl tokio::io::AsyncWrite for Capture {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_version;
+
+    #[test]
+    fn a_component_of_another_package_version_is_told_which_this_host_provides() {
+        let error = "component imports instance `superstep:workflow/context@0.0.9`, but a matching implementation was not found in the linker";
+        let hint = other_version(error).unwrap();
+        assert!(
+            hint.contains("built against superstep:workflow@0.0.9"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("this host provides superstep:workflow@0.1.0"),
+            "{hint}"
+        );
+        let same = "component imports instance `superstep:workflow/context@0.1.0`, but ...";
+        assert_eq!(other_version(same), None);
+        assert_eq!(other_version("no package named"), None);
     }
 }
