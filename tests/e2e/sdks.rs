@@ -111,6 +111,41 @@ superstep_guest::export_executor!(WordCount);
         &[("CARGO_TARGET_DIR", target_dir)],
     );
     runs_and_counts(&ws, &target.join("wasm32-wasip2/release/wordcount.wasm"));
+
+    // Built against another version of the WIT package, it is refused, and told which
+    // version this host provides.
+    let old_sdk = ws.path().join("old-sdk");
+    std::fs::create_dir_all(old_sdk.join("wit")).unwrap();
+    copy_tree(&sdk.join("src"), &old_sdk.join("src"));
+    std::fs::copy(sdk.join("Cargo.toml"), old_sdk.join("Cargo.toml")).unwrap();
+    let wit = std::fs::read_to_string(sdk.join("wit/superstep.wit")).unwrap();
+    let old_wit = wit.replace("superstep:workflow@0.1.0", "superstep:workflow@0.0.9");
+    std::fs::write(old_sdk.join("wit/superstep.wit"), old_wit).unwrap();
+    let toml = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    let toml = toml.replace(sdk.to_str().unwrap(), old_sdk.to_str().unwrap());
+    std::fs::write(project.join("Cargo.toml"), toml).unwrap();
+    run_in(
+        &project,
+        "cargo",
+        &args,
+        &[("CARGO_TARGET_DIR", target_dir)],
+    );
+    ws.superstep(&["validate", "count.toml"])
+        .assert_code(2)
+        .assert_stderr("(it was built against superstep:workflow@0.0.9; this host provides superstep:workflow@0.1.0");
+}
+
+/// Copies the files under `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -158,6 +193,23 @@ WitWorld = export(WordCount)
         &[],
     );
     runs_and_counts(&ws, &project.join("wordcount.wasm"));
+
+    // A state json.dumps cannot take fails the handler that made it, naming why.
+    let unencodable = source.replace(
+        "        ctx.yield_output",
+        "        self.state[\"words\"] = set(message.json().split())\n        ctx.yield_output",
+    );
+    std::fs::write(project.join("app.py"), unencodable).unwrap();
+    run_in(
+        &project,
+        build.to_str().unwrap(),
+        &["app.py", "wordcount.wasm"],
+        &[],
+    );
+    fails_naming(
+        &ws,
+        "state of 'wordcount' is not JSON: Object of type set is not JSON serializable",
+    );
 }
 
 #[test]
@@ -198,4 +250,14 @@ export const { init, handle, onResponse, snapshot, restore } = exportExecutor(Wo
     ];
     run_in(&project, "npx", &args, &[]);
     runs_and_counts(&ws, &project.join("wordcount.wasm"));
+
+    // A state JSON.stringify cannot take fails the handler that made it, naming why.
+    let unencodable = source.replace("state = { seen: 0 };", "state = { seen: 0, big: 1n };");
+    assert_ne!(unencodable, source);
+    std::fs::write(project.join("src/wordcount.js"), unencodable).unwrap();
+    run_in(&project, "npx", &args, &[]);
+    fails_naming(
+        &ws,
+        "state of 'wordcount' is not JSON: BigInt value can't be serialized in JSON",
+    );
 }
