@@ -450,3 +450,19 @@ pub fn superstep_within_a_minute(ws: &Workspace, env: &[(&str, &str)], args: &[&
     assert_ne!(run.code, 137, "superstep hung and was killed: {args:?}");
     run
 }
+
+/// Runs `program` with `args` in `dir`; it must succeed.
+pub fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
+    let output = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,9 +1,7 @@
 //! `superstep new`, `superstep build` and `run --build`, from an empty directory, as a
 //! new user goes: a project per language, its build, its run; and what they refuse.
 
-use crate::common::{Workspace, polyglot_components};
-use std::path::Path;
-use std::process::Command;
+use crate::common::{Workspace, polyglot_components, run_in};
 
 /// `superstep new counter --lang <lang>` in the workspace; checks what it says.
 fn new_project(ws: &Workspace, lang: &str) {
@@ -15,20 +13,6 @@ fn new_project(ws: &Workspace, lang: &str) {
         made.stdout
     );
     assert!(ws.path().join("counter/workflow.toml").is_file());
-}
-
-/// Runs `program` with `args` in `dir`; it must succeed.
-fn run_in(dir: &Path, program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Builds and runs the project, then builds it again: the counts come out, and the
@@ -79,6 +63,7 @@ fn a_new_python_executor_builds_and_runs() {
         &project,
         "python3",
         &["-m", "venv", "--system-site-packages", ".venv"],
+        &[],
     );
     let pip = [
         "install",
@@ -87,7 +72,7 @@ fn a_new_python_executor_builds_and_runs() {
         "-r",
         "requirements.txt",
     ];
-    run_in(&project, ".venv/bin/pip", &pip);
+    run_in(&project, ".venv/bin/pip", &pip, &[]);
     builds_and_runs(&ws);
 }
 
@@ -100,6 +85,7 @@ fn a_new_javascript_executor_builds_and_runs() {
         &ws.path().join("counter"),
         "npm",
         &["install", "--no-audit", "--no-fund", "--silent"],
+        &[],
     );
     builds_and_runs(&ws);
 }

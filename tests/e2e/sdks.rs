@@ -2,25 +2,8 @@
 //! in a temporary directory outside the repository, an executor built with it as the
 //! README says, and run by the real binary (a word counter that keeps its state).
 
-use crate::common::{Workspace, polyglot_components, repo};
+use crate::common::{Workspace, polyglot_components, repo, run_in};
 use std::path::Path;
-use std::process::Command;
-
-/// Runs `program` with `args` in `dir`; it must succeed.
-fn run_in(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) {
-    let output = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Writes a one-executor manifest for `component` and runs it twice from the
 /// workspace; checks the counts it yields and that its state is in the checkpoint.
