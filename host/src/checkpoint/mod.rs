@@ -27,8 +27,8 @@ pub use signing::SigningKeys;
 #[cfg(test)]
 pub(crate) use store::save_in_turn;
 pub use store::{
-    CheckpointStore, FileStore, ListFilter, Listed, MemoryStore, PostgresStore, Pruned, export,
-    is_postgres_url, read_file,
+    CheckpointStore, FileStore, Found, ListFilter, Listed, MemoryStore, PostgresStore, Pruned,
+    export, is_postgres_url, read_file,
 };
 pub use summary::Summary;
 

@@ -90,23 +90,32 @@ pub trait CheckpointStore: Send + Sync {
                 "'{id}' is neither a checkpoint file nor a checkpoint id (ids hold letters, digits and '-')"
             )));
         }
-        let ids = self.ids_starting_with(id)?;
-        if ids.iter().any(|candidate| candidate == id) {
-            return Ok(id.to_string());
-        }
-        let matches: Vec<&String> = ids.iter().filter(|c| c.starts_with(id)).collect();
-        match matches.as_slice() {
-            [one] => Ok(one.to_string()),
-            [] => Err(invalid(format!(
+        match self.find(id)? {
+            Found::One(one) => Ok(one),
+            Found::None => Err(invalid(format!(
                 "no checkpoint '{id}' in {}",
                 self.location()
             ))),
-            many => Err(invalid(format!(
-                "'{id}' names {} checkpoints in {}; give more of the id",
-                many.len(),
+            Found::Many(n) => Err(invalid(format!(
+                "'{id}' names {n} checkpoints in {}; give more of the id",
                 self.location()
             ))),
         }
+    }
+
+    /// What the id or id prefix `id` (a plain id, see [`is_plain_id`]) names: the
+    /// checkpoint of that id, else the one it is a prefix of, or none, or several.
+    fn find(&self, id: &str) -> Result<Found> {
+        let ids = self.ids_starting_with(id)?;
+        if ids.iter().any(|candidate| candidate == id) {
+            return Ok(Found::One(id.to_string()));
+        }
+        let mut matches: Vec<String> = ids.into_iter().filter(|c| c.starts_with(id)).collect();
+        Ok(match matches.len() {
+            0 => Found::None,
+            1 => Found::One(matches.remove(0)),
+            n => Found::Many(n),
+        })
     }
 
     /// The checkpoints `filter` selects, oldest first; damaged ones always (they match
@@ -148,6 +157,17 @@ pub trait CheckpointStore: Send + Sync {
             damaged: listing.iter().filter(|l| l.summary.is_err()).count(),
         })
     }
+}
+
+/// What an id prefix names in a store (see [`CheckpointStore::find`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// One checkpoint: its full id.
+    One(String),
+    /// None.
+    None,
+    /// This many.
+    Many(usize),
 }
 
 /// Which checkpoints a listing shows; every field unset shows all.

@@ -5,9 +5,7 @@ use super::{AppState, JsonBody, blocking, check_run_id};
 use crate::hash::sha256_hex;
 use crate::message::Message;
 use crate::server::problem::{Answer, ErrorBody, Problem};
-use crate::server::runs::{
-    Idempotency, NewRun, RunDetail, RunStatus, RunSummary, Started, outputs,
-};
+use crate::server::runs::{Idempotency, NewRun, RunDetail, RunStatus, RunSummary, Started};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -146,17 +144,7 @@ pub async fn get(
 ) -> Answer<Json<RunDetail>> {
     check_run_id(&run_id)?;
     let runs = state.runs.clone();
-    let detail = blocking(move || {
-        let run = runs.get(&run_id)?;
-        let pending = runs.pending(&run_id)?;
-        let outputs = outputs(runs.as_ref(), &run)?;
-        Ok(RunDetail {
-            run,
-            outputs,
-            pending,
-        })
-    })
-    .await?;
+    let detail = blocking(move || runs.detail(&run_id)).await?;
     Ok(Json(detail))
 }
 

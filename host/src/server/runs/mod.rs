@@ -13,7 +13,7 @@ mod watchers;
 pub use watchers::Watchers;
 
 use super::problem::{Answer, Problem};
-use crate::checkpoint::{Checkpoint, CheckpointStore, RequestRecord, is_plain_id};
+use crate::checkpoint::{Checkpoint, CheckpointStore, Found, RequestRecord, is_plain_id};
 use crate::message::Message;
 pub use crate::queue::RunStatus;
 use serde::Serialize;
@@ -167,17 +167,29 @@ pub trait Runs: Send + Sync {
     /// Asks the run to stop at its next barrier; 409 if it is not active.
     fn cancel(&self, run_id: &str) -> Answer<()>;
 
+    /// The run in full: where it stands, its pending requests, and the outputs of its
+    /// last checkpoint.
+    fn detail(&self, run_id: &str) -> Answer<RunDetail> {
+        let run = self.get(run_id)?;
+        let pending = self.pending(run_id)?;
+        let outputs = match &run.last_checkpoint {
+            Some(id) => outputs(&self.store().load(id)?),
+            None => Vec::new(),
+        };
+        Ok(RunDetail {
+            run,
+            outputs,
+            pending,
+        })
+    }
+
     /// Where the runs' checkpoints are.
     fn store(&self) -> Arc<dyn CheckpointStore>;
 }
 
-/// A run's outputs as of its last checkpoint.
-pub fn outputs(runs: &dyn Runs, run: &RunSummary) -> Answer<Vec<OutputView>> {
-    let Some(id) = &run.last_checkpoint else {
-        return Ok(Vec::new());
-    };
-    let checkpoint = runs.store().load(id)?;
-    Ok(checkpoint
+/// A checkpoint's outputs, oldest first.
+pub fn outputs(checkpoint: &Checkpoint) -> Vec<OutputView> {
+    checkpoint
         .outputs
         .iter()
         .map(|o| OutputView {
@@ -186,7 +198,7 @@ pub fn outputs(runs: &dyn Runs, run: &RunSummary) -> Answer<Vec<OutputView>> {
             kind: o.kind.clone(),
             body: o.body.to_json_value(),
         })
-        .collect())
+        .collect()
 }
 
 /// Checkpoint `id` (an id or unique prefix) of run `run_id`: 404 if there is none,
@@ -211,16 +223,11 @@ pub fn resolve(store: &dyn CheckpointStore, id: &str) -> Answer<String> {
             "'{id}' is not a checkpoint id (ids hold letters, digits and '-')"
         )));
     }
-    let ids = store.ids_starting_with(id)?;
-    if ids.iter().any(|candidate| candidate == id) {
-        return Ok(id.to_string());
-    }
-    let mut matches = ids.into_iter().filter(|c| c.starts_with(id));
-    match (matches.next(), matches.next()) {
-        (Some(one), None) => Ok(one),
-        (None, _) => Err(Problem::not_found(format!("no checkpoint '{id}'"))),
-        (Some(_), Some(_)) => Err(Problem::unprocessable(format!(
-            "'{id}' names several checkpoints; give more of the id"
+    match store.find(id)? {
+        Found::One(one) => Ok(one),
+        Found::None => Err(Problem::not_found(format!("no checkpoint '{id}'"))),
+        Found::Many(n) => Err(Problem::unprocessable(format!(
+            "'{id}' names {n} checkpoints; give more of the id"
         ))),
     }
 }

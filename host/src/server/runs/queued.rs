@@ -3,8 +3,11 @@
 //! cancelled from any server on it. Events are the database's rows; news of a run
 //! comes by `LISTEN`.
 
-use super::{NewRun, RequestView, RunEvent, RunSummary, Runs, Started, Watchers, checkpoint_of};
-use crate::checkpoint::{CheckpointStore, SigningKeys};
+use super::{
+    NewRun, RequestView, RunDetail, RunEvent, RunSummary, Runs, Started, Watchers, checkpoint_of,
+    outputs,
+};
+use crate::checkpoint::{Checkpoint, CheckpointStore, SigningKeys};
 use crate::error::Result;
 use crate::message::Message;
 use crate::queue::{Refusal, RunFilter, RunQueue, RunRecord, RunStatus, STOP, Submission};
@@ -51,19 +54,26 @@ impl QueuedRuns {
             .ok_or_else(|| Problem::not_found(format!("no run '{run_id}'")))
     }
 
-    /// The requests the run's checkpoint waits on, those answered already left out.
-    fn waiting(&self, record: &RunRecord) -> Answer<Vec<RequestView>> {
+    /// The checkpoint the run goes on from, if it has one.
+    fn checkpoint(&self, record: &RunRecord) -> Answer<Option<Checkpoint>> {
         let Some(id) = &record.checkpoint else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let checkpoint = self.store.load(id)?;
-        Ok(checkpoint
-            .pending_requests
-            .iter()
-            .filter(|r| !record.answered.contains(&r.request_id))
-            .map(RequestView::from)
-            .collect())
+        Ok(Some(self.store.load(id)?))
     }
+}
+
+/// The requests `checkpoint` waits on, those `record` holds answers to left out.
+fn waiting(record: &RunRecord, checkpoint: Option<&Checkpoint>) -> Vec<RequestView> {
+    let Some(checkpoint) = checkpoint else {
+        return Vec::new();
+    };
+    checkpoint
+        .pending_requests
+        .iter()
+        .filter(|r| !record.answered.contains(&r.request_id))
+        .map(RequestView::from)
+        .collect()
 }
 
 impl Runs for QueuedRuns {
@@ -94,7 +104,8 @@ impl Runs for QueuedRuns {
     }
 
     fn pending(&self, run_id: &str) -> Answer<Vec<RequestView>> {
-        self.waiting(&self.record(run_id)?)
+        let record = self.record(run_id)?;
+        Ok(waiting(&record, self.checkpoint(&record)?.as_ref()))
     }
 
     fn events_after(&self, run_id: &str, after: Option<u64>) -> Answer<Vec<RunEvent>> {
@@ -115,7 +126,7 @@ impl Runs for QueuedRuns {
 
     fn respond(&self, run_id: &str, request_id: &str, response: Message) -> Answer<()> {
         let record = self.record(run_id)?;
-        let pending = self.waiting(&record)?;
+        let pending = waiting(&record, self.checkpoint(&record)?.as_ref());
         let pending = pending.into_iter().map(|r| r.request_id).collect();
         let body = String::from_utf8_lossy(&response.body).into_owned();
         let answers = vec![(request_id.to_string(), body)];
@@ -141,6 +152,18 @@ impl Runs for QueuedRuns {
 
     fn store(&self) -> Arc<dyn CheckpointStore> {
         self.store.clone()
+    }
+
+    /// The run's row read once, and its checkpoint loaded once for both its pending
+    /// requests and its outputs.
+    fn detail(&self, run_id: &str) -> Answer<RunDetail> {
+        let record = self.record(run_id)?;
+        let checkpoint = self.checkpoint(&record)?;
+        Ok(RunDetail {
+            run: summary(&record),
+            pending: waiting(&record, checkpoint.as_ref()),
+            outputs: checkpoint.as_ref().map(outputs).unwrap_or_default(),
+        })
     }
 }
 
