@@ -24,10 +24,9 @@ pub struct RunRecord {
     pub lease_until: Option<String>,
     /// Why it failed.
     pub reason: Option<String>,
-    /// Answers stored and not yet delivered.
-    pub answers_waiting: usize,
-    /// The request ids of those answers.
-    #[serde(skip)]
+    /// The requests whose answers are stored and not yet delivered (shown as their
+    /// count, `answers_waiting`).
+    #[serde(rename = "answers_waiting", serialize_with = "count")]
     pub answered: Vec<String>,
     /// The checkpoint it goes on from: its latest, or the one it was resumed from.
     pub checkpoint: Option<String>,
@@ -39,6 +38,11 @@ pub struct RunRecord {
     pub submitted_at: String,
     /// When its row last changed (RFC 3339).
     pub updated_at: String,
+}
+
+/// Serialises a list as its length.
+fn count<S: serde::Serializer>(items: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(items.len() as u64)
 }
 
 /// Which runs a listing shows; every field unset shows all.
@@ -78,7 +82,6 @@ fn record(row: &tokio_postgres::Row) -> RunRecord {
         owner: row.get(5),
         lease_until: row.get(6),
         reason: row.get(7),
-        answers_waiting: answers.len(),
         answered: answers.into_iter().map(|a| a.request_id).collect(),
         superstep: checkpoint.as_ref().map(|(_, _, superstep)| *superstep),
         checkpoint: checkpoint.map(|(id, _, _)| id),
