@@ -23,7 +23,7 @@ use utoipa::IntoParams;
 
 /// Where to start.
 #[derive(Deserialize, IntoParams)]
-pub struct From {
+pub struct After {
     /// Only events after this sequence number (as `Last-Event-ID`, which wins when
     /// both are given).
     after: Option<u64>,
@@ -39,14 +39,14 @@ const LOOK_AGAIN: Duration = Duration::from_secs(15);
 #[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs",
     params(("run_id" = String, Path, description = "The run"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Only events after this one"),
-        From),
+        After),
     responses(
         (status = 200, description = "The events", content_type = "text/event-stream", body = String),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
-    Query(from): Query<From>,
+    Query(start): Query<After>,
     headers: HeaderMap,
 ) -> Answer<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     check_run_id(&run_id)?;
@@ -60,7 +60,7 @@ pub async fn stream(
                     Problem::unprocessable("Last-Event-ID: the sequence number of an event")
                 })?,
         ),
-        None => from.after,
+        None => start.after,
     };
     let runs = state.runs.clone();
     let id = run_id.clone();
