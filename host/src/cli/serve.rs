@@ -1,7 +1,7 @@
 //! `superstep serve`: the HTTP API and the web page, until SIGTERM or SIGINT.
 
 use super::store::StoreArgs;
-use super::worker::{default_cache_dir, default_name};
+use super::worker::{check_lease_ttl, default_cache_dir, default_name};
 use super::{EXIT_OK, say};
 use clap::Args;
 use std::net::SocketAddr;
@@ -38,6 +38,7 @@ pub(super) struct ServeArgs {
 pub(super) fn serve(args: ServeArgs) -> Result<u8> {
     let backend = if is_postgres_url(&args.store.location) {
         let url = super::db::postgres_url(&args.store.location)?;
+        check_lease_ttl(args.lease_ttl)?;
         let concurrency = args.workers.unwrap_or(4);
         let worker = (concurrency > 0).then(|| WorkerConfig {
             concurrency,

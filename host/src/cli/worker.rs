@@ -35,12 +35,7 @@ pub(super) struct WorkerArgs {
 /// barrier, gives them back and exits; a second signal exits at once).
 pub(super) fn worker(args: WorkerArgs) -> Result<u8> {
     let url = super::db::postgres_url(&args.store)?;
-    if args.lease_ttl < Duration::from_millis(300) {
-        return Err(superstep::error::invalid(format!(
-            "--lease-ttl {}: at least 300ms",
-            humantime::format_duration(args.lease_ttl)
-        )));
-    }
+    check_lease_ttl(args.lease_ttl)?;
     // Before any thread starts, so that every thread inherits the mask and the signals
     // reach only the thread that waits for them.
     let signals = block_stop_signals()?;
@@ -90,6 +85,17 @@ fn block_stop_signals() -> Result<libc::sigset_t> {
             error => Err(host(std::io::Error::from_raw_os_error(error))),
         }
     }
+}
+
+/// Refuses a lease too short to renew in time (renewals come every third of it).
+pub(super) fn check_lease_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(300) {
+        return Err(superstep::error::invalid(format!(
+            "--lease-ttl {}: at least 300ms",
+            humantime::format_duration(ttl)
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn default_name() -> String {

@@ -150,3 +150,18 @@ fn a_run_in_the_database_is_cancelled_resumed_and_branched() {
         "{last} is not on the branch: {tree}"
     );
 }
+
+#[test]
+fn a_lease_too_short_to_renew_is_refused() {
+    let ws = Workspace::new();
+    let url = database(&ws);
+    ws.pipeline();
+    let args = ["serve", "--workflows", ".", "--listen", "127.0.0.1:0"];
+    let refused = ws.superstep_env(
+        &[("SUPERSTEP_TOKEN", TOKEN)],
+        &[&args[..], &["--store", &url, "--lease-ttl", "100ms"]].concat(),
+    );
+    refused
+        .assert_code(2)
+        .assert_stderr("--lease-ttl 100ms: at least 300ms");
+}
