@@ -50,7 +50,8 @@ pub(super) enum RunsCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Wait until a run completes (exit 0), fails (1) or pauses for input (3).
+    /// Wait until a run completes (exit 0), fails (1), or pauses for input or is
+    /// cancelled (3).
     Wait {
         /// The run id.
         run: String,
