@@ -93,7 +93,8 @@ fn a_run_in_the_database_is_cancelled_resumed_and_branched() {
     ws.set_gate(true);
     client.until_status(&run, "cancelled");
     // The command line sees the same run: `runs wait` exits 3, as for a pause.
-    ws.superstep(&["runs", "wait", &run, "--store", &url]).assert_code(3);
+    ws.superstep(&["runs", "wait", &run, "--store", &url])
+        .assert_code(3);
     let stopped = client.run(&run);
     assert_eq!(stopped["outputs"], serde_json::json!([]));
     client

@@ -216,3 +216,36 @@ fn a_server_without_a_token_makes_one_and_prints_it_in_its_url_only() {
         .assert_code(2)
         .assert_stderr("SUPERSTEP_TOKEN: at least 16");
 }
+
+#[test]
+fn a_manifest_that_does_not_load_is_listed_with_why_and_cannot_be_run() {
+    let ws = Workspace::new();
+    ws.manifest("broken.toml", "[workflow]\nname = \"b\"\n");
+    ws.manifest("garbled.toml", "[workflow\n");
+    let server = Server::start(&ws);
+    let client = server.client();
+    let listed = client.get("/v1/workflows").json();
+    let broken = listed["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "broken")
+        .expect("the broken manifest is listed");
+    let why = broken["error"].as_str().unwrap();
+    assert!(
+        why.contains("broken.toml: executors: the workflow has no executors"),
+        "{why}"
+    );
+    assert!(listed.to_string().contains("garbled.toml"), "{listed}");
+    client
+        .post("/v1/runs", r#"{"workflow": "broken", "input": 1}"#)
+        .assert_error(422, "workflow 'broken' cannot be run");
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("broken.toml cannot be run"))
+    );
+    let missing = ws.superstep(&["serve", "--workflows", "nowhere", "--listen", "127.0.0.1:0"]);
+    missing.assert_code(2).assert_stderr("--workflows nowhere");
+}
