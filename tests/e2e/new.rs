@@ -47,8 +47,12 @@ fn a_new_rust_executor_builds_and_runs() {
     let ws = Workspace::new();
     new_project(&ws, "rust");
     builds_and_runs(&ws);
-    // Cargo builds unchanged sources to the same bytes.
-    let again = ws.superstep(&["build", "counter/workflow.toml"]);
+    // Cargo builds unchanged sources to the same bytes, into the project's own target
+    // directory whatever CARGO_TARGET_DIR says.
+    let elsewhere = ws.path().join("elsewhere");
+    let env = [("CARGO_TARGET_DIR", elsewhere.to_str().unwrap())];
+    let again = ws.superstep_env(&env, &["build", "counter/workflow.toml"]);
+    again.assert_code(0);
     assert!(again.stderr.contains("(unchanged)"), "{}", again.stderr);
 }
 

@@ -89,6 +89,8 @@ struct Layout<'a> {
 
 fn layout<'a>(lang: Lang, name: &'a str, sdk: &'a str) -> Layout<'a> {
     match lang {
+        // The component's path is the project's own target directory, whatever
+        // CARGO_TARGET_DIR the user's environment sets.
         Lang::Rust => Layout {
             files: vec![
                 (
@@ -104,7 +106,7 @@ fn layout<'a>(lang: Lang, name: &'a str, sdk: &'a str) -> Layout<'a> {
                     "target/wasm32-wasip2/release/{}.wasm",
                     name.replace('-', "_")
                 ),
-                build: "cargo build --release --target wasm32-wasip2",
+                build: "cargo build --release --target wasm32-wasip2 --target-dir target",
             },
             first: "rustup target add wasm32-wasip2   # once",
         },
