@@ -1,7 +1,8 @@
 //! The benchmark workloads of `bench/WORKLOADS.md` (W1 pipeline, W2 ring, W3
 //! fan-out/fan-in, W4 big state, W5 cold resume, W6 many runs in one process, W2 on
 //! the PostgreSQL store, W6 over the server's HTTP API), run against this build, and
-//! the three-language pipeline (`languages`).
+//! the three-language pipeline (`languages`, which runs the bench again as
+//! `languages-calls` for the per-call figures of each compile tier).
 //!
 //! `cargo bench -p superstep --bench workloads [-- w1 w3 postgres serve languages ...]`
 //! runs them (W1 to W6, `postgres`, which starts its own PostgreSQL server from
@@ -61,9 +62,11 @@ fn main() -> Result<()> {
         dir: scratch.path().to_path_buf(),
         components: components()?,
     };
-    println!("superstep workloads, {samples} samples per figure");
-    println!("machine: {}", machine(&bench.dir));
-    println!();
+    if !wanted.iter().any(|w| w == LANGUAGE_CALLS) {
+        println!("superstep workloads, {samples} samples per figure");
+        println!("machine: {}", machine(&bench.dir));
+        println!();
+    }
     if run("w1") {
         bench.w1()?;
     }
@@ -92,6 +95,9 @@ fn main() -> Result<()> {
     }
     if wanted.iter().any(|w| w == "languages") {
         bench.languages()?;
+    }
+    if wanted.iter().any(|w| w == LANGUAGE_CALLS) {
+        bench.language_calls(&std::env::var(TIER_ENV).unwrap_or_default())?;
     }
     Ok(())
 }
@@ -567,33 +573,56 @@ impl Bench {
 
 impl Bench {
     /// The three-language pipeline (`polyglot.toml`): process start to exit with a cold
-    /// and a warm compile cache, and the time of one `handle` call per language (one
-    /// message on an instance made for the run; checkpointing off).
+    /// compile cache, with the interpreters' baseline code cached and with optimized code
+    /// cached (`superstep compile`); and for each tier, the time of one `handle` call per
+    /// language, measured by this bench run again in a process of its own.
     fn languages(&self) -> Result<()> {
         let status = Command::new("bash")
             .arg(repo().join("guest-examples/build-polyglot.sh"))
             .status()?;
         ensure!(status.success(), "guest-examples/build-polyglot.sh failed");
         let polyglot = repo().join("guest-examples/polyglot.toml");
-        let warm_cache = self.fresh_dir("languages-cache-warm")?;
-        run_to_output(&polyglot, &warm_cache, &self.fresh_dir("languages-out")?)?;
-        for (label, warm) in [
-            ("languages: run, compile cache cold", false),
-            ("languages: run, compile cache warm", true),
-        ] {
-            let mut times = Vec::new();
-            for sample in 0..self.samples {
-                let cache = if warm {
-                    warm_cache.clone()
-                } else {
-                    self.fresh_dir(&format!("languages-cache-cold-{sample}"))?
-                };
-                let out = self.fresh_dir(&format!("languages-out-{warm}-{sample}"))?;
-                times.push(run_to_output(&polyglot, &cache, &out)?.as_secs_f64() * 1e3);
-            }
-            report(label, "ms", times);
+        let mut cold = Vec::new();
+        for sample in 0..self.samples {
+            let cache = self.fresh_dir(&format!("languages-cache-cold-{sample}"))?;
+            let out = self.fresh_dir(&format!("languages-out-cold-{sample}"))?;
+            cold.push(run_to_output(&polyglot, &cache, &out)?.as_secs_f64() * 1e3);
         }
+        report("languages: run, compile cache cold", "ms", cold);
 
+        let baseline = self.fresh_dir("languages-cache-baseline")?;
+        superstep_with_cache(&["validate"], &polyglot, &baseline)?;
+        let optimized = self.fresh_dir("languages-cache-optimized")?;
+        let started = Instant::now();
+        superstep_with_cache(&["compile"], &polyglot, &optimized)?;
+        let compile = started.elapsed().as_secs_f64() * 1e3;
+        report(
+            "languages: superstep compile, cache cold",
+            "ms",
+            vec![compile],
+        );
+        for (tier, cache) in [("baseline", &baseline), ("optimized", &optimized)] {
+            let mut warm = Vec::new();
+            for sample in 0..self.samples {
+                let out = self.fresh_dir(&format!("languages-out-{tier}-{sample}"))?;
+                warm.push(run_to_output(&polyglot, cache, &out)?.as_secs_f64() * 1e3);
+            }
+            report(&format!("languages: run, {tier} code cached"), "ms", warm);
+            let status = Command::new(std::env::current_exe()?)
+                .arg(LANGUAGE_CALLS)
+                .env(superstep::COMPILE_CACHE_ENV, cache)
+                .env(TIER_ENV, tier)
+                .env("SUPERSTEP_BENCH_DIR", &self.dir)
+                .status()?;
+            ensure!(status.success(), "{LANGUAGE_CALLS} failed");
+        }
+        Ok(())
+    }
+
+    /// The time of one `handle` call per language (one message on an instance made for
+    /// the run; checkpointing off), on the code the compile cache has; `tier` names it.
+    fn language_calls(&self, tier: &str) -> Result<()> {
+        let polyglot = repo().join("guest-examples/polyglot.toml");
         // The same pipeline with the C `upper`, for the C figure.
         let text = std::fs::read_to_string(&polyglot)?
             .replace("components/", "@components@/")
@@ -640,7 +669,7 @@ impl Bench {
                     .map(|(_, us)| *us as f64)
                     .collect();
                 calls.push((
-                    format!("languages: one call, {executor} ({language})"),
+                    format!("languages: one call, {executor} ({language}, {tier})"),
                     values,
                 ));
             }
@@ -650,6 +679,23 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// `languages` runs the bench again with this argument for the per-call figures of one
+/// compile cache, named by [`TIER_ENV`].
+const LANGUAGE_CALLS: &str = "languages-calls";
+const TIER_ENV: &str = "SUPERSTEP_BENCH_TIER";
+
+/// Runs `superstep <command> <manifest>` with the compile cache `cache`; it must succeed.
+fn superstep_with_cache(command: &[&str], manifest: &Path, cache: &Path) -> Result<()> {
+    let status = Command::new(env!("CARGO_BIN_EXE_superstep"))
+        .args(command)
+        .arg(manifest)
+        .env(superstep::COMPILE_CACHE_ENV, cache)
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(status.success(), "superstep {command:?} failed: {status}");
+    Ok(())
 }
 
 /// Spawns `superstep run <manifest>` on the text pipeline's input and times it from

@@ -193,12 +193,12 @@ impl Workspace {
         self.superstep_env(&[], args)
     }
 
-    /// Runs the binary in the workspace with `env` set.
+    /// Runs the binary in the workspace with `env` set (over the test compile cache).
     pub fn superstep_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
         let output = Command::new(env!("CARGO_BIN_EXE_superstep"))
             .args(args)
-            .envs(env.iter().copied())
             .env(superstep::COMPILE_CACHE_ENV, test_compile_cache())
+            .envs(env.iter().copied())
             .current_dir(self.path())
             .output()
             .expect("start superstep");

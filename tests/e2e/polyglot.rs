@@ -266,3 +266,59 @@ fn python_and_javascript_executors_pause_for_input_and_resume_with_the_response(
     assert_eq!(states(&last)["js"], approved);
     assert_eq!(states(&last)["py"], approved);
 }
+
+#[test]
+fn compile_puts_optimized_code_in_the_cache_ahead_of_runs() {
+    let ws = Workspace::new();
+    let manifest = ws.polyglot();
+    let manifest = manifest.to_str().unwrap();
+    let cache = ws.path().join("cache");
+    let env = [(superstep::COMPILE_CACHE_ENV, cache.to_str().unwrap())];
+
+    // Not cached: the interpreters' components are compiled by the baseline compiler.
+    let validated = ws.superstep_env(&env, &["validate", manifest]);
+    validated.assert_code(0);
+    assert!(
+        validated
+            .stdout
+            .contains("note: finalize, reverse, upper run on baseline code"),
+        "{}",
+        validated.stdout
+    );
+
+    let compiled = ws.superstep_env(&env, &["compile", manifest]);
+    compiled.assert_code(0);
+    let lines: Vec<&str> = compiled.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per component: {lines:?}");
+    for line in &lines {
+        let done = if line.contains("lower.wasm") {
+            line.ends_with(": already compiled")
+        } else {
+            line.contains(": compiled in ") && line.ends_with(" s")
+        };
+        assert!(done, "{line}");
+    }
+    let again = ws.superstep_env(&env, &["compile", manifest]);
+    again.assert_code(0);
+    assert_eq!(again.stdout.matches(": already compiled\n").count(), 4);
+
+    // Now every component loads optimized, and runs as before.
+    let validated = ws.superstep_env(&env, &["validate", manifest]);
+    validated.assert_code(0);
+    assert!(!validated.stdout.contains("note:"), "{}", validated.stdout);
+    let run = ws.superstep_env(&env, &["run", manifest, "--input", "\"hello world\""]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "\"dlrow olleh\"\n");
+
+    let off = ws.superstep_env(
+        &[(superstep::COMPILE_CACHE_ENV, "off")],
+        &["compile", manifest],
+    );
+    off.assert_code(2);
+    assert!(
+        off.stderr
+            .contains("the compile cache is off (SUPERSTEP_COMPILE_CACHE=off)"),
+        "{}",
+        off.stderr
+    );
+}

@@ -49,6 +49,9 @@ enum Command {
     Checkpoints(checkpoints::CheckpointsCommand),
     /// Check a manifest and its components without running anything.
     Validate(workflow::ValidateArgs),
+    /// Compile each component of a manifest with the optimizing compiler into the
+    /// compile cache, ahead of the runs that use it.
+    Compile(workflow::CompileArgs),
     /// Start an executor project (Rust, Python or JavaScript) with a workflow that runs
     /// it.
     New(new::NewArgs),
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => run::resume(args),
         Command::Checkpoints(command) => checkpoints::execute(command),
         Command::Validate(args) => workflow::validate(args),
+        Command::Compile(args) => workflow::compile(args),
         Command::Build(args) => build::build(args),
         Command::New(args) => new::new(args),
         Command::Graph(args) => workflow::graph(args),

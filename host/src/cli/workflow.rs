@@ -1,16 +1,22 @@
-//! `superstep validate` and `superstep graph`: a manifest looked at without running it.
+//! `superstep validate`, `compile` and `graph`: a manifest looked at without running it.
 
 use super::{EXIT_OK, say};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
-use superstep::engine::{Runtime, Workflow};
+use superstep::engine::{Optimization, Runtime, Tier, Workflow};
 use superstep::error::Result;
 use superstep::graph::Graph;
 use superstep::manifest::Manifest;
 
 #[derive(Args)]
 pub(super) struct ValidateArgs {
+    /// The workflow manifest (TOML).
+    manifest: PathBuf,
+}
+
+#[derive(Args)]
+pub(super) struct CompileArgs {
     /// The workflow manifest (TOML).
     manifest: PathBuf,
 }
@@ -46,6 +52,34 @@ pub(super) fn validate(args: ValidateArgs) -> Result<u8> {
         manifest.edges.len(),
         manifest.start
     )?;
+    let baseline: Vec<&str> = workflow
+        .tiers()
+        .filter(|(_, tier)| *tier == Tier::Baseline)
+        .map(|(id, _)| id)
+        .collect();
+    if !baseline.is_empty() {
+        say!(
+            "note: {} run on baseline code, compiled fast, until optimized code is in the compile cache (`superstep compile {}` puts it there now)",
+            baseline.join(", "),
+            args.manifest.display()
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// Each component compiled by the optimizing compiler into the compile cache, so that
+/// no run waits for it or runs on baseline code.
+pub(super) fn compile(args: CompileArgs) -> Result<u8> {
+    let manifest = Manifest::load(&args.manifest)?;
+    let runtime = Runtime::new(0, manifest.uses_fuel())?;
+    runtime.optimize(&manifest, |path, outcome, took| {
+        let what = match outcome {
+            Optimization::Cached => "already compiled".to_string(),
+            Optimization::Compiled => format!("compiled in {:.1} s", took.as_secs_f64()),
+        };
+        say!("{}: {what}", path.display())?;
+        Ok(())
+    })?;
     Ok(EXIT_OK)
 }
 

@@ -19,6 +19,7 @@ mod saving;
 mod snapshot;
 mod step;
 
+pub use crate::sandbox::tiers::{BASELINE_FROM_BYTES, Optimization, Tier};
 pub use run::{Durability, Outcome, Run, Stopper};
 pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
@@ -53,20 +54,67 @@ impl Runtime {
     /// Compiled components are cached where [`COMPILE_CACHE_ENV`](crate::COMPILE_CACHE_ENV)
     /// says (see the README).
     pub fn new(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
+        Runtime::build(threads, fuel, false)
+    }
+
+    /// [`Runtime::new`] for a host that lives long (a server, a worker): a component
+    /// compiled by the baseline compiler to start fast is compiled again by the
+    /// optimizing one in the background, and the instances made after that run the
+    /// optimized code.
+    pub fn long_lived(threads: usize, fuel: bool) -> Result<Arc<Runtime>> {
+        Runtime::build(threads, fuel, true)
+    }
+
+    fn build(threads: usize, fuel: bool, background: bool) -> Result<Arc<Runtime>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("superstep-worker-{i}"))
             .build()
             .map_err(host)?;
         Ok(Arc::new(Runtime {
-            sandbox: Sandbox::new(fuel, CompileCache::from_env())?,
+            sandbox: Sandbox::new(fuel, CompileCache::from_env(), background)?,
             pool,
         }))
     }
+
+    /// Compiles each distinct component of `manifest` with the optimizing compiler into
+    /// the compile cache, unless it is there already, one after another (a compile uses
+    /// every thread of the runtime); `done` hears of each as it finishes. An error for
+    /// a component that is not an executor, or when the compile cache is off.
+    pub fn optimize(
+        &self,
+        manifest: &Manifest,
+        mut done: impl FnMut(&std::path::Path, Optimization, std::time::Duration) -> Result<()>,
+    ) -> Result<()> {
+        for (path, origin) in distinct_components(manifest) {
+            let started = std::time::Instant::now();
+            let outcome = self.pool.install(|| self.sandbox.optimize(path, &origin))?;
+            done(path, outcome, started.elapsed())?;
+        }
+        Ok(())
+    }
+}
+
+/// Each component file of `manifest` once, in the order executors name them, with the
+/// manifest field that names it first (for errors).
+fn distinct_components(manifest: &Manifest) -> Vec<(&std::path::Path, String)> {
+    let mut distinct: Vec<(&std::path::Path, String)> = Vec::new();
+    for executor in &manifest.executors {
+        if !distinct.iter().any(|(path, _)| *path == executor.component) {
+            let origin = format!(
+                "{}: {}",
+                manifest.path.display(),
+                executor.field("component")
+            );
+            distinct.push((&executor.component, origin));
+        }
+    }
+    distinct
 }
 
 /// The runtimes of a host that loads many workflows: one with fuel metering and one
-/// without, each made when a workflow first needs it and shared by all that do.
+/// without, each made ([`Runtime::long_lived`]) when a workflow first needs it and
+/// shared by all that do.
 #[derive(Default)]
 pub struct Runtimes([std::sync::Mutex<Option<Arc<Runtime>>>; 2]);
 
@@ -78,7 +126,7 @@ impl Runtimes {
         if let Some(runtime) = &*slot {
             return Ok(runtime.clone());
         }
-        let runtime = Runtime::new(0, fuel)?;
+        let runtime = Runtime::long_lived(0, fuel)?;
         *slot = Some(runtime.clone());
         Ok(runtime)
     }
@@ -155,17 +203,7 @@ impl Workflow {
         let graph = Arc::new(Graph::new(&manifest));
         // Each distinct file once, in parallel: loading a big component from the compile
         // cache is mostly hashing and copying, which spreads across cores.
-        let mut distinct: Vec<(&std::path::Path, String)> = Vec::new();
-        for executor in &manifest.executors {
-            if !distinct.iter().any(|(path, _)| *path == executor.component) {
-                let origin = format!(
-                    "{}: {}",
-                    manifest.path.display(),
-                    executor.field("component")
-                );
-                distinct.push((&executor.component, origin));
-            }
-        }
+        let distinct = distinct_components(&manifest);
         let loaded: Vec<Result<CompiledComponent>> = runtime.pool.install(|| {
             distinct
                 .par_iter()
@@ -204,6 +242,12 @@ impl Workflow {
     /// The manifest the workflow was loaded from.
     pub fn manifest(&self) -> &Manifest {
         &self.loaded.manifest
+    }
+
+    /// Which compiler made the code of each executor's component, by executor id.
+    pub fn tiers(&self) -> impl Iterator<Item = (&str, Tier)> {
+        let ids = self.loaded.manifest.executors.iter().map(|e| e.id.as_str());
+        ids.zip(self.loaded.components.iter().map(|c| c.tier()))
     }
 
     /// The workflow's graph.

@@ -1,5 +1,5 @@
 //! Compiled components kept on disk between processes, so that a run does not pay
-//! Cranelift's compile time for a component it has compiled before.
+//! the compile time of a component compiled before (by either tier, see [`super::tiers`]).
 //!
 //! An entry is named by the component's SHA-256 and a hash of everything that makes
 //! compiled code compatible (wasmtime's version and engine configuration). It holds a
@@ -50,27 +50,24 @@ impl CompileCache {
         }
     }
 
-    /// The compiled form of the component with SHA-256 `digest` (`sha256:<hex>`) and
-    /// bytes `wasm`: from the cache when a valid entry is there, else compiled now and
-    /// stored (a failure to store only costs the next process a compile).
-    pub fn load_or_compile(
-        &self,
-        engine: &Engine,
-        digest: &str,
-        wasm: &[u8],
-    ) -> wasmtime::Result<Component> {
-        let path = self.entry(engine, digest);
-        if let Some(component) = Self::load(engine, &path) {
-            return Ok(component);
-        }
-        let component = Component::new(engine, wasm)?;
-        if let Ok(artifact) = component.serialize() {
-            let _ = Self::store(&path, &artifact);
-        }
-        Ok(component)
+    /// The compiled component with SHA-256 `digest` (`sha256:<hex>`) that `engine` made
+    /// earlier, if a valid entry is there.
+    pub(super) fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        Self::load_entry(engine, &self.entry(engine, digest))
     }
 
-    fn entry(&self, engine: &Engine, digest: &str) -> PathBuf {
+    /// Keeps `component`, compiled by `engine` from the component with SHA-256
+    /// `digest`, for later processes; a failure to store only costs one of them a
+    /// compile.
+    pub(super) fn store(&self, engine: &Engine, digest: &str, component: &Component) {
+        if let Ok(artifact) = component.serialize() {
+            let _ = Self::store_entry(&self.entry(engine, digest), &artifact);
+        }
+    }
+
+    /// Where `engine`'s code for the component with `digest` is kept: the engine's
+    /// compatibility hash tells the optimizing and the baseline compiler apart.
+    pub(super) fn entry(&self, engine: &Engine, digest: &str) -> PathBuf {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -78,7 +75,7 @@ impl CompileCache {
             .join(format!("{hex}-{:016x}.cwasm", hasher.finish()))
     }
 
-    fn load(engine: &Engine, path: &Path) -> Option<Component> {
+    fn load_entry(engine: &Engine, path: &Path) -> Option<Component> {
         // A regular file only (anything else is recompiled over), of a size a compiled
         // component can have.
         let bytes = crate::limited_read::read_at_most(path, MAX_ARTIFACT_BYTES).ok()?;
@@ -96,7 +93,7 @@ impl CompileCache {
         unsafe { Component::deserialize(engine, artifact) }.ok()
     }
 
-    fn store(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    fn store_entry(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let temp = path.with_extension(format!("{}.tmp", std::process::id()));

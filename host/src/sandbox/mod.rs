@@ -18,9 +18,10 @@ use context::{ExecutorContext, HostState};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tiers::{Optimization, Tier, Tiers};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -30,6 +31,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 pub mod bindings;
 pub mod compile_cache;
 pub mod context;
+pub mod tiers;
 
 use bindings::Executor as ExecutorBindings;
 use bindings::ExecutorPre;
@@ -66,12 +68,11 @@ pub const STDIO_LIMIT: usize = 64 * 1024;
 /// How often the epoch advances: the granularity of call time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// The wasmtime engine and the linker that provides WASI and the `context` interface.
+/// The wasmtime engines (one per compiler tier) with the linkers that provide WASI and
+/// the `context` interface.
 pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<HostState>,
+    tiers: Tiers,
     fuel: bool,
-    cache: Option<CompileCache>,
     /// Dropping it stops the epoch ticker.
     _ticker: EpochTicker,
 }
@@ -88,19 +89,21 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// A thread that advances the engines' epochs every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Result<EpochTicker> {
+    fn start(engines: [Engine; 2]) -> Result<EpochTicker> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("superstep-epoch".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })?;
         Ok(EpochTicker { stop: Some(stop) })
@@ -114,27 +117,35 @@ impl Drop for EpochTicker {
 }
 
 impl Sandbox {
-    /// A sandbox; with `fuel`, the engine meters fuel (executors without a fuel limit
+    /// A sandbox; with `fuel`, the engines meter fuel (executors without a fuel limit
     /// get unlimited fuel, at some cost in speed). Compiled components are kept in
-    /// `cache`, if given.
-    pub fn new(fuel: bool, cache: Option<CompileCache>) -> Result<Sandbox> {
+    /// `cache`, if given; with `background`, components on baseline code are optimized
+    /// in the background (see [`tiers`]).
+    pub fn new(fuel: bool, cache: Option<CompileCache>, background: bool) -> Result<Sandbox> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        crate::grants::http::add_to_linker(&mut linker)?;
-        ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
-            state
-        })?;
-        let ticker = EpochTicker::start(engine.clone())?;
-        Ok(Sandbox {
-            engine,
-            linker,
-            fuel,
+        let tiers = Tiers::new(
+            &config,
             cache,
+            tiers::BASELINE_FROM_BYTES,
+            background,
+            |engine| {
+                let mut linker = Linker::new(engine);
+                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+                crate::grants::http::add_to_linker(&mut linker)?;
+                ExecutorBindings::add_to_linker::<HostState, HasSelf<HostState>>(
+                    &mut linker,
+                    |state| state,
+                )?;
+                Ok(linker)
+            },
+        )?;
+        let ticker = EpochTicker::start(tiers.engines())?;
+        Ok(Sandbox {
+            tiers,
+            fuel,
             _ticker: ticker,
         })
     }
@@ -156,31 +167,72 @@ impl Sandbox {
         let bytes = read_component(path, origin)?;
         let digest = sha256_hex(&bytes);
         before_compiling(&digest)?;
-        let not_an_executor = |e: wasmtime::Error| {
-            let why = format!("{e:#}");
-            invalid(format!(
-                "{origin}: {} does not implement the {WORLD} world of this host: {why}{}",
-                path.display(),
-                other_version(&why).unwrap_or_default()
-            ))
-        };
-        let component = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &digest, &bytes),
-            None => Component::new(&self.engine, &bytes),
-        }
-        .map_err(not_an_executor)?;
+        let not_an_executor = |e: wasmtime::Error| not_an_executor(path, origin, e);
+        let (component, tier) = self
+            .tiers
+            .component(&digest, &bytes)
+            .map_err(not_an_executor)?;
         let instance_pre = self
+            .tiers
+            .linked(tier)
             .linker
             .instantiate_pre(&component)
             .map_err(not_an_executor)?;
         let pre = ExecutorPre::new(instance_pre).map_err(not_an_executor)?;
+        let code = Arc::new(RwLock::new(Code { tier, pre }));
+        if tier == Tier::Baseline {
+            // Instances made once the optimized code is in place run it.
+            let slot = Arc::downgrade(&code);
+            self.tiers
+                .optimize_later(&digest, &bytes, move |linked, component| {
+                    let Some(slot) = slot.upgrade() else { return };
+                    let linked = linked.linker.instantiate_pre(&component);
+                    if let Ok(pre) = linked.and_then(ExecutorPre::new) {
+                        let optimized = Code {
+                            tier: Tier::Optimized,
+                            pre,
+                        };
+                        *slot.write().expect("code lock") = optimized;
+                    }
+                });
+        }
         Ok(CompiledComponent {
             path: path.to_path_buf(),
             digest,
-            pre,
+            code,
             meters_fuel: self.fuel,
         })
     }
+
+    /// Compiles the component at `path` with the optimizing compiler into the compile
+    /// cache, unless the cache has it already; checked as [`Sandbox::compile`] checks.
+    /// `origin` names the manifest field that gave the path, in errors.
+    pub fn optimize(&self, path: &Path, origin: &str) -> Result<Optimization> {
+        let bytes = read_component(path, origin)?;
+        let digest = sha256_hex(&bytes);
+        let check = |linked: &tiers::Linked, component: &Component| -> wasmtime::Result<()> {
+            ExecutorPre::new(linked.linker.instantiate_pre(component)?)?;
+            Ok(())
+        };
+        match self.tiers.optimize(&digest, &bytes, check) {
+            Some(done) => done.map_err(|e| not_an_executor(path, origin, e)),
+            None => Err(invalid(format!(
+                "the compile cache is off ({}=off): there is nowhere to keep compiled code",
+                compile_cache::CACHE_ENV
+            ))),
+        }
+    }
+}
+
+/// The error of a component at `path` (from manifest field `origin`) that does not
+/// compile or link as an executor.
+fn not_an_executor(path: &Path, origin: &str, e: wasmtime::Error) -> crate::error::Error {
+    let why = format!("{e:#}");
+    invalid(format!(
+        "{origin}: {} does not implement the {WORLD} world of this host: {why}{}",
+        path.display(),
+        other_version(&why).unwrap_or_default()
+    ))
 }
 
 /// The bytes of the component at `path`; `origin` names the manifest field that gave
@@ -200,8 +252,22 @@ pub struct CompiledComponent {
     pub path: PathBuf,
     /// SHA-256 of the component file.
     pub digest: String,
-    pre: ExecutorPre<HostState>,
+    /// Its code, which the optimizer may replace with faster code.
+    code: Arc<RwLock<Code>>,
     meters_fuel: bool,
+}
+
+/// A component's code, linked, and the compiler that made it.
+struct Code {
+    tier: Tier,
+    pre: ExecutorPre<HostState>,
+}
+
+impl CompiledComponent {
+    /// Which compiler made the code that new instances run.
+    pub fn tier(&self) -> Tier {
+        self.code.read().expect("code lock").tier
+    }
 }
 
 /// One live executor: its own store, memory and WASI context.
@@ -229,7 +295,8 @@ impl ExecutorInstance {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         grants.wire(&mut wasi, &id)?;
-        let engine = component.pre.engine();
+        let pre = component.code.read().expect("code lock").pre.clone();
+        let engine = pre.engine();
         let http = grants.http_policy(&limits);
         let mut store = Store::new(engine, HostState::new(wasi.build(), http, ctx));
         store.limiter(|state| &mut state.limiter);
@@ -248,8 +315,7 @@ impl ExecutorInstance {
         });
         let meters_fuel = component.meters_fuel;
         Self::arm(&mut store, limits, meters_fuel)?;
-        let bindings = component
-            .pre
+        let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| anyhow::anyhow!("executor '{id}': cannot instantiate: {e:#}"))?;
         Ok(ExecutorInstance {
