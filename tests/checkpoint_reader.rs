@@ -85,6 +85,7 @@ fn checkpoint(
             kind: "out".into(),
             body: Payload::encode(b"{\"done\": true}"),
         }],
+        edit: None,
     }
 }
 

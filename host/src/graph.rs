@@ -129,6 +129,32 @@ impl Graph {
         }
     }
 
+    /// The executors with an edge to `to` that carries `kind`, in index order.
+    pub fn senders(&self, to: usize, kind: &str) -> Vec<usize> {
+        (0..self.ids.len())
+            .filter(|&from| {
+                self.outgoing[from]
+                    .iter()
+                    .any(|e| e.to == to && e.accepts(kind))
+            })
+            .collect()
+    }
+
+    /// The kinds the edges into `to` carry, each once: `None` when one of them carries
+    /// every kind.
+    pub fn kinds_into(&self, to: usize) -> Option<Vec<String>> {
+        let mut kinds: Vec<String> = Vec::new();
+        for edge in self.outgoing.iter().flatten().filter(|e| e.to == to) {
+            for kind in edge.kinds.as_ref()? {
+                if !kinds.contains(kind) {
+                    kinds.push(kind.clone());
+                }
+            }
+        }
+        kinds.sort();
+        Some(kinds)
+    }
+
     /// The graph as a Mermaid flowchart, edges labelled with their kind filters.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
@@ -243,6 +269,21 @@ mod tests {
         )
         .unwrap();
         Graph::new(&m)
+    }
+
+    #[test]
+    fn senders_and_kinds_into_an_executor() {
+        let g = graph();
+        assert_eq!(g.senders(2, "y"), vec![0]);
+        assert!(g.senders(2, "x").is_empty());
+        assert_eq!(g.senders(1, "anything"), vec![0]);
+        assert_eq!(g.kinds_into(2), Some(vec!["y".to_string()]));
+        assert_eq!(
+            g.kinds_into(1),
+            None,
+            "an edge without kinds carries every kind"
+        );
+        assert_eq!(g.kinds_into(0), Some(vec![]), "no edge into the start");
     }
 
     #[test]

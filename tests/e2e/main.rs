@@ -25,4 +25,5 @@ mod sandbox;
 mod sdks;
 mod serve;
 mod stores;
+mod time_travel;
 mod workers;

@@ -13,6 +13,7 @@ mod checks;
 mod codec;
 mod diff;
 mod durable_file;
+pub mod fork;
 pub mod journal;
 pub mod lineage;
 mod prune;
@@ -123,6 +124,9 @@ pub struct Checkpoint {
     pub responses: BTreeMap<String, Vec<ResponseRecord>>,
     /// Every output emitted since the run began.
     pub outputs: Vec<OutputRecord>,
+    /// In a checkpoint made by [`fork::fork`] only: what was edited, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<fork::Edit>,
 }
 
 /// Reads a JSON object into a map, refusing a key that appears twice (which a plain map
@@ -336,6 +340,7 @@ pub(crate) mod tests {
             pending: 0,
             outputs: 0,
             blobs: vec![],
+            edit: None,
         }
     }
 
@@ -372,6 +377,7 @@ pub(crate) mod tests {
             pending_requests: vec![],
             responses: BTreeMap::new(),
             outputs: vec![],
+            edit: None,
         }
     }
 

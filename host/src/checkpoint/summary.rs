@@ -3,6 +3,7 @@
 
 use super::checks::check_ids;
 use super::codec::verified_content;
+use super::fork::Edit;
 use super::{Checkpoint, SigningKeys, Status, blobs, unique_keys};
 use crate::error::Result;
 use crate::error::bad_checkpoint;
@@ -41,6 +42,9 @@ pub struct Summary {
     pub outputs: usize,
     /// The blobs it refers to (for executor states and shared bodies), by digest.
     pub blobs: Vec<BlobRef>,
+    /// What was edited, in a checkpoint made by forking another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Edit>,
 }
 
 /// The header fields of a checkpoint, everything else skipped by the raw JSON scanner.
@@ -66,6 +70,8 @@ struct SummaryView<'a> {
     #[serde(default, deserialize_with = "unique_keys")]
     responses: BTreeMap<String, Vec<serde::de::IgnoredAny>>,
     outputs: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    edit: Option<Edit>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +163,7 @@ impl Summary {
             pending: view.pending_requests.len(),
             outputs: view.outputs.len(),
             blobs: distinct(blobs),
+            edit: view.edit,
         })
     }
 }
@@ -185,6 +192,7 @@ impl Checkpoint {
             pending: self.pending_requests.len(),
             outputs: self.outputs.len(),
             blobs: distinct(self.blob_refs().cloned().collect()),
+            edit: self.edit.clone(),
         }
     }
 }

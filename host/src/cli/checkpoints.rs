@@ -1,4 +1,5 @@
-//! `superstep checkpoints list|latest|show|export|prune`: the checkpoints of a store.
+//! `superstep checkpoints list|latest|show|export|prune|fork`: the checkpoints of a
+//! store (`fork` in its own module).
 
 use super::pretty_json;
 use super::store::{StoreArgs, load_named};
@@ -69,6 +70,9 @@ pub(super) enum CheckpointsCommand {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Write a new checkpoint from another with edited states, shared values or queued
+    /// messages, and print its id: `superstep resume <id>` goes on from the edits.
+    Fork(super::fork::ForkArgs),
     /// Delete old checkpoints, then blobs no checkpoint refers to. Never deleted: the
     /// newest checkpoint of each run, one that a kept checkpoint names as parent, and
     /// damaged files.
@@ -126,6 +130,7 @@ pub(super) fn execute(command: CheckpointsCommand) -> Result<u8> {
             store,
             output,
         } => export_to(store.open()?.as_ref(), &checkpoint, &output),
+        CheckpointsCommand::Fork(args) => super::fork::fork_checkpoint(args),
         CheckpointsCommand::Prune {
             store,
             keep_last,
@@ -203,8 +208,15 @@ fn tree_lines(listing: &[Listed]) -> Vec<String> {
             0 => String::new(),
             n => format!(" ({n} pending)"),
         };
+        let forked = match &c.edit {
+            Some(edit) => {
+                let changes: Vec<String> = edit.changes.iter().map(ToString::to_string).collect();
+                format!("  forked: {}", changes.join("; "))
+            }
+            None => String::new(),
+        };
         format!(
-            "{}  superstep {}  {}{pending}",
+            "{}  superstep {}  {}{pending}{forked}",
             c.checkpoint_id,
             c.superstep,
             c.status.as_str()
@@ -268,6 +280,7 @@ fn listing_json(entry: &Listed) -> serde_json::Value {
             "executors": c.executors,
             "shared_state": c.shared_keys,
             "blobs": c.blobs.len(),
+            "edit": c.edit,
             "location": entry.location,
         }),
         Err(why) => serde_json::json!({

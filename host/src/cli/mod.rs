@@ -5,6 +5,7 @@ mod build;
 mod checkpoints;
 mod db;
 mod display;
+mod fork;
 mod new;
 mod pretty_json;
 mod run;

@@ -165,7 +165,7 @@ pub(super) fn resume(args: ResumeArgs) -> Result<u8> {
 
 /// The manifest a checkpoint names. A checkpoint is input like any file, so the path
 /// must at least name a `.toml` file: no other file is read because a checkpoint says so.
-fn recorded_manifest(checkpoint: &Checkpoint) -> Result<PathBuf> {
+pub(super) fn recorded_manifest(checkpoint: &Checkpoint) -> Result<PathBuf> {
     let path = PathBuf::from(&checkpoint.manifest.path);
     if path.is_absolute() && path.extension().is_some_and(|e| e == "toml") {
         Ok(path)

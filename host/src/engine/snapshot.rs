@@ -219,6 +219,7 @@ impl RunState {
                 })
                 .collect(),
             outputs: self.outputs.iter().map(OutputRecord::from).collect(),
+            edit: None,
         }
     }
 }
