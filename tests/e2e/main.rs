@@ -26,4 +26,5 @@ mod sdks;
 mod serve;
 mod stores;
 mod time_travel;
+mod verify;
 mod workers;

@@ -1,5 +1,5 @@
-//! `superstep checkpoints list|latest|show|export|prune|fork`: the checkpoints of a
-//! store (`fork` in its own module).
+//! `superstep checkpoints list|latest|show|export|prune|fork|verify`: the checkpoints
+//! of a store (`fork` and `verify` in modules of their own).
 
 use super::pretty_json;
 use super::store::{StoreArgs, load_named};
@@ -73,6 +73,9 @@ pub(super) enum CheckpointsCommand {
     /// Write a new checkpoint from another with edited states, shared values or queued
     /// messages, and print its id: `superstep resume <id>` goes on from the edits.
     Fork(super::fork::ForkArgs),
+    /// Restore each executor's state into a fresh instance, snapshot it again and
+    /// compare: identical, equal as JSON, or the first difference (exit 4).
+    Verify(super::verify::VerifyArgs),
     /// Delete old checkpoints, then blobs no checkpoint refers to. Never deleted: the
     /// newest checkpoint of each run, one that a kept checkpoint names as parent, and
     /// damaged files.
@@ -131,6 +134,7 @@ pub(super) fn execute(command: CheckpointsCommand) -> Result<u8> {
             output,
         } => export_to(store.open()?.as_ref(), &checkpoint, &output),
         CheckpointsCommand::Fork(args) => super::fork::fork_checkpoint(args),
+        CheckpointsCommand::Verify(args) => super::verify::verify(args),
         CheckpointsCommand::Prune {
             store,
             keep_last,

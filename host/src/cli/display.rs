@@ -55,7 +55,7 @@ fn print_output(event: &Event) {
 
 /// The readable line of an event, if it has one; `store` is what a hint to resume
 /// adds to name the store (empty for the default).
-fn human_line(event: &Event, store: &str) -> Option<String> {
+pub(super) fn human_line(event: &Event, store: &str) -> Option<String> {
     executor_line(event).or_else(|| run_line(event, store))
 }
 

@@ -13,6 +13,7 @@ mod runs;
 mod serve;
 mod store;
 mod submit;
+mod verify;
 mod worker;
 mod workflow;
 
@@ -26,6 +27,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUN_FAILED: u8 = EXIT_FAILED;
 /// Exit code: the run paused for outside input; resume it with the responses.
 pub const EXIT_PAUSED: u8 = 3;
+/// Exit code: a check found a difference (a state that does not come back as stored).
+pub const EXIT_DIFFERS: u8 = 4;
 
 #[derive(Parser)]
 #[command(

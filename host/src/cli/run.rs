@@ -85,6 +85,11 @@ struct ExecArgs {
     /// process's work), or never (the run cannot be resumed).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Superstep)]
     durability: DurabilityArg,
+    /// At every barrier, restore each new state into a fresh instance and snapshot it
+    /// again; a state that does not come back fails the run (an instance per executor
+    /// per superstep).
+    #[arg(long)]
+    verify_snapshots: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,6 +128,7 @@ pub(super) fn run(args: RunArgs) -> Result<u8> {
     };
     let mut run = workflow.start(input, store, sink)?;
     run.set_durability(args.exec.durability.into());
+    run.set_verify_snapshots(args.exec.verify_snapshots);
     drive(&mut run, args.exec.interactive)
 }
 
@@ -153,6 +159,7 @@ pub(super) fn resume(args: ResumeArgs) -> Result<u8> {
     let responses = responses_given(&args.respond, args.responses.as_deref())?;
     let mut run = workflow.resume(checkpoint, args.allow_changed_components, store, sink)?;
     run.set_durability(args.exec.durability.into());
+    run.set_verify_snapshots(args.exec.verify_snapshots);
     for (request_id, body) in responses {
         let response = Message {
             kind: RESPONSE_KIND.to_string(),

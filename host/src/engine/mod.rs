@@ -10,6 +10,7 @@
 //! | `saving` | the `Saver`: checkpoints written behind the engine (by the run's own writer thread or one shared by a runner's runs), events held until durable |
 //! | `snapshot` | a run's state to and from a checkpoint |
 //! | `restore` | resuming: a checkpoint checked against the workflow, journals replayed |
+//! | `verify` | snapshot verification: a state restored and snapshotted again, compared |
 
 mod journal_writer;
 mod restore;
@@ -18,12 +19,14 @@ mod runner;
 mod saving;
 mod snapshot;
 mod step;
+mod verify;
 
 pub use crate::sandbox::tiers::{BASELINE_FROM_BYTES, Optimization, Tier};
 pub use run::{Durability, Outcome, Run, Stopper};
 pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};
+pub use verify::{Fidelity, Verified};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;

@@ -87,7 +87,11 @@ impl Workflow {
     }
 
     /// Refuses a checkpoint that was not taken with this workflow, saying what differs.
-    fn check_fits(&self, checkpoint: &Checkpoint, allow_changed_components: bool) -> Result<()> {
+    pub(super) fn check_fits(
+        &self,
+        checkpoint: &Checkpoint,
+        allow_changed_components: bool,
+    ) -> Result<()> {
         let origin = format!("checkpoint {}", checkpoint.checkpoint_id);
         let manifest = self.loaded.manifest.path.display();
         if checkpoint.manifest.digest != self.loaded.graph.digest() {

@@ -104,6 +104,8 @@ pub struct Run {
     instances: Vec<ExecutorInstance>,
     /// When checkpoints are written.
     durability: Durability,
+    /// Whether each new state is checked to come back from `restore` then `snapshot`.
+    verify_snapshots: bool,
     /// Something happened since the last checkpoint (a barrier, or responses).
     unsaved: bool,
     /// Per executor index (empty when none): results of the next superstep journaled
@@ -158,6 +160,7 @@ impl Run {
             saver,
             instances,
             durability: Durability::default(),
+            verify_snapshots: false,
             unsaved: true,
             replay: Vec::new(),
             failure: None,
@@ -190,6 +193,7 @@ impl Run {
             sink,
             instances,
             durability: Durability::default(),
+            verify_snapshots: false,
             unsaved: false,
             replay,
             failure: None,
@@ -225,6 +229,14 @@ impl Run {
     /// Sets when checkpoints are written (by default at every superstep).
     pub fn set_durability(&mut self, durability: Durability) {
         self.durability = durability;
+    }
+
+    /// With `verify`, every state an executor returns at a barrier is restored into a
+    /// fresh instance and snapshotted again before it is committed, and a state that
+    /// does not come back (as bytes or as JSON) fails the run, naming the executor and
+    /// the first difference. It costs an instance per executor per superstep.
+    pub fn set_verify_snapshots(&mut self, verify: bool) {
+        self.verify_snapshots = verify;
     }
 
     /// Requests waiting for a response, oldest first.
@@ -508,13 +520,16 @@ impl Run {
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
         let graph = self.workflow.graph();
-        let failures: Vec<String> = results
+        let mut failures: Vec<String> = results
             .iter()
             .filter_map(|(i, result)| {
                 let reason = result.as_ref().err()?;
                 Some(format!("executor '{}': {reason}", graph.id(*i)))
             })
             .collect();
+        if failures.is_empty() && self.verify_snapshots {
+            failures = self.unfaithful_snapshots(&results);
+        }
         if !failures.is_empty() {
             report_completed(self.sink.as_ref(), superstep, graph, &unreported);
             if let Some((queues, responses)) = inboxes {
@@ -672,6 +687,27 @@ impl Run {
             };
             Ok((executed, unreported))
         })
+    }
+
+    /// The executors of `results` whose new state does not come back from `restore`
+    /// then `snapshot` on a fresh instance, each with why.
+    fn unfaithful_snapshots(&self, results: &Results) -> Vec<String> {
+        let graph = self.workflow.graph();
+        let origin = format!("the state after superstep {}", self.state.superstep);
+        results
+            .iter()
+            .filter_map(|(i, result)| {
+                let state = &result.as_ref().ok()?.state;
+                let id = graph.id(*i);
+                match self.workflow.round_trip(*i, state, &self.sink, &origin) {
+                    Ok(fidelity) if fidelity.is_faithful() => None,
+                    Ok(fidelity) => Some(format!(
+                        "executor '{id}': its snapshot does not come back from restore: {fidelity}"
+                    )),
+                    Err(e) => Some(format!("executor '{id}': snapshot verification: {e}")),
+                }
+            })
+            .collect()
     }
 
     /// The barrier: executor-id order throughout, so that delivery is by sender id and
