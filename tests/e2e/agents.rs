@@ -238,6 +238,17 @@ fn the_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
         states(&last)["lower_agent"],
         json!({"count": 1, "last_input": "Convert the following text to lowercase. Return ONLY the transformed text.\n\nText: DLROW OLLEH", "last_output": "dlrow olleh", "total_tokens": 23})
     );
+    // Every state of the agent executors comes back from restore, with no call made.
+    for path in checkpoint_paths(&ws.path().join("checkpoints")) {
+        let verified = run_with_key(&ws, &["checkpoints", "verify", path.to_str().unwrap()]);
+        verified.assert_code(0);
+        assert!(
+            verified.stdout.contains("lower_agent: identical"),
+            "{}",
+            verified.stdout
+        );
+    }
+    assert_eq!(server.requests(), 1);
     // The key went to the server, and into no event, log or checkpoint.
     assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY));
     for (name, bytes) in ws.checkpoint_files("checkpoints") {

@@ -50,6 +50,37 @@ fn the_example_executors_keep_their_state_through_restore() {
         every_checkpoint_verifies(&ws, &["finalize", "lower", "reverse", "upper"]);
     }
 
+    // The Python and JavaScript approvers, paused for their requests.
+    let ws = Workspace::new();
+    polyglot_components();
+    let manifest = ws.manifest(
+        "approvals.toml",
+        "[workflow]\nname = \"approvals\"\nstart = \"js\"\n\n\
+         [[executors]]\nid = \"js\"\ncomponent = \"@components@/approve_js.wasm\"\n\n\
+         [[executors]]\nid = \"py\"\ncomponent = \"@components@/approve_py.wasm\"\n\n\
+         [[edges]]\nfrom = \"js\"\nto = \"py\"\n",
+    );
+    let manifest = manifest.to_str().unwrap();
+    let paused = ws.superstep(&[
+        "run",
+        manifest,
+        "--input",
+        "\"ship it\"",
+        "--verify-snapshots",
+    ]);
+    paused.assert_code(3);
+    let respond = r#"js:0:1={"approved": true}"#;
+    let at = ws.superstep(&["checkpoints", "latest"]);
+    let again = ws.superstep(&[
+        "resume",
+        at.stdout.trim(),
+        "--respond",
+        respond,
+        "--verify-snapshots",
+    ]);
+    again.assert_code(3);
+    every_checkpoint_verifies(&ws, &["js", "py"]);
+
     // The plan review, paused for its request, and the ring.
     let ws = Workspace::new();
     let manifest = ws.plan_review();

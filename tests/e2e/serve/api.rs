@@ -113,6 +113,22 @@ fn plan_review_is_started_rejected_approved_and_completed_over_http() {
     assert_eq!(state.status, 200, "{}", state.text);
     assert_eq!(state.headers["content-type"], "application/json");
     assert!(state.json().is_object());
+
+    // A fork made beside the server shows in the tree with what it changed.
+    let first = checkpoints[0]["checkpoint_id"].as_str().unwrap();
+    assert_eq!(checkpoints[0]["edits"], serde_json::json!([]));
+    let forked = ws.superstep(&["checkpoints", "fork", first, "--shared", "k=1"]);
+    forked.assert_code(0);
+    let tree = client.get(&format!("/v1/runs/{run}/checkpoints")).json();
+    let fork = tree["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checkpoint_id"] == forked.stdout.trim())
+        .unwrap_or_else(|| panic!("{tree}"))
+        .clone();
+    assert_eq!(fork["parent_id"], first);
+    assert_eq!(fork["edits"], serde_json::json!(["shared value 'k' set"]));
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub struct CheckpointNode {
     pending: usize,
     /// Outputs emitted so far.
     outputs: usize,
+    /// What was edited, in words, when it was made by `checkpoints fork`; else empty.
+    edits: Vec<String>,
 }
 
 impl From<&Summary> for CheckpointNode {
@@ -48,6 +50,11 @@ impl From<&Summary> for CheckpointNode {
             queued: summary.queued,
             pending: summary.pending,
             outputs: summary.outputs,
+            edits: summary
+                .edit
+                .iter()
+                .flat_map(|edit| edit.changes.iter().map(ToString::to_string))
+                .collect(),
         }
     }
 }

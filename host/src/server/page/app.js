@@ -435,9 +435,11 @@ function drawTree(state, tree) {
   const ids = new Set(tree.checkpoints.map((c) => c.checkpoint_id));
   const active = state.run && (state.run.status === "running" || state.run.status === "queued");
   const item = (c) => {
-    const label = `…${c.checkpoint_id.slice(-12)} · superstep ${c.superstep} · ${c.status}`;
+    const forked = c.edits.length ? " · forked" : "";
+    const label = `…${c.checkpoint_id.slice(-12)} · superstep ${c.superstep} · ${c.status}${forked}`;
+    const title = [c.checkpoint_id, ...c.edits].join("\n");
     const li = el("li", { "data-checkpoint": c.checkpoint_id },
-      el("span", { text: label, title: c.checkpoint_id, onclick: () => showCheckpoint(state, c) }));
+      el("span", { text: label, title, onclick: () => showCheckpoint(state, c) }));
     if (c.checkpoint_id === tree.latest) li.classList.add("latest");
     if (c.checkpoint_id === state.selected) li.classList.add("selected");
     if (!active) {
