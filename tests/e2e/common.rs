@@ -155,6 +155,20 @@ impl Workspace {
         )
     }
 
+    /// `approvals.toml`: the JavaScript approver, then the Python one, then the Rust
+    /// `finalize` (as `done`); each approver asks for a response before it sends on.
+    pub fn approvals(&self) -> PathBuf {
+        polyglot_components();
+        self.manifest(
+            "approvals.toml",
+            "[workflow]\nname = \"approvals\"\nstart = \"js\"\n\n\
+             [[executors]]\nid = \"js\"\ncomponent = \"@components@/approve_js.wasm\"\n\n\
+             [[executors]]\nid = \"py\"\ncomponent = \"@components@/approve_py.wasm\"\n\n\
+             [[executors]]\nid = \"done\"\ncomponent = \"@components@/finalize.wasm\"\n\n\
+             [[edges]]\nfrom = \"js\"\nto = \"py\"\n\n[[edges]]\nfrom = \"py\"\nto = \"done\"\n",
+        )
+    }
+
     /// The plan-review manifest with its components resolved to the built ones.
     pub fn plan_review(&self) -> PathBuf {
         let text = std::fs::read_to_string(repo().join("guest-examples/plan_review.toml")).unwrap();

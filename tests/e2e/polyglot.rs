@@ -209,15 +209,7 @@ fn a_guest_error_in_any_language_fails_the_executor_with_its_message() {
 #[test]
 fn python_and_javascript_executors_pause_for_input_and_resume_with_the_response() {
     let ws = Workspace::new();
-    polyglot_components();
-    let manifest = ws.manifest(
-        "approvals.toml",
-        "[workflow]\nname = \"approvals\"\nstart = \"js\"\n\n\
-         [[executors]]\nid = \"js\"\ncomponent = \"@components@/approve_js.wasm\"\n\n\
-         [[executors]]\nid = \"py\"\ncomponent = \"@components@/approve_py.wasm\"\n\n\
-         [[executors]]\nid = \"done\"\ncomponent = \"@components@/finalize.wasm\"\n\n\
-         [[edges]]\nfrom = \"js\"\nto = \"py\"\n\n[[edges]]\nfrom = \"py\"\nto = \"done\"\n",
-    );
+    let manifest = ws.approvals();
     let paused_at = |run: &Run| -> String {
         let saved = run.events_named("checkpoint_saved");
         let last = saved.last().unwrap();

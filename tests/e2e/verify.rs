@@ -52,14 +52,7 @@ fn the_example_executors_keep_their_state_through_restore() {
 
     // The Python and JavaScript approvers, paused for their requests.
     let ws = Workspace::new();
-    polyglot_components();
-    let manifest = ws.manifest(
-        "approvals.toml",
-        "[workflow]\nname = \"approvals\"\nstart = \"js\"\n\n\
-         [[executors]]\nid = \"js\"\ncomponent = \"@components@/approve_js.wasm\"\n\n\
-         [[executors]]\nid = \"py\"\ncomponent = \"@components@/approve_py.wasm\"\n\n\
-         [[edges]]\nfrom = \"js\"\nto = \"py\"\n",
-    );
+    let manifest = ws.approvals();
     let manifest = manifest.to_str().unwrap();
     let paused = ws.superstep(&[
         "run",
@@ -79,7 +72,7 @@ fn the_example_executors_keep_their_state_through_restore() {
         "--verify-snapshots",
     ]);
     again.assert_code(3);
-    every_checkpoint_verifies(&ws, &["js", "py"]);
+    every_checkpoint_verifies(&ws, &["done", "js", "py"]);
 
     // The plan review, paused for its request, and the ring.
     let ws = Workspace::new();

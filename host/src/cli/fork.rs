@@ -2,7 +2,6 @@
 //! shared values and queued messages edited (time travel). Prints the new checkpoint's
 //! id, which `superstep resume` takes.
 
-use super::run::recorded_manifest;
 use super::store::{self, load_named};
 use super::{EXIT_OK, say};
 use bytes::Bytes;
@@ -11,22 +10,13 @@ use std::path::PathBuf;
 use superstep::checkpoint::fork::{Edits, QueueEdit, fork};
 use superstep::error::{Result, invalid};
 use superstep::graph::Graph;
-use superstep::manifest::Manifest;
 
 #[derive(Args)]
 pub(super) struct ForkArgs {
     /// A checkpoint file, or a checkpoint id (or unique prefix) in the store.
     checkpoint: String,
-    /// Where the fork is written (and ids are looked up); defaults to the checkpoint
-    /// file's directory, or ./checkpoints for an id.
-    #[arg(
-        long = "store",
-        visible_alias = "dir",
-        alias = "checkpoint-dir",
-        env = "SUPERSTEP_STORE",
-        value_name = "LOCATION"
-    )]
-    store: Option<String>,
+    #[command(flatten)]
+    store: store::BesideArgs,
     /// The manifest the checkpoint was taken with, for its edges; defaults to the one
     /// recorded in the checkpoint.
     #[arg(long)]
@@ -52,20 +42,9 @@ pub(super) struct ForkArgs {
 /// Writes the fork into the store and prints its id; what changed goes to stderr.
 pub(super) fn fork_checkpoint(args: ForkArgs) -> Result<u8> {
     let edits = edits(&args)?;
-    let location = match (&args.store, store::named_file(&args.checkpoint)) {
-        (Some(location), _) => location.clone(),
-        (None, Some(file)) => store::beside(file),
-        (None, None) => store::DEFAULT_STORE.to_string(),
-    };
-    let store = store::open(&location)?;
+    let store = store::open(&args.store.location_for(&args.checkpoint))?;
     let parent = load_named(&args.checkpoint, store.as_ref())?;
-    let manifest = match &args.manifest {
-        Some(path) => Manifest::load(path)?,
-        None => Manifest::load_unquoted(
-            &recorded_manifest(&parent)?,
-            &format!("checkpoint {}", parent.checkpoint_id),
-        )?,
-    };
+    let manifest = store::manifest_for(&parent, args.manifest.as_deref())?;
     let graph = Graph::new(&manifest);
     if graph.digest() != parent.manifest.digest {
         return Err(invalid(format!(

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use superstep::checkpoint::Checkpoint;
 use superstep::engine::{Durability, Outcome, Run, Runtime, Workflow};
 use superstep::error::Result;
 use superstep::error::invalid;
@@ -45,16 +44,8 @@ pub(super) struct ResumeArgs {
     /// The manifest to resume with; defaults to the one recorded in the checkpoint.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Where new checkpoints go (and where ids are looked up): a directory; defaults
-    /// to the checkpoint file's directory, or ./checkpoints for an id.
-    #[arg(
-        long = "store",
-        visible_alias = "dir",
-        alias = "checkpoint-dir",
-        env = "SUPERSTEP_STORE",
-        value_name = "LOCATION"
-    )]
-    store: Option<String>,
+    #[command(flatten)]
+    store: store::BesideArgs,
     /// Restore the checkpointed states into components whose digest changed.
     #[arg(long)]
     allow_changed_components: bool,
@@ -135,20 +126,10 @@ pub(super) fn run(args: RunArgs) -> Result<u8> {
 /// `superstep resume`: a run carried on from a checkpoint, with responses to its
 /// pending requests.
 pub(super) fn resume(args: ResumeArgs) -> Result<u8> {
-    let location = match (&args.store, store::named_file(&args.checkpoint)) {
-        (Some(location), _) => location.clone(),
-        (None, Some(file)) => store::beside(file),
-        (None, None) => store::DEFAULT_STORE.to_string(),
-    };
+    let location = args.store.location_for(&args.checkpoint);
     let store = store::open(&location)?;
     let checkpoint = store::load_named(&args.checkpoint, store.as_ref())?;
-    let manifest = match args.manifest {
-        Some(manifest) => Manifest::load(&manifest)?,
-        None => Manifest::load_unquoted(
-            &recorded_manifest(&checkpoint)?,
-            &format!("checkpoint {}", checkpoint.checkpoint_id),
-        )?,
-    };
+    let manifest = store::manifest_for(&checkpoint, args.manifest.as_deref())?;
     let workflow = if args.allow_changed_components {
         load(manifest, args.exec.threads)?
     } else {
@@ -168,20 +149,6 @@ pub(super) fn resume(args: ResumeArgs) -> Result<u8> {
         run.respond(&request_id, response)?;
     }
     drive(&mut run, args.exec.interactive)
-}
-
-/// The manifest a checkpoint names. A checkpoint is input like any file, so the path
-/// must at least name a `.toml` file: no other file is read because a checkpoint says so.
-pub(super) fn recorded_manifest(checkpoint: &Checkpoint) -> Result<PathBuf> {
-    let path = PathBuf::from(&checkpoint.manifest.path);
-    if path.is_absolute() && path.extension().is_some_and(|e| e == "toml") {
-        Ok(path)
-    } else {
-        Err(invalid(format!(
-            "checkpoint {} names the manifest '{}', which is not an absolute path to a .toml file; pass --manifest",
-            checkpoint.checkpoint_id, checkpoint.manifest.path
-        )))
-    }
 }
 
 fn load(manifest: Manifest, threads: usize) -> Result<Workflow> {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use superstep::checkpoint::{
     Checkpoint, CheckpointStore, FileStore, PostgresStore, SigningKeys, is_postgres_url, read_file,
 };
-use superstep::error::Result;
+use superstep::error::{Result, invalid};
+use superstep::manifest::Manifest;
 
 /// The store option every command that reads or writes checkpoints takes.
 #[derive(Args, Clone)]
@@ -24,6 +25,34 @@ pub(super) struct StoreArgs {
         value_name = "LOCATION"
     )]
     pub(super) location: String,
+}
+
+/// The store option of commands that write beside a checkpoint file named on the
+/// command line (`resume`, `checkpoints fork`).
+#[derive(Args, Clone)]
+pub(super) struct BesideArgs {
+    /// Where new checkpoints go (and where ids are looked up): a directory; defaults
+    /// to the checkpoint file's directory, or ./checkpoints for an id.
+    #[arg(
+        long = "store",
+        visible_alias = "dir",
+        alias = "checkpoint-dir",
+        env = "SUPERSTEP_STORE",
+        value_name = "LOCATION"
+    )]
+    location: Option<String>,
+}
+
+impl BesideArgs {
+    /// The store's location for `checkpoint` (a file, an id or a prefix): the one
+    /// given, else the file's directory, else `./checkpoints`.
+    pub(super) fn location_for(&self, checkpoint: &str) -> String {
+        match (&self.location, named_file(checkpoint)) {
+            (Some(location), _) => location.clone(),
+            (None, Some(file)) => beside(file),
+            (None, None) => DEFAULT_STORE.to_string(),
+        }
+    }
 }
 
 /// The store when none is given: `./checkpoints`.
@@ -49,6 +78,23 @@ pub(super) fn open(location: &str) -> Result<Arc<dyn CheckpointStore>> {
     Ok(Arc::new(FileStore::new(location).with_signing_keys(keys)))
 }
 
+/// The manifest to go on from `checkpoint` with: `given`, else the one the checkpoint
+/// records. A checkpoint is input like any file, so the recorded path must at least
+/// name a `.toml` file: no other file is read because a checkpoint says so.
+pub(super) fn manifest_for(checkpoint: &Checkpoint, given: Option<&Path>) -> Result<Manifest> {
+    if let Some(path) = given {
+        return Manifest::load(path);
+    }
+    let path = PathBuf::from(&checkpoint.manifest.path);
+    if !path.is_absolute() || path.extension().is_none_or(|e| e != "toml") {
+        return Err(invalid(format!(
+            "checkpoint {} names the manifest '{}', which is not an absolute path to a .toml file; pass --manifest",
+            checkpoint.checkpoint_id, checkpoint.manifest.path
+        )));
+    }
+    Manifest::load_unquoted(&path, &format!("checkpoint {}", checkpoint.checkpoint_id))
+}
+
 /// A checkpoint named on the command line: a file (any file that is there, a FIFO too,
 /// which reading refuses, so that a path is never taken for an id), or an id or unique
 /// id prefix in `store`.
@@ -60,13 +106,13 @@ pub(super) fn load_named(name: &str, store: &dyn CheckpointStore) -> Result<Chec
 }
 
 /// `name` as a path, if a file is there.
-pub(super) fn named_file(name: &str) -> Option<&Path> {
+fn named_file(name: &str) -> Option<&Path> {
     let path = Path::new(name);
     path.exists().then_some(path)
 }
 
 /// The directory of a checkpoint file, as a store location.
-pub(super) fn beside(file: &Path) -> String {
+fn beside(file: &Path) -> String {
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() {
         PathBuf::from(".")

@@ -2,8 +2,7 @@
 //! fresh instance and snapshotted again, compared with what the checkpoint holds.
 
 use super::display::human_line;
-use super::run::recorded_manifest;
-use super::store::{StoreArgs, load_named};
+use super::store::{StoreArgs, load_named, manifest_for};
 use super::{EXIT_DIFFERS, EXIT_OK, say};
 use clap::Args;
 use std::path::PathBuf;
@@ -11,7 +10,6 @@ use std::sync::Arc;
 use superstep::engine::{Runtime, Workflow};
 use superstep::error::Result;
 use superstep::events::Event;
-use superstep::manifest::Manifest;
 
 #[derive(Args)]
 pub(super) struct VerifyArgs {
@@ -30,13 +28,7 @@ pub(super) struct VerifyArgs {
 pub(super) fn verify(args: VerifyArgs) -> Result<u8> {
     let store = args.store.open()?;
     let checkpoint = load_named(&args.checkpoint, store.as_ref())?;
-    let manifest = match &args.manifest {
-        Some(path) => Manifest::load(path)?,
-        None => Manifest::load_unquoted(
-            &recorded_manifest(&checkpoint)?,
-            &format!("checkpoint {}", checkpoint.checkpoint_id),
-        )?,
-    };
+    let manifest = manifest_for(&checkpoint, args.manifest.as_deref())?;
     let workflow = Workflow::load(Runtime::new(0, manifest.uses_fuel())?, manifest)?;
     // What the guests print while they restore and snapshot goes to stderr.
     let sink = Arc::new(|event: &Event| {
