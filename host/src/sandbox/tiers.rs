@@ -141,17 +141,14 @@ impl Tiers {
                     .or_else(|| baseline().map(|c| (c, Tier::Baseline))),
             }
         });
-        let (component, tier) = match cached {
-            Some(found) => found,
+        match cached {
+            Some(found) => Ok(found),
             None => {
-                let component = Component::new(&self.linked(first).engine, wasm)?;
-                if let Some(cache) = &self.cache {
-                    cache.store(&self.linked(first).engine, digest, &component);
-                }
-                (component, first)
+                let engine = &self.linked(first).engine;
+                let component = compile_and_keep(self.cache.as_ref(), engine, digest, wasm)?;
+                Ok((component, first))
             }
-        };
-        Ok((component, tier))
+        }
     }
 
     /// Compiles the component with `digest` and bytes `wasm` by Cranelift into the cache,
@@ -192,22 +189,31 @@ impl Tiers {
         let (cache, linked) = (self.cache.clone(), self.optimized.clone());
         let (digest, wasm) = (digest.to_string(), wasm.to_vec());
         optimizer.spawn(move || {
-            let engine = &linked.engine;
-            let component = match cache.as_ref().and_then(|c| c.load(engine, &digest)) {
-                Some(component) => component,
-                None => match Component::new(engine, &wasm) {
-                    Ok(component) => {
-                        if let Some(cache) = &cache {
-                            cache.store(engine, &digest, &component);
-                        }
-                        component
-                    }
-                    Err(_) => return,
-                },
+            let (cache, engine) = (cache.as_ref(), &linked.engine);
+            let component = match cache.and_then(|c| c.load(engine, &digest)) {
+                Some(component) => Ok(component),
+                None => compile_and_keep(cache, engine, &digest, &wasm),
             };
-            done(&linked, component);
+            if let Ok(component) = component {
+                done(&linked, component);
+            }
         });
     }
+}
+
+/// `wasm` (the component with SHA-256 `digest`) compiled by `engine`, and kept in
+/// `cache` if there is one.
+fn compile_and_keep(
+    cache: Option<&CompileCache>,
+    engine: &Engine,
+    digest: &str,
+    wasm: &[u8],
+) -> wasmtime::Result<Component> {
+    let component = Component::new(engine, wasm)?;
+    if let Some(cache) = cache {
+        cache.store(engine, digest, &component);
+    }
+    Ok(component)
 }
 
 /// Lowers the calling thread's CPU priority as far as it goes, so that background
