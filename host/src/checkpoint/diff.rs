@@ -1,8 +1,9 @@
 //! What changed between two checkpoints: executor states, shared state, queues,
-//! pending requests, responses and outputs.
+//! pending requests, responses and outputs; and how two payloads' bytes compare.
 
 use super::Checkpoint;
 use crate::message::Payload;
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// The differences from checkpoint `a` to checkpoint `b`, one readable line each
@@ -115,26 +116,105 @@ fn compare(lines: &mut Vec<String>, name: &str, x: Option<&Payload>, y: Option<&
     match (x.map(Payload::to_text), y.map(Payload::to_text)) {
         (None, Some(y)) => lines.push(format!("{name}: added {y}")),
         (Some(x), None) => lines.push(format!("{name}: removed (was {x})")),
-        (Some(x), Some(y)) if x != y && same_json_value(&x, &y) => {
-            lines.push(format!(
+        (Some(x), Some(y)) => match Comparison::of(x.as_bytes(), y.as_bytes()) {
+            Comparison::Identical => {}
+            Comparison::EqualAsJson => lines.push(format!(
                 "{name}: the same JSON value, written differently (key order or spacing)"
-            ));
-        }
-        (Some(x), Some(y)) if x != y => {
-            lines.push(format!("{name}: changed"));
-            lines.push(format!("  - {x}"));
-            lines.push(format!("  + {y}"));
-        }
-        _ => {}
+            )),
+            Comparison::Differs(_) => {
+                lines.push(format!("{name}: changed"));
+                lines.push(format!("  - {x}"));
+                lines.push(format!("  + {y}"));
+            }
+        },
+        (None, None) => {}
     }
 }
 
-/// Whether two payload texts are JSON holding the same value (objects compared by key,
-/// not order). JSON a value cannot hold (too deep, numbers past `f64`) counts as
-/// different.
-fn same_json_value(x: &str, y: &str) -> bool {
-    let value = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
-    matches!((value(x), value(y)), (Some(x), Some(y)) if x == y)
+/// How two byte strings compare (a state against the same state restored and
+/// snapshotted again, or against another checkpoint's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// The same bytes.
+    Identical,
+    /// Other bytes holding the same JSON value (key order or spacing differ).
+    EqualAsJson,
+    /// Not the same: the first difference, in words.
+    Differs(String),
+}
+
+impl Comparison {
+    /// How `again` compares with `stored`.
+    pub fn of(stored: &[u8], again: &[u8]) -> Comparison {
+        if stored == again {
+            return Comparison::Identical;
+        }
+        // JSON a value cannot hold (too deep, numbers past `f64`) counts as different.
+        let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).ok();
+        match (json(stored), json(again)) {
+            (Some(x), Some(y)) if x == y => Comparison::EqualAsJson,
+            (Some(x), Some(y)) => Comparison::Differs(
+                first_json_difference("$", &x, &y).expect("unequal values differ somewhere"),
+            ),
+            _ => Comparison::Differs(first_byte_difference(stored, again)),
+        }
+    }
+
+    /// Whether the two hold the same (as bytes or as JSON).
+    pub fn is_faithful(&self) -> bool {
+        !matches!(self, Comparison::Differs(_))
+    }
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Comparison::Identical => f.write_str("identical"),
+            Comparison::EqualAsJson => f.write_str("equal as JSON (the bytes differ)"),
+            Comparison::Differs(how) => write!(f, "differs: {how}"),
+        }
+    }
+}
+
+/// Where two JSON values first differ, as `<path>: <stored> -> <again>`.
+fn first_json_difference(path: &str, x: &Value, y: &Value) -> Option<String> {
+    if x == y {
+        return None;
+    }
+    match (x, y) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
+            keys.map(|key| {
+                let at = format!("{path}.{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => first_json_difference(&at, x, y),
+                    (Some(x), None) => Some(format!("{at}: {x} -> missing")),
+                    (None, Some(y)) => Some(format!("{at}: missing -> {y}")),
+                    (None, None) => None,
+                }
+            })
+            .find_map(|difference| difference)
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_json_difference(&format!("{path}[{i}]"), x, y)),
+        (Value::Array(a), Value::Array(b)) => Some(format!(
+            "{path}: an array of {} -> an array of {}",
+            a.len(),
+            b.len()
+        )),
+        _ => Some(format!("{path}: {x} -> {y}")),
+    }
+}
+
+/// Where two byte strings first differ.
+fn first_byte_difference(x: &[u8], y: &[u8]) -> String {
+    match x.iter().zip(y).position(|(a, b)| a != b) {
+        Some(at) => format!("byte {at}: 0x{:02x} -> 0x{:02x}", x[at], y[at]),
+        None => format!("{} bytes -> {} bytes", x.len(), y.len()),
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +283,61 @@ mod tests {
                 "pending requests: 0 -> 1",
                 "  + a:1:1 from a (ask): \"ok?\"",
             ]
+        );
+    }
+
+    fn compared(x: &str, y: &str) -> String {
+        Comparison::of(x.as_bytes(), y.as_bytes()).to_string()
+    }
+
+    #[test]
+    fn states_compare_as_bytes_then_as_json() {
+        assert_eq!(compared(r#"{"a":1}"#, r#"{"a":1}"#), "identical");
+        assert_eq!(
+            compared(r#"{"a":1,"b":2}"#, r#"{"b": 2, "a": 1}"#),
+            "equal as JSON (the bytes differ)"
+        );
+        assert!(Comparison::of(b"{}", b"{ }").is_faithful());
+        assert!(!Comparison::of(b"{}", b"[]").is_faithful());
+    }
+
+    #[test]
+    fn the_first_json_difference_is_named_by_its_path() {
+        assert_eq!(
+            compared(r#"{"count":3,"last":"x"}"#, r#"{"count":0,"last":"x"}"#),
+            "differs: $.count: 3 -> 0"
+        );
+        assert_eq!(
+            compared(
+                r#"{"a":{"items":[1,2,{"k":true}]}}"#,
+                r#"{"a":{"items":[1,2,{"k":false}]}}"#
+            ),
+            "differs: $.a.items[2].k: true -> false"
+        );
+        assert_eq!(
+            compared(r#"{"a":1,"b":2}"#, r#"{"a":1}"#),
+            "differs: $.b: 2 -> missing"
+        );
+        assert_eq!(
+            compared(r#"{"a":1}"#, r#"{"a":1,"c":[]}"#),
+            "differs: $.c: missing -> []"
+        );
+        assert_eq!(
+            compared("[1,2]", "[1]"),
+            "differs: $: an array of 2 -> an array of 1"
+        );
+        assert_eq!(compared("1", "\"1\""), "differs: $: 1 -> \"1\"");
+    }
+
+    #[test]
+    fn other_bytes_differ_at_a_byte_or_in_length() {
+        assert_eq!(
+            Comparison::of(b"\x00\x01\x02", b"\x00\x09\x02").to_string(),
+            "differs: byte 1: 0x01 -> 0x09"
+        );
+        assert_eq!(
+            Comparison::of(b"\x00\x01", b"\x00\x01\x02").to_string(),
+            "differs: 2 bytes -> 3 bytes"
         );
     }
 }

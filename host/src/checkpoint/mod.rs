@@ -22,7 +22,7 @@ mod store;
 mod summary;
 
 pub use checks::is_plain_id;
-pub use diff::diff;
+pub use diff::{Comparison, diff};
 pub use prune::{PrunePolicy, plan as plan_prune};
 pub use signing::SigningKeys;
 #[cfg(test)]

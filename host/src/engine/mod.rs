@@ -26,7 +26,7 @@ pub use run::{Durability, Outcome, Run, Stopper};
 pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
 pub use snapshot::{Output, PendingRequest};
-pub use verify::{Fidelity, Verified};
+pub use verify::Verified;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;
