@@ -160,7 +160,7 @@ fn refused_forks_write_nothing() {
         .assert_code(3);
     let at = checkpoint_at(&ws, 1);
     let before = ws.checkpoint_files("checkpoints");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--state", "plannr={}"], "--state plannr: checkpoint "),
         (&["--state", "plannr={}"], "(did you mean 'planner'?)"),
         (
@@ -172,6 +172,14 @@ fn refused_forks_write_nothing() {
             "--queue report:plan: no edge into 'report' carries kind 'plan' (they carry results)",
         ),
         (&["--drop-queued", "nobody"], "has no executor 'nobody'"),
+        (
+            &["--queue", "worker:=[]"],
+            "--queue worker:: the kind is empty",
+        ),
+        (
+            &["--state", "planner={}", "--state", "planner=[]"],
+            "--state planner: given twice",
+        ),
         (
             &["--shared", "k=@missing.json"],
             "--shared k: missing.json: ",
