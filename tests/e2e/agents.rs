@@ -220,6 +220,37 @@ fn allow(server: &ChatServer) -> String {
     format!(r#"allowed_hosts = ["http://127.0.0.1:{}"]"#, server.port)
 }
 
+/// Through the library: a stretch from superstep 1 to the end cannot replay, since no
+/// checkpoint holds the agent's results of superstep 3 alone; up to superstep 3 it
+/// can, the agent not being in it.
+fn replay_over_the_agent_needs_its_own_barrier(ws: &Workspace, manifest: &str) {
+    let granted = r#"env = ["SUPERSTEP_TEST_KEY"]"#;
+    let text = std::fs::read_to_string(manifest).unwrap();
+    assert!(text.contains(granted));
+    let text = text.replace(granted, r#"env = ["SUPERSTEP_TEST_KEY=unused"]"#);
+    let manifest = superstep::Manifest::load(&ws.manifest("library.toml", &text)).unwrap();
+    let runtime = superstep::Runtime::new(1, false).unwrap();
+    let workflow = superstep::Workflow::load(runtime, manifest).unwrap();
+    let at = |superstep: u64| {
+        let path = checkpoint_paths(&ws.path().join("checkpoints"))
+            .into_iter()
+            .find(|path| read_checkpoint(path)["superstep"] == superstep)
+            .unwrap();
+        superstep::checkpoint::read_file(&path, None).unwrap()
+    };
+    let sink: std::sync::Arc<dyn superstep::EventSink> = std::sync::Arc::new(|_: &_| {});
+    let refused = workflow.replay(&at(1), &at(5), sink.clone()).unwrap_err();
+    assert!(
+        refused.to_string().starts_with(
+            "replay stops at superstep 3: executor 'lower_agent' can reach outside its sandbox, so it is not run, and no checkpoint records its results of that superstep alone"
+        ),
+        "{refused}"
+    );
+    let replayed = workflow.replay(&at(1), &at(3), sink).unwrap();
+    assert_eq!(replayed.supersteps, 1..3);
+    assert!(replayed.is_identical() && replayed.recorded.is_empty());
+}
+
 #[test]
 fn the_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
     let ws = Workspace::new();
@@ -248,6 +279,26 @@ fn the_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
             verified.stdout
         );
     }
+    assert_eq!(server.requests(), 1);
+    // Replayed, the agent's recorded results stand in for its call.
+    let first = checkpoint_paths(&ws.path().join("checkpoints"))
+        .into_iter()
+        .find(|path| read_checkpoint(path)["superstep"] == 1)
+        .unwrap();
+    let replayed = run_with_key(&ws, &["replay", first.to_str().unwrap()]);
+    replayed.assert_code(0);
+    let lines: Vec<&str> = replayed.stdout.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "superstep 1: identical",
+            "superstep 2: identical",
+            "superstep 3 (recorded results of lower_agent, not run): identical",
+            "superstep 4: identical",
+        ]
+    );
+    assert_eq!(server.requests(), 1);
+    replay_over_the_agent_needs_its_own_barrier(&ws, &manifest);
     assert_eq!(server.requests(), 1);
     // The key went to the server, and into no event, log or checkpoint.
     assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY));

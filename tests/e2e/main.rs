@@ -20,6 +20,7 @@ mod pipeline;
 mod polyglot;
 mod postgres;
 mod postgres_server;
+mod replay;
 mod routing;
 mod sandbox;
 mod sdks;

@@ -33,10 +33,7 @@ pub fn diff(a: &Checkpoint, b: &Checkpoint) -> Vec<String> {
     queues(&mut lines, a, b);
     listed(&mut lines, "pending requests", &requests(a), &requests(b));
     listed(&mut lines, "responses", &responses(a), &responses(b));
-    if a.outputs.len() != b.outputs.len() {
-        let (x, y) = (a.outputs.len(), b.outputs.len());
-        lines.push(format!("outputs: {x} -> {y}"));
-    }
+    listed(&mut lines, "outputs", &outputs(a), &outputs(b));
     lines
 }
 
@@ -92,6 +89,17 @@ fn responses(c: &Checkpoint) -> Vec<String> {
     responses
         .map(|r| format!("{} ({}): {}", r.request_id, r.kind, r.body.to_text()))
         .collect()
+}
+
+fn outputs(c: &Checkpoint) -> Vec<String> {
+    let line = |o: &super::OutputRecord| {
+        let body = o.body.to_text();
+        format!(
+            "superstep {} from {} ({}): {body}",
+            o.superstep, o.source, o.kind
+        )
+    };
+    c.outputs.iter().map(line).collect()
 }
 
 /// A list whose entries differ: the counts, then what went and what came.
@@ -268,6 +276,12 @@ mod tests {
             kind: "ask".into(),
             body: Payload::encode(b"\"ok?\""),
         });
+        b.outputs.push(crate::checkpoint::OutputRecord {
+            superstep: 1,
+            source: "a".into(),
+            kind: "text".into(),
+            body: Payload::encode(b"\"done\""),
+        });
         assert_eq!(
             diff(&a, &b),
             [
@@ -282,6 +296,8 @@ mod tests {
                 "  - from a (text): \"hi\"",
                 "pending requests: 0 -> 1",
                 "  + a:1:1 from a (ask): \"ok?\"",
+                "outputs: 0 -> 1",
+                "  + superstep 1 from a (text): \"done\"",
             ]
         );
     }

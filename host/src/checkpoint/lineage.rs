@@ -106,6 +106,69 @@ pub fn tree(summaries: &[&Summary], line: impl Fn(&Summary) -> String) -> Vec<St
     lines
 }
 
+/// The checkpoints from `from` down to `until`, both included, parents first: `until`
+/// must descend from `from`. Without `until`, the chain goes on while each checkpoint
+/// has one child; one that was resumed or forked more than once ends it with an error
+/// naming its children, for the caller to choose a branch. Ids are exact.
+pub fn chain<'a>(
+    summaries: &[&'a Summary],
+    from: &str,
+    until: Option<&str>,
+) -> Result<Vec<&'a Summary>, String> {
+    let by_id: HashMap<&str, &Summary> = summaries
+        .iter()
+        .map(|s| (s.checkpoint_id.as_str(), *s))
+        .collect();
+    let first = *by_id
+        .get(from)
+        .ok_or_else(|| format!("no checkpoint {from} in the store"))?;
+    let Some(until) = until else {
+        return descendants(summaries, first);
+    };
+    let mut at = *by_id
+        .get(until)
+        .ok_or_else(|| format!("no checkpoint {until} in the store"))?;
+    let mut chain = vec![at];
+    while at.checkpoint_id != from {
+        let parent = at.parent_id.as_deref().and_then(|p| by_id.get(p));
+        match parent {
+            Some(parent) if chain.len() <= by_id.len() => at = parent,
+            _ => return Err(format!("checkpoint {until} does not descend from {from}")),
+        }
+        chain.push(at);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// `first` and its descendants while each has a single child; refused at a child
+/// that has several.
+fn descendants<'a>(
+    summaries: &[&'a Summary],
+    first: &'a Summary,
+) -> Result<Vec<&'a Summary>, String> {
+    let mut chain = vec![first];
+    loop {
+        let last = chain[chain.len() - 1].checkpoint_id.as_str();
+        let children: Vec<&Summary> = summaries
+            .iter()
+            .copied()
+            .filter(|s| s.parent_id.as_deref() == Some(last))
+            .collect();
+        match children.as_slice() {
+            [only] if chain.len() <= summaries.len() => chain.push(only),
+            [] | [_] => return Ok(chain),
+            many => {
+                let ids: Vec<&str> = many.iter().map(|s| s.checkpoint_id.as_str()).collect();
+                return Err(format!(
+                    "the run went on from checkpoint {last} more than once ({}): name the last checkpoint of the branch to follow",
+                    ids.join(", ")
+                ));
+            }
+        }
+    }
+}
+
 /// Queues `branches` so that the oldest is drawn first, each with its tree prefixes.
 fn push_branches<'a>(
     stack: &mut Vec<(&'a Summary, String, String)>,
@@ -160,6 +223,37 @@ mod tests {
         assert_eq!(id(None), Some("d1"), "the run that saved last");
         assert_eq!(id(Some("r3")), None);
         assert_eq!(latest(&[], None), None);
+    }
+
+    #[test]
+    fn a_chain_runs_from_a_checkpoint_to_a_descendant() {
+        let all = forest();
+        let all: Vec<&Summary> = all.iter().collect();
+        let ids = |from, until| {
+            chain(&all, from, until).map(|c| {
+                let ids: Vec<&str> = c.iter().map(|s| s.checkpoint_id.as_str()).collect();
+                ids.join(" ")
+            })
+        };
+        assert_eq!(ids("c1", Some("c3")).unwrap(), "c1 c2 c3");
+        assert_eq!(ids("c1", Some("b2")).unwrap(), "c1 b2");
+        assert_eq!(ids("c2", None).unwrap(), "c2 c3", "one child each");
+        assert_eq!(
+            ids("c1", None).unwrap_err(),
+            "the run went on from checkpoint c1 more than once (c2, b2): name the last checkpoint of the branch to follow"
+        );
+        assert_eq!(ids("d1", Some("d1")).unwrap(), "d1");
+        let refused = |from, until| ids(from, until).unwrap_err();
+        assert_eq!(
+            refused("c2", Some("b2")),
+            "checkpoint b2 does not descend from c2"
+        );
+        assert_eq!(
+            refused("c3", Some("c1")),
+            "checkpoint c1 does not descend from c3"
+        );
+        assert_eq!(refused("x", None), "no checkpoint x in the store");
+        assert_eq!(refused("c1", Some("y")), "no checkpoint y in the store");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod display;
 mod fork;
 mod new;
 mod pretty_json;
+mod replay;
 mod run;
 mod runs;
 mod serve;
@@ -48,6 +49,10 @@ enum Command {
     Run(run::RunArgs),
     /// Resume a run from a checkpoint, in this process; outputs go to stdout.
     Resume(run::ResumeArgs),
+    /// Run the recorded supersteps of a run again in memory with a manifest's
+    /// components and compare each with its checkpoint; exits 4 at the first that
+    /// differs. Writes nothing and reaches no network.
+    Replay(replay::ReplayArgs),
     /// List and inspect checkpoints.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
@@ -96,6 +101,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Checkpoints(command) => checkpoints::execute(command),
         Command::Validate(args) => workflow::validate(args),
         Command::Compile(args) => workflow::compile(args),

@@ -27,12 +27,12 @@ pub(super) struct StoreArgs {
     pub(super) location: String,
 }
 
-/// The store option of commands that write beside a checkpoint file named on the
-/// command line (`resume`, `checkpoints fork`).
+/// The store option of commands that find a checkpoint file's lineage beside it, or
+/// write beside it (`resume`, `checkpoints fork`, `replay`).
 #[derive(Args, Clone)]
 pub(super) struct BesideArgs {
-    /// Where new checkpoints go (and where ids are looked up): a directory; defaults
-    /// to the checkpoint file's directory, or ./checkpoints for an id.
+    /// The store where ids are looked up (and new checkpoints go): a directory;
+    /// defaults to the checkpoint file's directory, or ./checkpoints for an id.
     #[arg(
         long = "store",
         visible_alias = "dir",

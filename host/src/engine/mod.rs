@@ -10,9 +10,11 @@
 //! | `saving` | the `Saver`: checkpoints written behind the engine (by the run's own writer thread or one shared by a runner's runs), events held until durable |
 //! | `snapshot` | a run's state to and from a checkpoint |
 //! | `restore` | resuming: a checkpoint checked against the workflow, journals replayed |
+//! | `replay` | replay: recorded supersteps run again in memory, compared with their checkpoints |
 //! | `verify` | snapshot verification: a state restored and snapshotted again, compared |
 
 mod journal_writer;
+mod replay;
 mod restore;
 mod run;
 mod runner;
@@ -22,6 +24,7 @@ mod step;
 mod verify;
 
 pub use crate::sandbox::tiers::{BASELINE_FROM_BYTES, Optimization, Tier};
+pub use replay::Replayed;
 pub use run::{Durability, Outcome, Run, Stopper};
 pub use runner::{RunHandle, Runner, Stopped};
 pub use saving::RunnerLimits;
@@ -151,6 +154,9 @@ struct Loaded {
     components: Vec<Arc<CompiledComponent>>,
     /// Per executor index: the config passed to `init`, as JSON.
     configs: Vec<Vec<u8>>,
+    /// Whether instances get their grants [sealed](crate::grants::Grants::sealed):
+    /// nothing they do reaches outside the sandbox (for replay).
+    sealed: bool,
 }
 
 impl Workflow {
@@ -236,10 +242,29 @@ impl Workflow {
             graph,
             components,
             configs,
+            sealed: false,
         };
         Ok(Workflow {
             loaded: Arc::new(loaded),
         })
+    }
+
+    /// This workflow with its executors' grants sealed (see
+    /// [`Grants::sealed`](crate::grants::Grants::sealed)), sharing its compiled
+    /// components.
+    fn sealed(&self) -> Workflow {
+        let loaded = &self.loaded;
+        let sealed = Loaded {
+            runtime: loaded.runtime.clone(),
+            manifest: loaded.manifest.clone(),
+            graph: loaded.graph.clone(),
+            components: loaded.components.clone(),
+            configs: loaded.configs.clone(),
+            sealed: true,
+        };
+        Workflow {
+            loaded: Arc::new(sealed),
+        }
     }
 
     /// The manifest the workflow was loaded from.
@@ -349,6 +374,10 @@ impl Workflow {
             &spec.grants.env,
             sink.clone(),
         );
-        ExecutorInstance::new(&self.loaded.components[i], ctx, &spec.grants, spec.limits)
+        let component = &self.loaded.components[i];
+        match self.loaded.sealed {
+            true => ExecutorInstance::new(component, ctx, &spec.grants.sealed(), spec.limits),
+            false => ExecutorInstance::new(component, ctx, &spec.grants, spec.limits),
+        }
     }
 }

@@ -239,6 +239,32 @@ impl Run {
         self.verify_snapshots = verify;
     }
 
+    /// Supersteps completed so far: the next superstep to run.
+    pub(super) fn supersteps_done(&self) -> u64 {
+        self.state.superstep
+    }
+
+    /// Runs the next superstep alone, the results in `recorded` standing in for the
+    /// executors it holds them for (they are not run); for replay. `Some` is how the
+    /// run stopped instead: no work left, the superstep cap, or a failed executor.
+    pub(super) fn step_once(&mut self, recorded: Vec<Option<Step>>) -> Result<Option<Outcome>> {
+        self.replay = recorded;
+        loop {
+            match self.next_superstep() {
+                Ok(Some(save)) => drop(save.wait()),
+                Ok(None) => return Ok(None),
+                Err(Ok(outcome)) => return Ok(Some(outcome)),
+                Err(Err(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The run as it stands, as a checkpoint whose parent is the latest one (not saved).
+    pub(super) fn to_checkpoint(&self) -> crate::checkpoint::Checkpoint {
+        let parent = self.last_checkpoint().map(str::to_string);
+        self.state.to_checkpoint(&self.workflow, parent)
+    }
+
     /// Requests waiting for a response, oldest first.
     pub fn pending_requests(&self) -> &[PendingRequest] {
         &self.state.pending
@@ -476,7 +502,7 @@ impl Run {
     }
 
     /// The indices of the executors with messages or responses for the next superstep.
-    fn with_work(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(super) fn with_work(&self) -> impl Iterator<Item = usize> + '_ {
         let state = &self.state;
         (0..state.queues.len())
             .filter(|&i| !state.queues[i].is_empty() || !state.responses[i].is_empty())
@@ -498,8 +524,7 @@ impl Run {
     /// Hands the run as it stands to the saver, as a checkpoint whose parent is the
     /// latest one.
     fn start_save(&mut self, barrier: Option<BarrierReport>) {
-        let parent = self.last_checkpoint().map(str::to_string);
-        let checkpoint = self.state.to_checkpoint(&self.workflow, parent);
+        let checkpoint = self.to_checkpoint();
         self.unsaved = false;
         self.saver.start(checkpoint, barrier);
     }

@@ -63,6 +63,20 @@ impl Grants {
         self.makes_http_calls() || dirs::reaches_outside(&self.dirs)
     }
 
+    /// These grants with nothing that reaches outside the sandbox: no HTTP host, and
+    /// every directory read-only.
+    pub fn sealed(&self) -> Grants {
+        let read_only = |dir: &DirGrant| DirGrant {
+            writable: false,
+            ..dir.clone()
+        };
+        Grants {
+            dirs: self.dirs.iter().map(read_only).collect(),
+            env: self.env.clone(),
+            allowed_hosts: Arc::from([]),
+        }
+    }
+
     /// Gives the executor `executor`'s WASI context what is granted: variables and
     /// directories, and no sockets (HTTP goes through [`Grants::http_policy`]).
     pub(crate) fn wire(&self, wasi: &mut WasiCtxBuilder, executor: &str) -> Result<()> {
