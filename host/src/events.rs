@@ -86,6 +86,28 @@ pub enum Event {
         /// What went wrong, naming the call and the limit or error.
         reason: String,
     },
+    /// An executor's call failed and its superstep will be tried again on a fresh
+    /// instance, restored to the state before it, after `backoff_ms` (see the
+    /// executor's retry policy).
+    ExecutorRetrying {
+        /// The superstep.
+        superstep: u64,
+        /// The executor.
+        executor: String,
+        /// The attempt that failed, from 1.
+        attempt: u32,
+        /// The attempts the policy allows in all.
+        max_attempts: u32,
+        /// How it failed: `error`, `trap` or `timeout`.
+        failure: &'static str,
+        /// The last HTTP error status a request of the call got, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+        /// What went wrong, naming the call and the error.
+        reason: String,
+        /// The wait before the next attempt, in milliseconds.
+        backoff_ms: u64,
+    },
     /// An executor failed: its handler returned an error, or it trapped.
     ExecutorFailed {
         /// The superstep.

@@ -32,6 +32,7 @@
 //! | --- | --- |
 //! | [`manifest`] | the TOML manifest: parsing and validation |
 //! | [`limits`] | an executor's resource limits and their defaults |
+//! | [`retry`] | retry policies of failed executor calls, and how a call failed |
 //! | [`grants`] | capability grants, one module each: `dirs`, `env`, `http` |
 //! | [`graph`] | executors by index, edges, routing, the graph digest, Mermaid and DOT |
 //! | [`engine`] | the runtime, workflows and runs: supersteps, barriers, journals, saving |
@@ -62,6 +63,7 @@ pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod queue;
+pub mod retry;
 mod sandbox;
 pub mod server;
 pub mod worker;

@@ -6,6 +6,7 @@ use crate::error::{Error, did_you_mean, invalid};
 use crate::grants::{Grants, HostEnv, RawDir};
 use crate::limited_read::{self, FileKind};
 use crate::limits::{HTTP_CALL_TIMEOUT_MS, Limits, RawLimits};
+use crate::retry::{RawRetry, RetryPolicy};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub struct ExecutorSpec {
     pub grants: Grants,
     /// Its resource limits.
     pub limits: Limits,
+    /// How its failed calls are retried.
+    pub retry: RetryPolicy,
 }
 
 /// A directed edge; `kinds` (when set) lists the message kinds it carries.
@@ -79,6 +82,8 @@ struct RawWorkflow {
     max_supersteps: Option<u64>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    retry: RawRetry,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +101,8 @@ struct RawExecutor {
     allowed_hosts: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    retry: RawRetry,
 }
 
 #[derive(Deserialize)]
@@ -196,8 +203,8 @@ impl Manifest {
                 "workflow.max_supersteps: must be at least 1".into(),
             ));
         }
-        let executors =
-            executors(raw.executors, (dir, host_env), raw.workflow.limits).map_err(at_file)?;
+        let workflow = (&raw.workflow.limits, &raw.workflow.retry);
+        let executors = executors(raw.executors, (dir, host_env), workflow).map_err(at_file)?;
         let start = start(raw.workflow.start, &executors).map_err(at_file)?;
         let edges = edges(raw.edges, &executors).map_err(at_file)?;
         Ok(Manifest {
@@ -221,18 +228,19 @@ impl Manifest {
     }
 }
 
-/// The executors of a manifest in `dir`, sorted by id, each with its limits over
-/// `workflow_limits` and its grants (host variables read as `host_env` says); the
-/// error names the field.
+/// The executors of a manifest in `dir`, sorted by id, each with its limits and retry
+/// policy over the workflow's and its grants (host variables read as `host_env`
+/// says); the error names the field.
 fn executors(
     raw: Vec<RawExecutor>,
     (dir, host_env): (&Path, HostEnv),
-    workflow_limits: RawLimits,
+    (workflow_limits, workflow_retry): (&RawLimits, &RawRetry),
 ) -> std::result::Result<Vec<ExecutorSpec>, String> {
     if raw.is_empty() {
         return Err("executors: the workflow has no executors".into());
     }
     let default_limits = workflow_limits.over(Limits::default(), "workflow.limits")?;
+    let default_retry = workflow_retry.over(&RetryPolicy::default(), "workflow.retry")?;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut executors = Vec::with_capacity(raw.len());
     for (i, executor) in raw.into_iter().enumerate() {
@@ -259,6 +267,7 @@ fn executors(
             },
         };
         let limits = executor.limits.over(base, "limits").map_err(at)?;
+        let retry = executor.retry.over(&default_retry, "retry").map_err(at)?;
         if let Some(command) = &executor.build
             && command.trim().is_empty()
         {
@@ -277,6 +286,7 @@ fn executors(
             config,
             grants,
             limits,
+            retry,
         });
     }
     executors.sort_by(|a, b| a.id.cmp(&b.id));

@@ -27,6 +27,8 @@ enum Mode {
     Redirect(String),
     /// A reply with a body of this many bytes.
     Big(usize),
+    /// `Fail(status)` for the first this many requests, then `Lowercase`.
+    FailFirst(usize, u16),
 }
 
 /// Header values the server recorded, one per request.
@@ -114,8 +116,12 @@ fn serve(
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
     keys.lock().unwrap().push(key);
-    requests.fetch_add(1, Ordering::SeqCst);
-    let mode = mode.lock().unwrap().clone();
+    let seen = requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let mode = match mode.lock().unwrap().clone() {
+        Mode::FailFirst(failing, status) if seen <= failing => Mode::Fail(status),
+        Mode::FailFirst(..) => Mode::Lowercase,
+        mode => mode,
+    };
     let (status, headers, reply) = match mode {
         Mode::Lowercase => {
             let request: Value = serde_json::from_slice(&body).unwrap();
@@ -144,6 +150,7 @@ fn serve(
         }
         Mode::Redirect(to) => (307, format!("location: {to}\r\n"), String::new()),
         Mode::Big(size) => (200, String::new(), "x".repeat(size)),
+        Mode::FailFirst(..) => unreachable!("resolved above"),
     };
     let mut stream = stream;
     let _ = write!(
@@ -308,6 +315,72 @@ fn the_agent_pipeline_runs_against_a_local_model_and_keeps_the_key_out() {
             "{name} holds the key"
         );
     }
+}
+
+#[test]
+fn a_call_that_fails_twice_is_retried_on_a_fresh_instance_and_journaled_once() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::FailFirst(2, 503));
+    let retry = r#"retry = { max_attempts = 3, initial_backoff_ms = 10, on = ["http-5xx"] }"#;
+    let granted = format!("{}\n{retry}", allow(&server));
+    let manifest = agent_pipeline(&ws, &server, &granted, "");
+    let run = run_agent_pipeline(&ws, &manifest);
+    run.assert_code(0);
+    assert_eq!(run.outputs(), vec![json!("dlrow olleh")]);
+    assert_eq!(server.requests(), 3);
+    let retrying = run.events_named("executor_retrying");
+    assert_eq!(retrying.len(), 2);
+    for (n, event) in retrying.iter().enumerate() {
+        assert_eq!(event["executor"], "lower_agent");
+        assert_eq!(event["superstep"], 3);
+        assert_eq!(event["attempt"], n + 1);
+        assert_eq!(event["failure"], "error");
+        assert_eq!(event["http_status"], 503);
+        assert_eq!(event["backoff_ms"], [10, 20][n]);
+        // The error body echoes the key; the reason has it masked.
+        let reason = event["reason"].as_str().unwrap();
+        assert!(reason.contains("503") && !reason.contains(KEY), "{reason}");
+    }
+    // One result, journaled once: the third attempt's, on an instance restored to the
+    // state before the superstep (the failed attempts left nothing behind).
+    let completed: Vec<_> = run
+        .events_named("executor_completed")
+        .into_iter()
+        .filter(|e| e["executor"] == "lower_agent")
+        .collect();
+    assert_eq!(completed.len(), 1);
+    let last = latest_checkpoint(&ws.path().join("checkpoints"));
+    assert_eq!(states(&last)["lower_agent"]["count"], 1);
+    // Each attempt's requests are keyed apart, so that a provider does not take a
+    // retry for a duplicate of the failed call.
+    let keys = server.keys.lock().unwrap().clone();
+    let suffixes: Vec<&str> = keys
+        .iter()
+        .map(|k| k.split_once(":3:").unwrap().1)
+        .collect();
+    assert_eq!(
+        suffixes,
+        [
+            "lower_agent:1",
+            "lower_agent:attempt-2:1",
+            "lower_agent:attempt-3:1"
+        ]
+    );
+
+    // Spent attempts fail the run, naming the last attempt; the key stays out.
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Fail(500));
+    let granted = format!("{}\n{}", allow(&server), retry.replace("3,", "2,"));
+    let manifest = agent_pipeline(&ws, &server, &granted, "");
+    let failed = run_agent_pipeline(&ws, &manifest);
+    failed.assert_code(1);
+    assert_eq!(server.requests(), 2);
+    let reason = failed.events_named("executor_failed")[0]["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().starts_with("attempt 2 of 2: "),
+        "{reason}"
+    );
+    assert!(!failed.stdout.contains(KEY) && !failed.stderr.contains(KEY));
 }
 
 #[test]

@@ -21,6 +21,7 @@ mod polyglot;
 mod postgres;
 mod postgres_server;
 mod replay;
+mod retries;
 mod routing;
 mod sandbox;
 mod sdks;

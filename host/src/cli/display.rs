@@ -73,6 +73,16 @@ fn executor_line(event: &Event) -> Option<String> {
         Event::ExecutorFailed {
             executor, reason, ..
         } => format!("  {executor} FAILED: {reason}"),
+        Event::ExecutorRetrying {
+            executor,
+            attempt,
+            max_attempts,
+            reason,
+            backoff_ms,
+            ..
+        } => format!(
+            "  {executor} attempt {attempt} of {max_attempts} failed, retrying in {backoff_ms} ms: {reason}"
+        ),
         Event::ExecutorSkipped {
             executor, reason, ..
         } => format!("  {executor} skipped: {reason}"),

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,20 +50,39 @@ pub enum Outcome {
 pub struct Stopper {
     stop: Arc<AtomicBool>,
     interrupt: Arc<AtomicBool>,
+    /// Wakes the waits before retries when the run is asked to stop.
+    wake: Arc<(Mutex<()>, Condvar)>,
 }
 
 impl Stopper {
-    /// Asks the run to stop at its next barrier: a superstep under way finishes first.
+    /// Asks the run to stop at its next barrier: a superstep under way finishes first
+    /// (an executor waiting to retry a call retries at once).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        let (lock, wake) = &*self.wake;
+        let _held = lock.lock().expect("stopper lock");
+        wake.notify_all();
+    }
+
+    /// Waits for `duration`, or less if the run is asked to stop meanwhile.
+    pub(super) fn wait_unless_stopped(&self, duration: std::time::Duration) {
+        let (lock, wake) = &*self.wake;
+        let held = lock.lock().expect("stopper lock");
+        let waited = wake.wait_timeout_while(held, duration, |_| !self.is_stopping());
+        drop(waited.expect("stopper lock"));
+    }
+
+    /// Whether the run was interrupted ([`Stopper::interrupt`]).
+    pub(super) fn is_interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Acquire)
     }
 
     /// Stops the run at once: the executors' running calls end at their next epoch
     /// tick (a call waiting on the host, such as an HTTP request, once it returns), so
     /// that the superstep fails and nothing of it is applied.
     pub fn interrupt(&self) {
-        self.stop();
         self.interrupt.store(true, Ordering::Release);
+        self.stop();
     }
 
     /// Whether the run was asked to stop.
@@ -664,6 +683,13 @@ impl Run {
             })
             .collect();
         let (shared, sink, run_id) = (&state.shared, &self.sink, state.run_id.as_str());
+        let (states, stopper) = (&state.states, &self.stopper);
+        let origin = format!("the state before superstep {superstep}");
+        let restart = |i: usize| {
+            let mut instance = workflow.restored_instance(i, sink, &states[i], &origin)?;
+            instance.interrupt_on(stopper.interrupt.clone());
+            Ok(instance)
+        };
         let store = self.saver.store().as_ref();
         let base_save = self.saver.pending_save();
         std::thread::scope(|scope| {
@@ -691,6 +717,9 @@ impl Run {
                     graph,
                     journal: journal_to,
                     makes_http_calls: workflow.makes_http_calls(i),
+                    retry: &workflow.manifest().executors[i].retry,
+                    restart: &restart,
+                    stopper,
                 };
                 (i, turn.run(instance, &inbox, shared, sink.as_ref()))
             };
@@ -799,4 +828,27 @@ fn emit_request(sink: &dyn EventSink, request: &PendingRequest) {
         kind: request.message.kind.clone(),
         body: Payload::of(&request.message.body),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stopper;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_stop_cuts_the_wait_before_a_retry_short() {
+        let stopper = Stopper::default();
+        let waiting = stopper.clone();
+        let started = Instant::now();
+        let waiter =
+            std::thread::spawn(move || waiting.wait_unless_stopped(Duration::from_secs(600)));
+        stopper.stop();
+        waiter.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(300));
+        // Once stopped, a wait does not wait at all.
+        stopper.wait_unless_stopped(Duration::from_secs(600));
+        assert!(!stopper.is_interrupted());
+        stopper.interrupt();
+        assert!(stopper.is_interrupted());
+    }
 }

@@ -3,11 +3,14 @@
 //! as a journal record and back.
 
 use super::journal_writer::{Finished, JournalFeed};
+use super::run::Stopper;
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
+use crate::error::Result as HostResult;
 use crate::events::{Event, EventSink};
 use crate::graph::Graph;
 use crate::limits::Limits;
 use crate::message::{Envelope, Message, Payload, request_id};
+use crate::retry::RetryPolicy;
 use crate::sandbox::ExecutorInstance;
 use crate::sandbox::context::{Effects, SharedState};
 use bytes::Bytes;
@@ -149,6 +152,13 @@ pub(super) struct Turn<'a> {
     pub(super) journal: Option<JournalFeed<'a>>,
     /// Whether the executor may make outbound HTTP requests.
     pub(super) makes_http_calls: bool,
+    /// How its failed calls are retried.
+    pub(super) retry: &'a RetryPolicy,
+    /// A fresh instance of executor `i` in the state before the superstep, to retry on.
+    pub(super) restart: &'a (dyn Fn(usize) -> HostResult<ExecutorInstance> + Sync),
+    /// The run's stopper: a stop cuts the wait before a retry short; after an
+    /// interrupt nothing is retried.
+    pub(super) stopper: &'a Stopper,
 }
 
 impl Turn<'_> {
@@ -168,7 +178,7 @@ impl Turn<'_> {
             executor: id.to_string(),
             messages: inbox.responses.len() + inbox.messages.len(),
         });
-        let outcome = deliver((self.run_id, self.superstep), instance, inbox, shared);
+        let outcome = self.attempts(instance, inbox, shared, sink);
         let duration_us = started.elapsed().as_micros() as u64;
         match (&outcome, self.journal) {
             (Ok(step), Some(journal)) => {
@@ -193,16 +203,64 @@ impl Turn<'_> {
         }
         outcome
     }
+
+    /// Delivers the inbox, and again on a fresh instance after each failure that the
+    /// retry policy retries, until an attempt succeeds or the attempts are spent.
+    fn attempts(
+        &self,
+        instance: &mut ExecutorInstance,
+        inbox: &Inbox,
+        shared: &Arc<SharedState>,
+        sink: &dyn EventSink,
+    ) -> Result<Step, String> {
+        let mut attempt = 1;
+        loop {
+            let reason = match deliver(
+                (self.run_id, self.superstep, attempt),
+                instance,
+                inbox,
+                shared,
+            ) {
+                Ok(step) => return Ok(step),
+                Err(reason) => reason,
+            };
+            let failure = instance.take_failure();
+            let retried = failure
+                .filter(|f| self.retry.retries(attempt, f) && !self.stopper.is_interrupted());
+            let Some(failure) = retried else {
+                return Err(match attempt {
+                    1 => reason,
+                    n => format!("attempt {n} of {}: {reason}", self.retry.max_attempts),
+                });
+            };
+            let backoff = self.retry.backoff(attempt);
+            sink.emit(&Event::ExecutorRetrying {
+                superstep: self.superstep,
+                executor: self.graph.id(self.index).to_string(),
+                attempt,
+                max_attempts: self.retry.max_attempts,
+                failure: failure.kind.as_str(),
+                http_status: failure.http_status,
+                reason: reason.clone(),
+                backoff_ms: backoff.as_millis() as u64,
+            });
+            self.stopper.wait_unless_stopped(backoff);
+            *instance = (self.restart)(self.index)
+                .map_err(|e| format!("{reason}; no fresh instance to retry on: {e:#}"))?;
+            attempt += 1;
+        }
+    }
 }
 
-/// Delivers one executor's inbox in order (responses first) and takes its snapshot.
+/// Delivers one executor's inbox in order (responses first) and takes its snapshot,
+/// as attempt `attempt` of the superstep.
 fn deliver(
-    (run_id, superstep): (&str, u64),
+    (run_id, superstep, attempt): (&str, u64, u32),
     instance: &mut ExecutorInstance,
     inbox: &Inbox,
     shared: &Arc<SharedState>,
 ) -> Result<Step, String> {
-    instance.begin(run_id, superstep, shared.clone());
+    instance.begin((run_id, superstep, attempt), shared.clone());
     let responded = inbox
         .responses
         .iter()

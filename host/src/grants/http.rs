@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -137,6 +137,8 @@ pub struct HttpPolicy {
     key: String,
     /// Requests sent in this superstep.
     calls: u64,
+    /// The status of the last response of 400 or more since it was taken (0: none).
+    error_status: Arc<AtomicU16>,
 }
 
 /// The header that keys an outbound request, for providers that drop duplicates.
@@ -154,6 +156,7 @@ impl HttpPolicy {
             notes: Vec::new(),
             key: String::new(),
             calls: 0,
+            error_status: Arc::new(AtomicU16::new(0)),
         }
     }
 
@@ -165,6 +168,11 @@ impl HttpPolicy {
     pub fn begin(&mut self, key: String) {
         self.key = key;
         self.calls = 0;
+    }
+
+    /// Takes the status of the last response of 400 or more since the last call.
+    pub fn take_error_status(&mut self) -> Option<u16> {
+        Some(self.error_status.swap(0, Ordering::AcqRel)).filter(|&status| status != 0)
     }
 
     /// Takes the notes of refused requests since the last call.
@@ -229,11 +237,15 @@ impl WasiHttpHooks for HttpPolicy {
             between_bytes_timeout: cap(options.between_bytes_timeout),
         };
         let max = self.max_response_bytes;
+        let error_status = self.error_status.clone();
         Box::new(async move {
             let sent = wasmtime_wasi_http::default_send_request(request, Some(options));
             let (response, io) = tokio::time::timeout(timeout, sent)
                 .await
                 .map_err(|_| Error::ConnectionReadTimeout)??;
+            if response.status().as_u16() >= 400 {
+                error_status.store(response.status().as_u16(), Ordering::Release);
+            }
             let declared = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)

@@ -12,6 +12,7 @@ use crate::hash::sha256_hex;
 use crate::limited_read::{self, FileKind};
 use crate::limits::Limits;
 use crate::message::{Envelope, Message};
+use crate::retry::{Failure, FailureKind};
 use bytes::Bytes;
 use compile_cache::CompileCache;
 use context::{ExecutorContext, HostState};
@@ -278,6 +279,8 @@ pub struct ExecutorInstance {
     stderr: Capture,
     limits: Limits,
     meters_fuel: bool,
+    /// How the last call that failed failed, until taken.
+    failure: Option<Failure>,
 }
 
 impl ExecutorInstance {
@@ -325,6 +328,7 @@ impl ExecutorInstance {
             stderr,
             limits,
             meters_fuel,
+            failure: None,
         })
     }
 
@@ -352,14 +356,27 @@ impl ExecutorInstance {
         self.store.data_mut().interrupt = interrupt;
     }
 
-    /// Starts superstep `superstep` of run `run_id` over the `committed` shared state:
-    /// its effects collected anew, its outbound requests keyed by run, superstep and
-    /// executor (see [`HttpPolicy::begin`]).
-    pub fn begin(&mut self, run_id: &str, superstep: u64, committed: Arc<context::SharedState>) {
+    /// Starts attempt `attempt` (from 1) of superstep `superstep` of run `run_id` over
+    /// the `committed` shared state: its effects collected anew, its outbound requests
+    /// keyed by run, superstep and executor, and the attempt after the first (see
+    /// [`HttpPolicy::begin`]).
+    pub fn begin(
+        &mut self,
+        (run_id, superstep, attempt): (&str, u64, u32),
+        committed: Arc<context::SharedState>,
+    ) {
         let state = self.store.data_mut();
         state.ctx.begin(superstep, committed);
-        let key = format!("{run_id}:{superstep}:{}", state.ctx.id());
+        let key = match attempt {
+            0 | 1 => format!("{run_id}:{superstep}:{}", state.ctx.id()),
+            _ => format!("{run_id}:{superstep}:{}:attempt-{attempt}", state.ctx.id()),
+        };
         state.http_policy.begin(key);
+    }
+
+    /// How the last failed call failed (since this was last asked).
+    pub fn take_failure(&mut self) -> Option<Failure> {
+        self.failure.take()
     }
 
     /// The executor's context, to start and finish supersteps.
@@ -419,6 +436,10 @@ impl ExecutorInstance {
         let state = self.call_outcome("snapshot", result)?;
         let limit = self.limits.max_snapshot_bytes;
         if state.len() as u64 > limit {
+            self.failure = Some(Failure {
+                kind: FailureKind::Limit,
+                http_status: None,
+            });
             return Err(format!(
                 "snapshot of {} bytes exceeds limits.max_snapshot_bytes = {limit}",
                 state.len()
@@ -439,16 +460,21 @@ impl ExecutorInstance {
         call: &str,
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
+        let http_status = self.store.data_mut().http_policy.take_error_status();
         let outcome = self.call_outcome_unmasked(call, result);
-        outcome.map_err(|reason| self.store.data().ctx.mask(reason))
+        outcome.map_err(|(kind, reason)| {
+            self.failure = Some(Failure { kind, http_status });
+            self.store.data().ctx.mask(reason)
+        })
     }
 
-    /// [`Self::call_outcome`] before granted secrets are masked in the reason.
+    /// [`Self::call_outcome`] before granted secrets are masked in the reason, which
+    /// comes with how the call failed.
     fn call_outcome_unmasked<T>(
         &mut self,
         call: &str,
         result: wasmtime::Result<Result<T, String>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, (FailureKind, String)> {
         self.report_stdio();
         let state = self.store.data_mut();
         for note in state.http_policy.take_notes() {
@@ -456,7 +482,10 @@ impl ExecutorInstance {
         }
         let trap = match result {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(message)) => return Err(format!("{call} returned an error: {message}")),
+            Ok(Err(message)) => {
+                let reason = format!("{call} returned an error: {message}");
+                return Err((FailureKind::Error, reason));
+            }
             Err(trap) => trap,
         };
         let state = self.store.data_mut();
@@ -465,28 +494,38 @@ impl ExecutorInstance {
             .take_violation()
             .or(state.limiter.violation.take());
         if let Some(limit) = broken {
-            return Err(format!("{call} stopped: {limit}"));
+            return Err((FailureKind::Limit, format!("{call} stopped: {limit}")));
         }
         if trap.downcast_ref::<Interrupted>().is_some() {
-            return Err(format!("{call} interrupted: {Interrupted}"));
+            let reason = format!("{call} interrupted: {Interrupted}");
+            return Err((FailureKind::Interrupted, reason));
         }
         match trap.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => Err(format!(
-                "{call} stopped: exceeded limits.call_timeout_ms = {} (the call ran too long)",
-                self.limits.call_timeout_ms
+            Some(wasmtime::Trap::Interrupt) => Err((
+                FailureKind::Timeout,
+                format!(
+                    "{call} stopped: exceeded limits.call_timeout_ms = {} (the call ran too long)",
+                    self.limits.call_timeout_ms
+                ),
             )),
-            Some(wasmtime::Trap::OutOfFuel) => Err(format!(
-                "{call} stopped: ran out of fuel (limits.fuel = {})",
-                self.limits.fuel.unwrap_or(u64::MAX)
+            Some(wasmtime::Trap::OutOfFuel) => Err((
+                FailureKind::Limit,
+                format!(
+                    "{call} stopped: ran out of fuel (limits.fuel = {})",
+                    self.limits.fuel.unwrap_or(u64::MAX)
+                ),
             )),
             Some(cause) => {
                 let backtrace = trap
                     .downcast_ref::<wasmtime::WasmBacktrace>()
                     .map(|backtrace| format!("\n{backtrace}"))
                     .unwrap_or_default();
-                Err(format!("{call} trapped: {cause}{backtrace}"))
+                Err((
+                    FailureKind::Trap,
+                    format!("{call} trapped: {cause}{backtrace}"),
+                ))
             }
-            None => Err(format!("{call} trapped: {trap:#}")),
+            None => Err((FailureKind::Trap, format!("{call} trapped: {trap:#}"))),
         }
     }
 
