@@ -33,6 +33,7 @@
 //! | [`manifest`] | the TOML manifest: parsing and validation |
 //! | [`limits`] | an executor's resource limits and their defaults |
 //! | [`retry`] | retry policies of failed executor calls, and how a call failed |
+//! | [`telemetry`] | OpenTelemetry spans of runs, supersteps and calls, exported over OTLP/HTTP |
 //! | [`grants`] | capability grants, one module each: `dirs`, `env`, `http` |
 //! | [`graph`] | executors by index, edges, routing, the graph digest, Mermaid and DOT |
 //! | [`engine`] | the runtime, workflows and runs: supersteps, barriers, journals, saving |
@@ -66,6 +67,7 @@ pub mod queue;
 pub mod retry;
 mod sandbox;
 pub mod server;
+pub mod telemetry;
 pub mod worker;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileStore, MemoryStore, Status};

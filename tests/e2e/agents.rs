@@ -42,6 +42,8 @@ struct ChatServer {
     authorizations: Arc<Mutex<Vec<String>>>,
     /// The `Idempotency-Key` of each request ("" for none).
     keys: Arc<Mutex<Vec<String>>>,
+    /// The `traceparent` of each request ("" for none).
+    traceparents: Recorded,
 }
 
 impl ChatServer {
@@ -53,17 +55,18 @@ impl ChatServer {
             mode: Arc::new(Mutex::new(mode)),
             authorizations: Arc::default(),
             keys: Arc::default(),
+            traceparents: Arc::default(),
         };
-        let (requests, mode, authorizations, keys) = (
-            server.requests.clone(),
-            server.mode.clone(),
+        let (requests, mode) = (server.requests.clone(), server.mode.clone());
+        let recorded = (
             server.authorizations.clone(),
             server.keys.clone(),
+            server.traceparents.clone(),
         );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (requests, mode) = (requests.clone(), mode.clone());
-                let seen = (authorizations.clone(), keys.clone());
+                let seen = recorded.clone();
                 std::thread::spawn(move || serve(stream, &requests, &mode, &seen));
             }
         });
@@ -87,7 +90,7 @@ fn serve(
     stream: TcpStream,
     requests: &AtomicUsize,
     mode: &Mutex<Mode>,
-    (authorizations, keys): &(Recorded, Recorded),
+    (authorizations, keys, traceparents): &(Recorded, Recorded, Recorded),
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -95,6 +98,7 @@ fn serve(
     let mut length = 0;
     let mut authorization = String::new();
     let mut key = String::new();
+    let mut traceparent = String::new();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -110,12 +114,14 @@ fn serve(
                 authorizations.lock().unwrap().push(authorization.clone());
             }
             "idempotency-key" => key = value.trim().to_string(),
+            "traceparent" => traceparent = value.trim().to_string(),
             _ => {}
         }
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
     keys.lock().unwrap().push(key);
+    traceparents.lock().unwrap().push(traceparent);
     let seen = requests.fetch_add(1, Ordering::SeqCst) + 1;
     let mode = match mode.lock().unwrap().clone() {
         Mode::FailFirst(failing, status) if seen <= failing => Mode::Fail(status),
@@ -381,6 +387,40 @@ fn a_call_that_fails_twice_is_retried_on_a_fresh_instance_and_journaled_once() {
         "{reason}"
     );
     assert!(!failed.stdout.contains(KEY) && !failed.stderr.contains(KEY));
+}
+
+#[test]
+fn an_agent_call_carries_the_traceparent_of_its_span() {
+    let ws = Workspace::new();
+    let server = ChatServer::start(Mode::Lowercase);
+    let collector = crate::telemetry::Collector::start();
+    let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
+    let endpoint = collector.endpoint();
+    let args = [
+        "run",
+        &manifest,
+        "--input",
+        "\"hello world\"",
+        "--otlp",
+        &endpoint,
+    ];
+    run_with_key(&ws, &args).assert_code(0);
+    let call = collector
+        .spans("executor call")
+        .into_iter()
+        .find(|c| crate::telemetry::attribute(c, "executor") == "lower_agent")
+        .unwrap();
+    let expected = format!(
+        "00-{}-{}-01",
+        hex::encode(&call.trace_id),
+        hex::encode(&call.span_id)
+    );
+    assert_eq!(*server.traceparents.lock().unwrap(), [expected]);
+    // Without telemetry, no traceparent.
+    let ws = Workspace::new();
+    let manifest = agent_pipeline(&ws, &server, &allow(&server), "");
+    run_agent_pipeline(&ws, &manifest).assert_code(0);
+    assert_eq!(server.traceparents.lock().unwrap()[1], "");
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod sandbox;
 mod sdks;
 mod serve;
 mod stores;
+mod telemetry;
 mod time_travel;
 mod verify;
 mod workers;

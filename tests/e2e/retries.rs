@@ -8,7 +8,7 @@ use serde_json::json;
 
 /// `src` sends `go` to `trapper`, an adversary that traps on every message and whose
 /// `retry` table is `retry`.
-fn trapping(ws: &Workspace, retry: &str) -> std::path::PathBuf {
+pub(crate) fn trapping(ws: &Workspace, retry: &str) -> std::path::PathBuf {
     let text = format!(
         r#"
 [workflow]

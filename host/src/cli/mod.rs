@@ -21,6 +21,7 @@ mod workflow;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use superstep::error::{EXIT_FAILED, Error};
+use superstep::telemetry::Telemetry;
 
 /// Exit code: the run completed (or the command succeeded).
 pub const EXIT_OK: u8 = 0;
@@ -36,9 +37,18 @@ pub const EXIT_DIFFERS: u8 = 4;
     name = "superstep",
     version,
     about = "Run workflows of WebAssembly component executors in checkpointed supersteps",
-    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint, 3 paused for input."
+    after_help = "Exit codes: 0 completed, 1 run failed, 2 bad usage, manifest or checkpoint, 3 paused for input, 4 a check found a difference."
 )]
 struct Cli {
+    /// Export OpenTelemetry traces (a span per run, superstep and executor call) to
+    /// this OTLP/HTTP collector, such as http://127.0.0.1:4318.
+    #[arg(
+        long,
+        global = true,
+        env = superstep::telemetry::ENDPOINT_ENV,
+        value_name = "URL"
+    )]
+    otlp: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,7 +108,34 @@ pub(crate) use say;
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
+    let endpoint = cli.otlp.as_deref().filter(|url| !url.is_empty());
+    let telemetry = match endpoint.map(Telemetry::otlp).transpose() {
+        Ok(telemetry) => telemetry,
+        Err(error) => return failed(&error),
+    };
+    let outcome = execute(cli.command);
+    if let Some(telemetry) = telemetry
+        && let Err(error) = telemetry.shutdown()
+    {
+        eprintln!("warning: {error:#}");
+    }
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        // The reader went away (`superstep checkpoints list | head`): nothing to report.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
+        Err(error) => failed(&error),
+    }
+}
+
+/// Reports `error` and gives its exit code.
+fn failed(error: &Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(error.exit_code())
+}
+
+/// Runs one command.
+fn execute(command: Command) -> superstep::error::Result<u8> {
+    match command {
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),
         Command::Replay(args) => replay::replay(args),
@@ -114,15 +151,6 @@ pub fn main() -> ExitCode {
         Command::Runs(command) => runs::execute(command),
         Command::Respond(args) => runs::respond(args),
         Command::Serve(args) => serve::serve(args),
-    };
-    match outcome {
-        Ok(code) => ExitCode::from(code),
-        // The reader went away (`superstep checkpoints list | head`): nothing to report.
-        Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(error.exit_code())
-        }
     }
 }
 

@@ -17,7 +17,9 @@ use crate::events::{Event, EventSink};
 use crate::message::{Envelope, Message, Payload};
 use crate::sandbox::ExecutorInstance;
 use crate::sandbox::context::SharedState;
+use crate::telemetry::Traced;
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,6 +138,8 @@ pub struct Run {
     stage: Stage,
     /// Set when the run is to stop at its next barrier.
     stopper: Stopper,
+    /// The run's span, from when it sets out until it stops.
+    span: Traced,
 }
 
 /// Where a run stands between two calls of [`Run::advance`].
@@ -185,6 +189,7 @@ impl Run {
             failure: None,
             stage: Stage::Idle,
             stopper: Stopper::default(),
+            span: Traced::default(),
         };
         run.wire_interrupt();
         run.announce(None);
@@ -218,6 +223,7 @@ impl Run {
             failure: None,
             stage: Stage::Idle,
             stopper: Stopper::default(),
+            span: Traced::default(),
         };
         run.wire_interrupt();
         run.announce(Some(from));
@@ -401,6 +407,9 @@ impl Run {
     /// The stage a run sets out at: responses not yet saved are saved first (and are
     /// durable before they are delivered).
     fn setting_out(&mut self) -> Stage {
+        let workflow = &self.workflow.manifest().name;
+        let from = self.last_checkpoint();
+        self.span = Traced::run(&self.state.run_id, workflow, from);
         let unsaved_responses = self.unsaved && self.state.responses.iter().any(|r| !r.is_empty());
         if unsaved_responses && self.durability == Durability::Superstep {
             self.start_save(None);
@@ -485,8 +494,16 @@ impl Run {
         }
     }
 
-    /// Emits how the run ended; a failed run cannot go on.
+    /// Emits how the run ended, and ends its span; a failed run cannot go on.
     fn report_end(&mut self, outcome: &Result<Outcome>) {
+        let (name, error) = match outcome {
+            Ok(Outcome::Completed) => ("completed", None),
+            Ok(Outcome::Paused { .. }) => ("paused", None),
+            Ok(Outcome::Stopped) => ("stopped", None),
+            Ok(Outcome::Failed { reason }) => ("failed", Some(reason.clone())),
+            Err(error) => ("failed", Some(format!("{error:#}"))),
+        };
+        self.span.end(name, error.as_deref());
         let run_id = self.state.run_id.clone();
         let reason = match outcome {
             Ok(Outcome::Completed) => {
@@ -554,13 +571,14 @@ impl Run {
     fn superstep(&mut self, active: &[usize]) -> Result<Option<String>> {
         let superstep = self.state.superstep;
         let journal = self.begin(active);
+        let mut span = self.superstep_span(active);
         // Without a checkpoint per superstep, a failure must leave the inboxes as they
         // were, so that the state saved at exit is the last good barrier's.
         let inboxes = (self.durability == Durability::Exit)
             .then(|| (self.state.queues.clone(), self.state.responses.clone()));
         let mut results = self.replay_journaled()?;
         let replayed = !results.is_empty();
-        let (executed, unreported) = self.execute(journal.as_deref())?;
+        let (executed, unreported) = self.execute(journal.as_deref(), &span)?;
         results.extend(executed);
         results.sort_by_key(|(i, _)| *i);
         let graph = self.workflow.graph();
@@ -580,7 +598,9 @@ impl Run {
                 self.state.queues = queues;
                 self.state.responses = responses;
             }
-            return Ok(Some(failures.join("; ")));
+            let reason = failures.join("; ");
+            span.end("failed", Some(&reason));
+            return Ok(Some(reason));
         }
         self.barrier(results);
         let queued = self.state.queues.iter().map(Vec::len).sum();
@@ -598,11 +618,31 @@ impl Run {
                     .filter(|_| journal.is_some() || replayed),
             };
             self.start_save(Some(barrier));
+            let checkpoint = self.last_checkpoint().unwrap_or_default().to_string();
+            span.set(KeyValue::new("superstep.checkpoint_id", checkpoint));
         } else {
             self.sink
                 .emit(&Event::SuperstepCompleted { superstep, queued });
         }
+        span.end("completed", None);
         Ok(None)
+    }
+
+    /// The span of the next superstep, of executors `active`, in the run's.
+    fn superstep_span(&self, active: &[usize]) -> Traced {
+        if !self.span.is_recording() {
+            return Traced::default();
+        }
+        let graph = self.workflow.graph();
+        let ids: Vec<&str> = active.iter().map(|&i| graph.id(i)).collect();
+        self.span.child(
+            "superstep",
+            vec![
+                KeyValue::new("superstep.run_id", self.state.run_id.clone()),
+                KeyValue::new("superstep.number", self.state.superstep as i64),
+                KeyValue::new("superstep.executors", ids.join(",")),
+            ],
+        )
     }
 
     /// Announces the superstep of `active`; returns the checkpoint whose journal its
@@ -663,7 +703,11 @@ impl Run {
     /// journal of checkpoint `journal` if given. Returns the results and the executors
     /// whose completion is still to report (index, duration in µs): those the barrier's
     /// checkpoint makes durable.
-    fn execute(&mut self, journal: Option<&str>) -> Result<(Results, Vec<(usize, u64)>)> {
+    fn execute(
+        &mut self,
+        journal: Option<&str>,
+        span: &Traced,
+    ) -> Result<(Results, Vec<(usize, u64)>)> {
         let superstep = self.state.superstep;
         let workflow = &self.workflow;
         let graph = workflow.graph();
@@ -720,6 +764,8 @@ impl Run {
                     retry: &workflow.manifest().executors[i].retry,
                     restart: &restart,
                     stopper,
+                    span,
+                    component_digest: workflow.component_digest(i),
                 };
                 (i, turn.run(instance, &inbox, shared, sink.as_ref()))
             };

@@ -13,7 +13,9 @@ use crate::message::{Envelope, Message, Payload, request_id};
 use crate::retry::RetryPolicy;
 use crate::sandbox::ExecutorInstance;
 use crate::sandbox::context::{Effects, SharedState};
+use crate::telemetry::Traced;
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,6 +161,10 @@ pub(super) struct Turn<'a> {
     /// The run's stopper: a stop cuts the wait before a retry short; after an
     /// interrupt nothing is retried.
     pub(super) stopper: &'a Stopper,
+    /// The superstep's span, parent of the call's.
+    pub(super) span: &'a Traced,
+    /// SHA-256 of the executor's component.
+    pub(super) component_digest: &'a str,
 }
 
 impl Turn<'_> {
@@ -178,7 +184,13 @@ impl Turn<'_> {
             executor: id.to_string(),
             messages: inbox.responses.len() + inbox.messages.len(),
         });
-        let outcome = self.attempts(instance, inbox, shared, sink);
+        let mut span = self.call_span();
+        let (outcome, attempts) = self.attempts(instance, inbox, shared, (sink, &span));
+        span.set(KeyValue::new("superstep.attempts", i64::from(attempts)));
+        match &outcome {
+            Ok(_) => span.end("completed", None),
+            Err(reason) => span.end("failed", Some(reason)),
+        }
         let duration_us = started.elapsed().as_micros() as u64;
         match (&outcome, self.journal) {
             (Ok(step), Some(journal)) => {
@@ -205,33 +217,37 @@ impl Turn<'_> {
     }
 
     /// Delivers the inbox, and again on a fresh instance after each failure that the
-    /// retry policy retries, until an attempt succeeds or the attempts are spent.
+    /// retry policy retries, until an attempt succeeds or the attempts are spent; with
+    /// the number of attempts made.
     fn attempts(
         &self,
         instance: &mut ExecutorInstance,
         inbox: &Inbox,
         shared: &Arc<SharedState>,
-        sink: &dyn EventSink,
-    ) -> Result<Step, String> {
+        (sink, span): (&dyn EventSink, &Traced),
+    ) -> (Result<Step, String>, u32) {
         let mut attempt = 1;
+        let traceparent = span.traceparent();
         loop {
+            instance.set_traceparent(traceparent.as_deref());
             let reason = match deliver(
                 (self.run_id, self.superstep, attempt),
                 instance,
                 inbox,
                 shared,
             ) {
-                Ok(step) => return Ok(step),
+                Ok(step) => return (Ok(step), attempt),
                 Err(reason) => reason,
             };
             let failure = instance.take_failure();
             let retried = failure
                 .filter(|f| self.retry.retries(attempt, f) && !self.stopper.is_interrupted());
             let Some(failure) = retried else {
-                return Err(match attempt {
+                let reason = match attempt {
                     1 => reason,
                     n => format!("attempt {n} of {}: {reason}", self.retry.max_attempts),
-                });
+                };
+                return (Err(reason), attempt);
             };
             let backoff = self.retry.backoff(attempt);
             sink.emit(&Event::ExecutorRetrying {
@@ -245,10 +261,37 @@ impl Turn<'_> {
                 backoff_ms: backoff.as_millis() as u64,
             });
             self.stopper.wait_unless_stopped(backoff);
-            *instance = (self.restart)(self.index)
-                .map_err(|e| format!("{reason}; no fresh instance to retry on: {e:#}"))?;
+            *instance = match (self.restart)(self.index) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    let reason = format!("{reason}; no fresh instance to retry on: {e:#}");
+                    return (Err(reason), attempt);
+                }
+            };
             attempt += 1;
         }
+    }
+}
+
+impl Turn<'_> {
+    /// The span of the executor's call, in the superstep's.
+    fn call_span(&self) -> Traced {
+        if !self.span.is_recording() {
+            return Traced::default();
+        }
+        let id = self.graph.id(self.index).to_string();
+        self.span.child(
+            "executor call",
+            vec![
+                KeyValue::new("superstep.run_id", self.run_id.to_string()),
+                KeyValue::new("superstep.number", self.superstep as i64),
+                KeyValue::new("superstep.executor", id),
+                KeyValue::new(
+                    "superstep.component_digest",
+                    self.component_digest.to_string(),
+                ),
+            ],
+        )
     }
 }
 

@@ -139,10 +139,15 @@ pub struct HttpPolicy {
     calls: u64,
     /// The status of the last response of 400 or more since it was taken (0: none).
     error_status: Arc<AtomicU16>,
+    /// The W3C `traceparent` of the call under way, for its requests.
+    traceparent: Option<http::HeaderValue>,
 }
 
 /// The header that keys an outbound request, for providers that drop duplicates.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The W3C Trace Context header.
+const TRACEPARENT: &str = "traceparent";
 
 impl HttpPolicy {
     /// The policy for an executor granted `allowed` hosts under `limits`.
@@ -157,6 +162,7 @@ impl HttpPolicy {
             key: String::new(),
             calls: 0,
             error_status: Arc::new(AtomicU16::new(0)),
+            traceparent: None,
         }
     }
 
@@ -168,6 +174,13 @@ impl HttpPolicy {
     pub fn begin(&mut self, key: String) {
         self.key = key;
         self.calls = 0;
+    }
+
+    /// Sets the `traceparent` header that the requests of the call under way carry
+    /// (unless the guest sets its own): the call's span, so that the server's spans
+    /// join the run's trace.
+    pub fn set_traceparent(&mut self, traceparent: Option<&str>) {
+        self.traceparent = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok());
     }
 
     /// Takes the status of the last response of 400 or more since the last call.
@@ -203,6 +216,13 @@ impl WasiHttpHooks for HttpPolicy {
             && let Ok(key) = http::HeaderValue::from_str(&format!("{}:{}", self.key, self.calls))
         {
             request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+        }
+        if let Some(traceparent) = &self.traceparent
+            && !request.headers().contains_key(TRACEPARENT)
+        {
+            request
+                .headers_mut()
+                .insert(TRACEPARENT, traceparent.clone());
         }
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();

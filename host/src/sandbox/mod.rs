@@ -374,6 +374,14 @@ impl ExecutorInstance {
         state.http_policy.begin(key);
     }
 
+    /// Sets the W3C `traceparent` that the executor's HTTP requests carry from now on.
+    pub fn set_traceparent(&mut self, traceparent: Option<&str>) {
+        self.store
+            .data_mut()
+            .http_policy
+            .set_traceparent(traceparent);
+    }
+
     /// How the last failed call failed (since this was last asked).
     pub fn take_failure(&mut self) -> Option<Failure> {
         self.failure.take()
