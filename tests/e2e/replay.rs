@@ -103,6 +103,27 @@ fn a_recorded_run_replays_identically_and_a_changed_lower_diverges() {
         "{}",
         before.stdout
     );
+    // A component that does not take the recorded state differs at once.
+    let text = std::fs::read_to_string(&bang).unwrap();
+    let refusing = ws.manifest(
+        "refusing.toml",
+        &text.replace("lower_bang.wasm", "adversary.wasm"),
+    );
+    let refused = ws.superstep(&["replay", ids[1], "--manifest", refusing.to_str().unwrap()]);
+    refused.assert_code(4);
+    let lines: Vec<&str> = refused.stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!("superstep 2: differs from checkpoint {}:", ids[2])
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "  the components do not take the recorded states: checkpoint {}: executor 'lower' did not accept its checkpointed state: restore returned an error: ",
+            ids[1]
+        )),
+        "{}",
+        refused.stdout
+    );
     // A replay writes nothing.
     assert_eq!(ws.checkpoint_files("checkpoints"), recorded);
 
