@@ -156,7 +156,8 @@ pub(super) struct Turn<'a> {
     pub(super) makes_http_calls: bool,
     /// How its failed calls are retried.
     pub(super) retry: &'a RetryPolicy,
-    /// A fresh instance of executor `i` in the state before the superstep, to retry on.
+    /// Makes a fresh instance of an executor (by index) in its state before the
+    /// superstep, to retry on.
     pub(super) restart: &'a (dyn Fn(usize) -> HostResult<ExecutorInstance> + Sync),
     /// The run's stopper: a stop cuts the wait before a retry short; after an
     /// interrupt nothing is retried.
@@ -271,9 +272,7 @@ impl Turn<'_> {
             attempt += 1;
         }
     }
-}
 
-impl Turn<'_> {
     /// The span of the executor's call, in the superstep's.
     fn call_span(&self) -> Traced {
         if !self.span.is_recording() {
