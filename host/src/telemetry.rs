@@ -38,7 +38,7 @@ impl Telemetry {
     /// `endpoint` (its base URL: spans go to `<endpoint>/v1/traces`, in batches, as
     /// protobuf), as service `superstep`. Plain `http://` only. Once per process.
     pub fn otlp(endpoint: &str) -> Result<Telemetry> {
-        let bad = |why: String| invalid(format!("--otlp {endpoint}: {why}"));
+        let bad = |why: String| invalid(format!("OTLP endpoint {endpoint}: {why}"));
         if !endpoint.starts_with("http://") {
             return Err(bad(
                 "spans go over plain HTTP: give an http:// endpoint (such as a local OpenTelemetry Collector)".into(),
@@ -81,6 +81,9 @@ impl Traced {
     /// A new root span of a run that sets out from checkpoint `from` (none for a
     /// fresh run).
     pub(crate) fn run(run_id: &str, workflow: &str, from: Option<&str>) -> Traced {
+        if TRACER.get().is_none() {
+            return Traced(None);
+        }
         let mut attributes = vec![
             KeyValue::new("superstep.run_id", run_id.to_string()),
             KeyValue::new("superstep.workflow", workflow.to_string()),

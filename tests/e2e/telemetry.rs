@@ -216,5 +216,27 @@ fn a_failed_call_marks_its_spans_failed_and_a_bad_endpoint_is_refused() {
         "https://collector.example:4318",
     ]);
     refused.assert_code(2);
-    refused.assert_stderr("error: --otlp https://collector.example:4318: spans go over plain HTTP: give an http:// endpoint (such as a local OpenTelemetry Collector)\n");
+    let why = "OTLP endpoint https://collector.example:4318: spans go over plain HTTP: give an http:// endpoint (such as a local OpenTelemetry Collector)";
+    refused.assert_stderr(&format!("error: {why}\n"));
+    // The variable may be set for other programs: an endpoint there that cannot be
+    // used is warned of, and the command runs.
+    let pipeline = ws.pipeline();
+    let warned = ws.superstep_env(
+        &[(
+            superstep::telemetry::ENDPOINT_ENV,
+            "https://collector.example:4318",
+        )],
+        &[
+            "run",
+            pipeline.to_str().unwrap(),
+            "--input",
+            "\"x\"",
+            "--events",
+            "quiet",
+        ],
+    );
+    warned.assert_code(0);
+    warned.assert_stderr(&format!(
+        "warning: OTEL_EXPORTER_OTLP_ENDPOINT: {why}; no traces are sent\n"
+    ));
 }

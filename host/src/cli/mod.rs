@@ -41,13 +41,9 @@ pub const EXIT_DIFFERS: u8 = 4;
 )]
 struct Cli {
     /// Export OpenTelemetry traces (a span per run, superstep and executor call) to
-    /// this OTLP/HTTP collector, such as http://127.0.0.1:4318.
-    #[arg(
-        long,
-        global = true,
-        env = superstep::telemetry::ENDPOINT_ENV,
-        value_name = "URL"
-    )]
+    /// this OTLP/HTTP collector, such as http://127.0.0.1:4318 [default:
+    /// $OTEL_EXPORTER_OTLP_ENDPOINT, when it is an http:// URL]
+    #[arg(long, global = true, value_name = "URL")]
     otlp: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -108,8 +104,7 @@ pub(crate) use say;
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let endpoint = cli.otlp.as_deref().filter(|url| !url.is_empty());
-    let telemetry = match endpoint.map(Telemetry::otlp).transpose() {
+    let telemetry = match telemetry(cli.otlp.as_deref()) {
         Ok(telemetry) => telemetry,
         Err(error) => return failed(&error),
     };
@@ -124,6 +119,27 @@ pub fn main() -> ExitCode {
         // The reader went away (`superstep checkpoints list | head`): nothing to report.
         Err(error) if is_broken_pipe(&error) => ExitCode::from(EXIT_OK),
         Err(error) => failed(&error),
+    }
+}
+
+/// The exporter of traces to the collector `--otlp` names (an error if it cannot be),
+/// else to the one `OTEL_EXPORTER_OTLP_ENDPOINT` names: the variable may be set for
+/// other programs, so an endpoint there that cannot be used is only warned of.
+fn telemetry(otlp: Option<&str>) -> superstep::error::Result<Option<Telemetry>> {
+    if let Some(endpoint) = otlp {
+        return Telemetry::otlp(endpoint).map(Some);
+    }
+    let from_env = std::env::var(superstep::telemetry::ENDPOINT_ENV).ok();
+    let Some(endpoint) = from_env.filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    match Telemetry::otlp(&endpoint) {
+        Ok(telemetry) => Ok(Some(telemetry)),
+        Err(error) => {
+            let variable = superstep::telemetry::ENDPOINT_ENV;
+            eprintln!("warning: {variable}: {error:#}; no traces are sent");
+            Ok(None)
+        }
     }
 }
 

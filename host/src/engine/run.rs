@@ -618,8 +618,12 @@ impl Run {
                     .filter(|_| journal.is_some() || replayed),
             };
             self.start_save(Some(barrier));
-            let checkpoint = self.last_checkpoint().unwrap_or_default().to_string();
-            span.set(KeyValue::new("superstep.checkpoint_id", checkpoint));
+            if let Some(checkpoint) = self.last_checkpoint().filter(|_| span.is_recording()) {
+                span.set(KeyValue::new(
+                    "superstep.checkpoint_id",
+                    checkpoint.to_string(),
+                ));
+            }
         } else {
             self.sink
                 .emit(&Event::SuperstepCompleted { superstep, queued });
@@ -728,8 +732,8 @@ impl Run {
             .collect();
         let (shared, sink, run_id) = (&state.shared, &self.sink, state.run_id.as_str());
         let (states, stopper) = (&state.states, &self.stopper);
-        let origin = format!("the state before superstep {superstep}");
         let restart = |i: usize| {
+            let origin = format!("the state before superstep {superstep}");
             let mut instance = workflow.restored_instance(i, sink, &states[i], &origin)?;
             instance.interrupt_on(stopper.interrupt.clone());
             Ok(instance)

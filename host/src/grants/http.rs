@@ -137,7 +137,8 @@ pub struct HttpPolicy {
     key: String,
     /// Requests sent in this superstep.
     calls: u64,
-    /// The status of the last response of 400 or more since it was taken (0: none).
+    /// The status of the last response of 400 or more in this superstep, until taken
+    /// (0: none).
     error_status: Arc<AtomicU16>,
     /// The W3C `traceparent` of the call under way, for its requests.
     traceparent: Option<http::HeaderValue>,
@@ -174,6 +175,7 @@ impl HttpPolicy {
     pub fn begin(&mut self, key: String) {
         self.key = key;
         self.calls = 0;
+        self.error_status.store(0, Ordering::Relaxed);
     }
 
     /// Sets the `traceparent` header that the requests of the call under way carry
@@ -183,7 +185,7 @@ impl HttpPolicy {
         self.traceparent = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok());
     }
 
-    /// Takes the status of the last response of 400 or more since the last call.
+    /// Takes the status of the last response of 400 or more in this superstep.
     pub fn take_error_status(&mut self) -> Option<u16> {
         Some(self.error_status.swap(0, Ordering::AcqRel)).filter(|&status| status != 0)
     }

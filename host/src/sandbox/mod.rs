@@ -468,9 +468,9 @@ impl ExecutorInstance {
         call: &str,
         result: wasmtime::Result<Result<T, String>>,
     ) -> Result<T, String> {
-        let http_status = self.store.data_mut().http_policy.take_error_status();
         let outcome = self.call_outcome_unmasked(call, result);
         outcome.map_err(|(kind, reason)| {
+            let http_status = self.store.data_mut().http_policy.take_error_status();
             self.failure = Some(Failure { kind, http_status });
             self.store.data().ctx.mask(reason)
         })
