@@ -262,6 +262,30 @@ fn replay_over_the_agent_needs_its_own_barrier(ws: &Workspace, manifest: &str) {
     let replayed = workflow.replay(&at(1), &at(3), sink).unwrap();
     assert_eq!(replayed.supersteps, 1..3);
     assert!(replayed.is_identical() && replayed.recorded.is_empty());
+    // The agent's own superstep: its recorded results stand in, and the event says so.
+    let (events, sink) = crate::library::collecting_sink();
+    let (before, after) = (at(3), at(4));
+    let replayed = workflow.replay(&before, &after, sink).unwrap();
+    assert!(replayed.is_identical());
+    assert_eq!(replayed.recorded, ["lower_agent"]);
+    let reasons: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            superstep::Event::ExecutorSkipped {
+                executor, reason, ..
+            } => Some(format!("{executor}: {reason}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [format!(
+            "lower_agent: it can reach outside its sandbox, so the replay takes its results from checkpoint {}",
+            after.checkpoint_id
+        )]
+    );
 }
 
 #[test]

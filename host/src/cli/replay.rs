@@ -9,7 +9,7 @@ use super::{EXIT_DIFFERS, EXIT_OK, say};
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
-use superstep::checkpoint::{Checkpoint, CheckpointStore, Summary, lineage};
+use superstep::checkpoint::{Checkpoint, CheckpointStore, ListFilter, Summary, lineage};
 use superstep::engine::{Replayed, Runtime, Workflow};
 use superstep::error::{Result, invalid};
 use superstep::events::Event;
@@ -83,9 +83,9 @@ fn chain(
     until: Option<&str>,
 ) -> Result<Vec<Summary>> {
     let until = until.map(|name| store.resolve(name)).transpose()?;
-    let listing = store.list_matching(&superstep::checkpoint::ListFilter {
+    let listing = store.list_matching(&ListFilter {
         run: Some(first.run_id.clone()),
-        ..Default::default()
+        ..ListFilter::default()
     })?;
     let summaries: Vec<&Summary> = listing
         .iter()

@@ -6,7 +6,7 @@
 
 use super::Workflow;
 use super::run::{Durability, Outcome};
-use super::step::Step;
+use super::step::{Recorded, Step};
 use crate::checkpoint::journal::{JournalMessage, JournalRecord, JournalSend};
 use crate::checkpoint::{Checkpoint, MemoryStore, diff};
 use crate::error::Result;
@@ -93,7 +93,15 @@ impl Workflow {
                 steps[i] = Some(self.recorded_step(i, superstep, from, to)?);
                 recorded.insert(self.graph().id(i).to_string());
             }
-            if let Some(outcome) = run.step_once(steps)? {
+            let standing_in = Recorded {
+                steps,
+                origin: format!("checkpoint {}", to.checkpoint_id),
+                reason: format!(
+                    "it can reach outside its sandbox, so the replay takes its results from checkpoint {}",
+                    to.checkpoint_id
+                ),
+            };
+            if let Some(outcome) = run.step_once(standing_in)? {
                 replayed
                     .differences
                     .push(stopped_short(superstep, &outcome, to));

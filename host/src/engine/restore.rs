@@ -6,7 +6,7 @@ use super::Workflow;
 use super::run::Run;
 use super::saving::Saver;
 use super::snapshot::RunState;
-use super::step::Step;
+use super::step::{Recorded, Step};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::Result;
 use crate::error::{Error, bad_checkpoint, invalid};
@@ -41,19 +41,20 @@ impl Workflow {
         self.check_fits(&checkpoint, allow_changed_components)?;
         let state = RunState::from_checkpoint(&checkpoint, self.graph())?;
         let store = saver.store().clone();
-        let replay = self.journaled_steps(&checkpoint, &store, &state.queues, &state.responses)?;
-        Run::resumed(self, state, checkpoint.checkpoint_id, replay, saver)
+        let journaled =
+            self.journaled_steps(&checkpoint, &store, &state.queues, &state.responses)?;
+        Run::resumed(self, state, checkpoint.checkpoint_id, journaled, saver)
     }
 
     /// The results that the journal of `checkpoint` holds for the superstep starting
-    /// from it (left by a host that died before the barrier), per executor index.
+    /// from it (left by a host that died before the barrier), if it has any.
     fn journaled_steps(
         &self,
         checkpoint: &Checkpoint,
         store: &Arc<dyn CheckpointStore>,
         queues: &[Vec<Envelope>],
         responses: &[Vec<(String, Message)>],
-    ) -> Result<Vec<Option<Step>>> {
+    ) -> Result<Option<Recorded>> {
         let mut steps: Vec<Option<Step>> = (0..queues.len()).map(|_| None).collect();
         let records = store.read_journal(&checkpoint.checkpoint_id)?;
         let origin = format!("journal of checkpoint {}", checkpoint.checkpoint_id);
@@ -83,7 +84,16 @@ impl Workflow {
             steps[i] =
                 Some(Step::from_journal(&record, i, &self.loaded.graph, limits).map_err(bad)?);
         }
-        Ok(steps)
+        if steps.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(Some(Recorded {
+            steps,
+            reason: format!(
+                "its results for this superstep are in the {origin}, left by an attempt that stopped before the barrier"
+            ),
+            origin,
+        }))
     }
 
     /// Refuses a checkpoint that was not taken with this workflow, saying what differs.

@@ -10,7 +10,7 @@ use super::journal_writer::{
 };
 use super::saving::{BarrierReport, SaveHandle, Saver, Settle};
 use super::snapshot::{Output, PendingRequest, RunState};
-use super::step::{Inbox, Step, Turn};
+use super::step::{Inbox, Recorded, Step, Turn};
 use crate::error::Result;
 use crate::error::{host, invalid};
 use crate::events::{Event, EventSink};
@@ -129,9 +129,9 @@ pub struct Run {
     verify_snapshots: bool,
     /// Something happened since the last checkpoint (a barrier, or responses).
     unsaved: bool,
-    /// Per executor index (empty when none): results of the next superstep journaled
-    /// by an earlier attempt that died before the barrier.
-    replay: Vec<Option<Step>>,
+    /// Results of the next superstep that stand in for running some executors: a
+    /// journal of an earlier attempt that died before the barrier, or a replay's.
+    recorded: Option<Recorded>,
     /// Set when the run failed: its instances may be mid-superstep, so it cannot go on.
     failure: Option<String>,
     /// Where [`Run::advance`] goes on from.
@@ -185,7 +185,7 @@ impl Run {
             durability: Durability::default(),
             verify_snapshots: false,
             unsaved: true,
-            replay: Vec::new(),
+            recorded: None,
             failure: None,
             stage: Stage::Idle,
             stopper: Stopper::default(),
@@ -202,7 +202,7 @@ impl Run {
         workflow: &Workflow,
         state: RunState,
         from: String,
-        replay: Vec<Option<Step>>,
+        recorded: Option<Recorded>,
         saver: Saver,
     ) -> Result<Run> {
         let sink = saver.sink();
@@ -219,7 +219,7 @@ impl Run {
             durability: Durability::default(),
             verify_snapshots: false,
             unsaved: false,
-            replay,
+            recorded,
             failure: None,
             stage: Stage::Idle,
             stopper: Stopper::default(),
@@ -272,8 +272,8 @@ impl Run {
     /// Runs the next superstep alone, the results in `recorded` standing in for the
     /// executors it holds them for (they are not run); for replay. `Some` is how the
     /// run stopped instead: no work left, the superstep cap, or a failed executor.
-    pub(super) fn step_once(&mut self, recorded: Vec<Option<Step>>) -> Result<Option<Outcome>> {
-        self.replay = recorded;
+    pub(super) fn step_once(&mut self, recorded: Recorded) -> Result<Option<Outcome>> {
+        self.recorded = Some(recorded);
         loop {
             match self.next_superstep() {
                 Ok(Some(save)) => drop(save.wait()),
@@ -345,7 +345,7 @@ impl Run {
         self.unsaved = true;
         // The next superstep now delivers responses: a journal of an earlier attempt
         // at it, made without them, does not describe it.
-        self.replay.clear();
+        self.recorded = None;
         Ok(())
     }
 
@@ -576,7 +576,7 @@ impl Run {
         // were, so that the state saved at exit is the last good barrier's.
         let inboxes = (self.durability == Durability::Exit)
             .then(|| (self.state.queues.clone(), self.state.responses.clone()));
-        let mut results = self.replay_journaled()?;
+        let mut results = self.take_recorded()?;
         let replayed = !results.is_empty();
         let (executed, unreported) = self.execute(journal.as_deref(), &span)?;
         results.extend(executed);
@@ -670,20 +670,20 @@ impl Run {
         journal
     }
 
-    /// The results of the superstep that the journal of an attempt that died before
-    /// its barrier holds: each such executor gets a fresh instance in the state the
-    /// attempt left, and its inbox is not delivered again.
-    fn replay_journaled(&mut self) -> Result<Results> {
+    /// The recorded results of the superstep (see [`Recorded`]): each such executor
+    /// gets a fresh instance in the state they leave it in, and its inbox is not
+    /// delivered.
+    fn take_recorded(&mut self) -> Result<Results> {
         let mut results = Vec::new();
-        let replay = std::mem::take(&mut self.replay);
-        if replay.is_empty() {
-            return Ok(results);
-        }
-        let Some(base) = self.last_checkpoint().map(str::to_string) else {
+        let Some(Recorded {
+            steps,
+            origin,
+            reason,
+        }) = self.recorded.take()
+        else {
             return Ok(results);
         };
-        let origin = format!("journal of checkpoint {base}");
-        for (i, step) in replay.into_iter().enumerate() {
+        for (i, step) in steps.into_iter().enumerate() {
             let Some(step) = step else { continue };
             self.state.queues[i].clear();
             self.state.responses[i].clear();
@@ -694,9 +694,7 @@ impl Run {
             self.sink.emit(&Event::ExecutorSkipped {
                 superstep: self.state.superstep,
                 executor: self.workflow.graph().id(i).to_string(),
-                reason: format!(
-                    "its results for this superstep are in the {origin}, left by an attempt that stopped before the barrier"
-                ),
+                reason: reason.clone(),
             });
             results.push((i, Ok(step)));
         }

@@ -136,6 +136,17 @@ impl Step {
     }
 }
 
+/// Results of the next superstep that stand in for running some of its executors: a
+/// journal left by an attempt that died before the barrier, or a replay's recording.
+pub(super) struct Recorded {
+    /// Per executor index: its results, when recorded.
+    pub(super) steps: Vec<Option<Step>>,
+    /// Where they come from, for errors (`journal of checkpoint <id>`).
+    pub(super) origin: String,
+    /// Why those executors are not run, for their `executor_skipped` events.
+    pub(super) reason: String,
+}
+
 /// What an executor gets in a superstep: responses to its requests, then messages.
 pub(super) struct Inbox {
     pub(super) responses: Vec<(String, Message)>,
