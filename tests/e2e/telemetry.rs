@@ -240,3 +240,32 @@ fn a_failed_call_marks_its_spans_failed_and_a_bad_endpoint_is_refused() {
         "warning: OTEL_EXPORTER_OTLP_ENDPOINT: {why}; no traces are sent\n"
     ));
 }
+
+#[test]
+fn the_server_traces_the_runs_it_drives() {
+    let ws = Workspace::new();
+    ws.pipeline();
+    let collector = Collector::start();
+    let server = crate::serve::Server::start_with(
+        &ws,
+        &[("SUPERSTEP_TOKEN", crate::serve::TOKEN)],
+        &["--otlp", &collector.endpoint()],
+    );
+    let client = server.client();
+    let run_id = client.start("pipeline", "\"hi\"");
+    client.until_status(&run_id, "completed");
+    // The spans left are sent as the server shuts down.
+    assert!(server.stop(libc::SIGTERM).success());
+    let runs = collector.spans("workflow run");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(attribute(&runs[0], "run_id"), run_id);
+    assert_eq!(attribute(&runs[0], "outcome"), "completed");
+    let supersteps = collector.spans("superstep");
+    assert_eq!(supersteps.len(), 4);
+    assert!(
+        supersteps
+            .iter()
+            .all(|s| s.parent_span_id == runs[0].span_id)
+    );
+    assert_eq!(collector.spans("executor call").len(), 4);
+}
