@@ -178,6 +178,22 @@ impl Workspace {
         )
     }
 
+    /// Runs the plan review on "launch the beta" with `extra` arguments; it must pause
+    /// for the planner's first request.
+    pub fn paused_plan_review(&self, extra: &[&str]) -> Run {
+        let manifest = self.plan_review();
+        let mut args = vec![
+            "run",
+            manifest.to_str().unwrap(),
+            "--input",
+            "\"launch the beta\"",
+        ];
+        args.extend_from_slice(extra);
+        let run = self.superstep(&args);
+        run.assert_code(3);
+        run
+    }
+
     /// Runs the demo pipeline on `input` (JSON) with JSON Lines events; it must complete.
     pub fn run_pipeline(&self, input: &str) -> Run {
         let manifest = self.pipeline();

@@ -157,14 +157,7 @@ fn a_recorded_run_replays_identically_and_a_changed_lower_diverges() {
 #[test]
 fn a_branched_lineage_needs_until_and_responses_and_forks_are_taken_as_recorded() {
     let ws = Workspace::new();
-    let manifest = ws.plan_review();
-    let paused = ws.superstep(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--input",
-        "\"launch the beta\"",
-    ]);
-    paused.assert_code(3);
+    ws.paused_plan_review(&[]);
     let at = checkpoints_by_superstep(&ws);
     assert_eq!(at.len(), 1);
     let paused_at = at[0].1.clone();

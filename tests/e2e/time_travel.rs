@@ -4,8 +4,6 @@
 use crate::common::*;
 use serde_json::{Value, json};
 
-const TASK: &str = "\"launch the beta\"";
-
 /// The id of the one checkpoint at `superstep` in `./checkpoints`.
 fn checkpoint_at(ws: &Workspace, superstep: u64) -> String {
     let found: Vec<Value> = checkpoint_paths(&ws.path().join("checkpoints"))
@@ -37,9 +35,7 @@ fn fork(ws: &Workspace, checkpoint: &str, args: &[&str]) -> String {
 #[test]
 fn an_edited_plan_is_the_one_carried_out() {
     let ws = Workspace::new();
-    let manifest = ws.plan_review();
-    let paused = ws.superstep(&["run", manifest.to_str().unwrap(), "--input", TASK]);
-    paused.assert_code(3);
+    ws.paused_plan_review(&[]);
     let at = checkpoint_at(&ws, 1);
 
     let plan = json!({
@@ -155,9 +151,7 @@ fn a_queued_message_is_replaced_and_the_run_goes_on_from_it() {
 #[test]
 fn refused_forks_write_nothing() {
     let ws = Workspace::new();
-    let manifest = ws.plan_review();
-    ws.superstep(&["run", manifest.to_str().unwrap(), "--input", TASK])
-        .assert_code(3);
+    ws.paused_plan_review(&[]);
     let at = checkpoint_at(&ws, 1);
     let before = ws.checkpoint_files("checkpoints");
     let cases: [(&[&str], &str); 9] = [

@@ -76,15 +76,7 @@ fn the_example_executors_keep_their_state_through_restore() {
 
     // The plan review, paused for its request, and the ring.
     let ws = Workspace::new();
-    let manifest = ws.plan_review();
-    let paused = ws.superstep(&[
-        "run",
-        manifest.to_str().unwrap(),
-        "--input",
-        "\"launch the beta\"",
-        "--verify-snapshots",
-    ]);
-    paused.assert_code(3);
+    ws.paused_plan_review(&["--verify-snapshots"]);
     every_checkpoint_verifies(&ws, &["planner", "report", "worker"]);
     let ws = Workspace::new();
     let ring = ws.ring(3, 4, &[(1, 2048)]);
