@@ -714,20 +714,7 @@ impl Run {
         let workflow = &self.workflow;
         let graph = workflow.graph();
         let state = &mut self.state;
-        let work: Vec<(usize, &mut ExecutorInstance, Inbox)> = self
-            .instances
-            .iter_mut()
-            .zip(state.queues.iter_mut().zip(state.responses.iter_mut()))
-            .enumerate()
-            .filter(|(_, (_, (queue, responses)))| !queue.is_empty() || !responses.is_empty())
-            .map(|(i, (instance, (queue, responses)))| {
-                let inbox = Inbox {
-                    responses: std::mem::take(responses),
-                    messages: std::mem::take(queue),
-                };
-                (i, instance, inbox)
-            })
-            .collect();
+        let work = take_inboxes(&mut self.instances, &mut state.queues, &mut state.responses);
         let (shared, sink, run_id) = (&state.shared, &self.sink, state.run_id.as_str());
         let (states, stopper) = (&state.states, &self.stopper);
         let restart = |i: usize| {
@@ -865,6 +852,28 @@ impl Run {
         self.state.superstep += 1;
         self.unsaved = true;
     }
+}
+
+/// The executors with work in the next superstep, each with its instance and the inbox
+/// taken from its queue and responses.
+fn take_inboxes<'a>(
+    instances: &'a mut [ExecutorInstance],
+    queues: &mut [Vec<Envelope>],
+    responses: &mut [Vec<(String, Message)>],
+) -> Vec<(usize, &'a mut ExecutorInstance, Inbox)> {
+    instances
+        .iter_mut()
+        .zip(queues.iter_mut().zip(responses.iter_mut()))
+        .enumerate()
+        .filter(|(_, (_, (queue, responses)))| !queue.is_empty() || !responses.is_empty())
+        .map(|(i, (instance, (queue, responses)))| {
+            let inbox = Inbox {
+                responses: std::mem::take(responses),
+                messages: std::mem::take(queue),
+            };
+            (i, instance, inbox)
+        })
+        .collect()
 }
 
 /// Emits `request_info` for a pending request.
