@@ -146,6 +146,7 @@ pub struct Workflow {
 }
 
 /// What a [`Workflow`] shares between its clones and runs.
+#[derive(Clone)]
 struct Loaded {
     runtime: Arc<Runtime>,
     manifest: Manifest,
@@ -253,14 +254,9 @@ impl Workflow {
     /// [`Grants::sealed`](crate::grants::Grants::sealed)), sharing its compiled
     /// components.
     fn sealed(&self) -> Workflow {
-        let loaded = &self.loaded;
         let sealed = Loaded {
-            runtime: loaded.runtime.clone(),
-            manifest: loaded.manifest.clone(),
-            graph: loaded.graph.clone(),
-            components: loaded.components.clone(),
-            configs: loaded.configs.clone(),
             sealed: true,
+            ..Loaded::clone(&self.loaded)
         };
         Workflow {
             loaded: Arc::new(sealed),
